@@ -1,0 +1,29 @@
+//! kvstore: a single-threaded, durable, replicated key-value server.
+//!
+//! One mio event loop owns every socket; one sans-IO core owns every piece of
+//! state. The reactor moves bytes between sockets, the log file and the core;
+//! the core turns inputs (a parsed request, a timer, "durable up to index i")
+//! into outputs (replies, log records to append, timers to arm).
+//!
+//! # Layout
+//!
+//! - [`config`]: command-line flags to a validated [`config::Config`]; every default and bound.
+//! - [`protocol`]: the client wire format: framing lines in a buffer, parsing
+//!   them in place into a borrowed [`protocol::Request`], encoding replies.
+//! - [`store`]: the in-memory map, bytes to bytes.
+//! - [`log`]: the append-only, checksummed log: record format, the file, replay.
+//! - [`timer`]: a hashed timer wheel that sets the poll timeout.
+//! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
+//! - [`net`]: the mio reactor; the only module that touches sockets and files.
+//! - [`client`]: a small blocking client that follows `NOT_LEADER` redirects.
+//!
+//! See `docs/ARCHITECTURE.md` for the path of one request.
+
+pub mod client;
+pub mod config;
+pub mod log;
+pub mod net;
+pub mod node;
+pub mod protocol;
+pub mod store;
+pub mod timer;
