@@ -1,1 +1,271 @@
-//! TODO
+//! Command-line flags to a validated [`Config`]. Every default and bound lives here.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+pub const DEFAULT_DATA_ROOT: &str = "./kvstore-data";
+pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// A line must at least hold a short command.
+pub const MIN_MAX_LINE_BYTES: usize = 64;
+/// A record in the log holds at most this much (see `log::MAX_RECORD_BODY_BYTES`).
+pub const MAX_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_MAX_CLIENTS: usize = 1_000_000;
+
+/// When the log is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncPolicy {
+    /// fdatasync before every reply that depends on a write (group commit).
+    Always,
+    /// fdatasync every `--fsync-interval-ms`; an OK may be lost in a crash.
+    Interval,
+    /// Never fdatasync; the OS writes back when it likes.
+    Never,
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            FsyncPolicy::Always => "always",
+            FsyncPolicy::Interval => "interval",
+            FsyncPolicy::Never => "never",
+        };
+        formatter.write_str(name)
+    }
+}
+
+/// kvstore-server: a durable key-value server with a line protocol.
+#[derive(Debug, Parser)]
+#[command(name = "kvstore-server", version)]
+pub struct ServerArgs {
+    /// TCP port for clients and peers.
+    pub port: u16,
+    /// Comma-separated peer addresses, e.g. 127.0.0.1:7002,127.0.0.1:7003.
+    /// An entry equal to this node's own address is ignored.
+    pub peers: Option<String>,
+    /// Address to bind.
+    #[arg(long, default_value = DEFAULT_HOST)]
+    pub host: IpAddr,
+    /// Node id, unique in the cluster [default: PORT].
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Where the log lives [default: ./kvstore-data/<id>].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// When the log is flushed to disk.
+    #[arg(long, value_enum, default_value_t = FsyncPolicy::Always)]
+    pub fsync: FsyncPolicy,
+    /// With --fsync interval: milliseconds between fdatasyncs.
+    #[arg(long, default_value_t = DEFAULT_FSYNC_INTERVAL_MS)]
+    pub fsync_interval_ms: u64,
+    /// Longest request line accepted; a longer one gets ERR and the connection is closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
+    /// Connections beyond this get ERR and are closed.
+    #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
+    pub max_clients: usize,
+    /// Close a client connection idle for this long; 0 never does.
+    #[arg(long, default_value_t = 0)]
+    pub idle_timeout_ms: u64,
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub id: u64,
+    pub peers: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval_ms: u64,
+    pub max_line_bytes: usize,
+    pub max_clients: usize,
+    /// `None`: idle connections are never closed.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// Why the flags do not make a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    InvalidPeer { entry: String, reason: String },
+    DuplicatePeer { entry: String },
+    ZeroFsyncInterval,
+    MaxLineBytesOutOfRange { value: usize },
+    MaxClientsOutOfRange { value: usize },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::InvalidPeer { entry, reason } => {
+                write!(formatter, "invalid peer '{entry}' in PEERS: {reason} (expected host:port)")
+            }
+            ConfigError::DuplicatePeer { entry } => {
+                write!(formatter, "peer '{entry}' is listed twice in PEERS")
+            }
+            ConfigError::ZeroFsyncInterval => {
+                write!(formatter, "--fsync-interval-ms must be at least 1")
+            }
+            ConfigError::MaxLineBytesOutOfRange { value } => write!(
+                formatter,
+                "--max-line-bytes {value} is out of range ({MIN_MAX_LINE_BYTES}..={MAX_MAX_LINE_BYTES})"
+            ),
+            ConfigError::MaxClientsOutOfRange { value } => write!(
+                formatter,
+                "--max-clients {value} is out of range (1..={MAX_MAX_CLIENTS})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ServerArgs {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let listen = SocketAddr::new(self.host, self.port);
+        let id = self.id.unwrap_or(u64::from(self.port));
+        if self.fsync_interval_ms == 0 {
+            return Err(ConfigError::ZeroFsyncInterval);
+        }
+        if !(MIN_MAX_LINE_BYTES..=MAX_MAX_LINE_BYTES).contains(&self.max_line_bytes) {
+            return Err(ConfigError::MaxLineBytesOutOfRange {
+                value: self.max_line_bytes,
+            });
+        }
+        if !(1..=MAX_MAX_CLIENTS).contains(&self.max_clients) {
+            return Err(ConfigError::MaxClientsOutOfRange {
+                value: self.max_clients,
+            });
+        }
+        let peers = parse_peers(self.peers.as_deref().unwrap_or(""), listen)?;
+        Ok(Config {
+            listen,
+            id,
+            peers,
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_ROOT).join(id.to_string())),
+            fsync: self.fsync,
+            fsync_interval_ms: self.fsync_interval_ms,
+            max_line_bytes: self.max_line_bytes,
+            max_clients: self.max_clients,
+            idle_timeout_ms: (self.idle_timeout_ms > 0).then_some(self.idle_timeout_ms),
+        })
+    }
+}
+
+/// Parses `host:port,host:port`, dropping the entry that is this node.
+pub fn parse_peers(list: &str, own_address: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
+    let mut peers = Vec::new();
+    for entry in list.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let address = resolve_peer(entry)?;
+        if is_own_address(address, own_address) {
+            continue;
+        }
+        if peers.contains(&address) {
+            return Err(ConfigError::DuplicatePeer {
+                entry: entry.to_string(),
+            });
+        }
+        peers.push(address);
+    }
+    Ok(peers)
+}
+
+fn resolve_peer(entry: &str) -> Result<SocketAddr, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidPeer {
+        entry: entry.to_string(),
+        reason,
+    };
+    if !entry.contains(':') {
+        return Err(invalid("missing ':port'".to_string()));
+    }
+    let mut addresses = entry
+        .to_socket_addrs()
+        .map_err(|error| invalid(error.to_string()))?;
+    let address = addresses
+        .next()
+        .ok_or_else(|| invalid("resolves to no address".to_string()))?;
+    if address.port() == 0 {
+        return Err(invalid("port 0".to_string()));
+    }
+    Ok(address)
+}
+
+/// A peer is this node if it names the same port on the bound address, or
+/// on loopback when bound to the unspecified address.
+fn is_own_address(peer: SocketAddr, own: SocketAddr) -> bool {
+    peer.port() == own.port()
+        && (peer.ip() == own.ip() || (own.ip().is_unspecified() && peer.ip().is_loopback()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own() -> SocketAddr {
+        "127.0.0.1:7001".parse().unwrap()
+    }
+
+    fn args(list: &[&str]) -> Result<Config, ConfigError> {
+        let argv = std::iter::once("kvstore-server").chain(list.iter().copied());
+        ServerArgs::try_parse_from(argv).unwrap().into_config()
+    }
+
+    #[test]
+    fn defaults_follow_the_port() {
+        let config = args(&["7001"]).unwrap();
+        assert_eq!(config.id, 7001);
+        assert_eq!(config.listen, own());
+        assert_eq!(config.data_dir, PathBuf::from("./kvstore-data/7001"));
+        assert_eq!(config.fsync, FsyncPolicy::Always);
+        assert_eq!(config.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
+        assert_eq!(config.idle_timeout_ms, None);
+        assert!(config.peers.is_empty());
+    }
+
+    #[test]
+    fn peers_drop_the_own_address() {
+        let peers = parse_peers("127.0.0.1:7001, 127.0.0.1:7002,localhost:7003", own()).unwrap();
+        assert_eq!(peers.len(), 2);
+        assert_eq!(peers[0], "127.0.0.1:7002".parse().unwrap());
+        assert_eq!(peers[1].port(), 7003);
+    }
+
+    #[test]
+    fn invalid_peers_are_named() {
+        for bad in ["127.0.0.1", "127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1:0"] {
+            match parse_peers(bad, own()) {
+                Err(ConfigError::InvalidPeer { entry, .. }) => assert_eq!(entry, bad),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            parse_peers("127.0.0.1:7002,127.0.0.1:7002", own()),
+            Err(ConfigError::DuplicatePeer {
+                entry: "127.0.0.1:7002".to_string()
+            })
+        );
+    }
+
+    #[test]
+    fn bounds_are_checked() {
+        assert!(matches!(
+            args(&["7001", "--max-line-bytes", "3"]),
+            Err(ConfigError::MaxLineBytesOutOfRange { value: 3 })
+        ));
+        assert!(matches!(
+            args(&["7001", "--max-clients", "0"]),
+            Err(ConfigError::MaxClientsOutOfRange { value: 0 })
+        ));
+        assert_eq!(
+            args(&["7001", "--fsync-interval-ms", "0"]).unwrap_err(),
+            ConfigError::ZeroFsyncInterval
+        );
+    }
+}

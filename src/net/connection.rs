@@ -1,0 +1,201 @@
+//! One client connection: its socket, its unparsed input and its replies.
+
+use std::io::{self, Read, Write};
+
+use mio::net::TcpStream;
+
+use crate::node::{Flow, Node, ReplyQueue};
+use crate::protocol::{self, ErrorReply, Framed, Reply};
+use crate::timer::TimerId;
+
+/// Bytes asked of the kernel per read; the buffer starts at this size.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Stop executing a client's requests while this many reply bytes are
+/// unsent, so a client that never reads cannot grow the server's memory.
+pub const MAX_UNSENT_REPLY_BYTES: usize = 256 * 1024;
+
+/// How a read went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read some bytes; the socket may hold more (the buffer filled up).
+    MoreMaybe,
+    /// Read until the socket was empty.
+    Drained,
+    /// The client closed its side (half-close or full close).
+    Closed,
+}
+
+pub struct Connection {
+    pub stream: TcpStream,
+    /// `input[start..end]` is received and not yet executed.
+    input: Vec<u8>,
+    start: usize,
+    end: usize,
+    pub replies: ReplyQueue,
+    /// No more requests will be executed (QUIT, a protocol error, or EOF
+    /// after the last whole line): close once every reply has been written.
+    pub closing: bool,
+    /// The client closed its sending side; buffered whole lines still run.
+    pub read_closed: bool,
+    /// Reading stopped because replies backed up; resumes when they drain.
+    pub paused: bool,
+    /// Queued for the end-of-turn flush.
+    pub flush_queued: bool,
+    /// In the server's list of connections with held replies.
+    pub waiting: bool,
+    pub last_active_ms: u64,
+    pub idle_timer: Option<TimerId>,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream, now_ms: u64) -> Self {
+        Connection {
+            stream,
+            input: Vec::new(),
+            start: 0,
+            end: 0,
+            replies: ReplyQueue::new(),
+            closing: false,
+            read_closed: false,
+            paused: false,
+            flush_queued: false,
+            waiting: false,
+            last_active_ms: now_ms,
+            idle_timer: None,
+        }
+    }
+
+    /// Whether another read(2) is useful now.
+    pub fn wants_read(&self) -> bool {
+        !self.closing && !self.read_closed && !self.is_backpressured()
+    }
+
+    /// Whether the connection is waiting on its own unsent replies.
+    pub fn is_backpressured(&self) -> bool {
+        self.replies.unsent_bytes() > MAX_UNSENT_REPLY_BYTES
+    }
+
+    /// One read(2) into the input buffer. A buffer holding an incomplete line
+    /// grows, up to `max_line_bytes` plus a terminator; past that, framing
+    /// reports the line as too long before another read is needed.
+    pub fn read_once(&mut self, max_line_bytes: usize) -> io::Result<ReadOutcome> {
+        self.make_room(max_line_bytes);
+        loop {
+            match self.stream.read(&mut self.input[self.end..]) {
+                Ok(0) => return Ok(ReadOutcome::Closed),
+                Ok(count) => {
+                    self.end += count;
+                    let filled = self.end == self.input.len();
+                    return Ok(if filled {
+                        ReadOutcome::MoreMaybe
+                    } else {
+                        ReadOutcome::Drained
+                    });
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::Drained);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    fn make_room(&mut self, max_line_bytes: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.input.len() < READ_CHUNK_BYTES {
+            self.input.resize(READ_CHUNK_BYTES, 0);
+        }
+        if self.end < self.input.len() {
+            return;
+        }
+        if self.start > 0 {
+            self.input.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        } else {
+            // One line fills the buffer: grow, bounded by the line limit.
+            let limit = max_line_bytes + 2;
+            let grown = (self.input.len() * 2).min(limit.max(self.input.len() + 1));
+            self.input.resize(grown, 0);
+        }
+    }
+
+    /// Executes every whole line in the buffer, stopping early when replies
+    /// back up or the connection is closing.
+    pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) {
+        while !self.closing && !self.is_backpressured() {
+            let buffered = &self.input[self.start..self.end];
+            match protocol::next_line(buffered, max_line_bytes) {
+                Framed::Line { line, consumed } => {
+                    let flow = match protocol::parse(line) {
+                        Ok(request) => node.handle(request, &mut self.replies),
+                        Err(error) => {
+                            let reply = Reply::Error(ErrorReply::Parse(error));
+                            self.replies.push(reply, 0, node.released_index());
+                            Flow::Continue
+                        }
+                    };
+                    self.start += consumed;
+                    self.closing = flow == Flow::Close;
+                }
+                Framed::Incomplete => {
+                    if self.read_closed {
+                        // The client left mid-line: that line never counts.
+                        self.close_input();
+                    }
+                    break;
+                }
+                Framed::TooLong => {
+                    let reply = Reply::Error(ErrorReply::LineTooLong { max_line_bytes });
+                    self.replies.push(reply, 0, node.released_index());
+                    self.close_input();
+                }
+            }
+        }
+        self.release_idle_buffer();
+    }
+
+    /// Stops reading and drops what was not executed (memory released now).
+    pub fn close_input(&mut self) {
+        self.closing = true;
+        self.input = Vec::new();
+        self.start = 0;
+        self.end = 0;
+    }
+
+    fn release_idle_buffer(&mut self) {
+        if self.start == self.end && self.input.len() > READ_CHUNK_BYTES {
+            self.input = Vec::new();
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    pub fn has_buffered_input(&self) -> bool {
+        self.start < self.end
+    }
+
+    /// One write(2) of whatever replies may leave. Returns whether every
+    /// queued reply (held or not) has now been written.
+    pub fn flush(&mut self, released_index: u64) -> io::Result<bool> {
+        loop {
+            let sendable = self.replies.sendable(released_index);
+            if sendable.is_empty() {
+                return Ok(self.replies.is_empty());
+            }
+            match self.stream.write(sendable) {
+                Ok(count) => {
+                    self.replies.consume(count);
+                    return Ok(self.replies.is_empty());
+                }
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(error) => return Err(error),
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! A connection's outgoing replies, each held until what it depends on is durable.
+//!
+//! A reply may depend on a log index: the OK of a write depends on that write's
+//! record; a GET's value depends on every write applied before it was read,
+//! because a crash could otherwise take back a value a client has already seen.
+//! Replies leave in request order, so a reply that depends on nothing still
+//! waits behind an earlier held one.
+//!
+//! Invariant: the indices of the holds increase along the queue (the core
+//! produces replies in log order), so the bytes that may be sent are always a
+//! prefix: everything before the first unreleased hold.
+
+use std::collections::VecDeque;
+
+use crate::protocol::Reply;
+
+/// Above this, an emptied buffer gives its memory back (after a burst).
+const RETAINED_CAPACITY_BYTES: usize = 64 * 1024;
+/// Sent bytes are moved out of the front only past this much, to amortize.
+const COMPACT_THRESHOLD_BYTES: usize = 64 * 1024;
+
+/// The replies from `start` up to the next hold's start (or the end) wait
+/// for `index` to be released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Hold {
+    start: usize,
+    index: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ReplyQueue {
+    bytes: Vec<u8>,
+    sent: usize,
+    holds: VecDeque<Hold>,
+}
+
+impl ReplyQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends `reply`, to be sent once log index `hold_until` is released.
+    /// `released` is the index released so far.
+    pub fn push(&mut self, reply: Reply<'_>, hold_until: u64, released: u64) {
+        let start = self.bytes.len();
+        reply.encode(&mut self.bytes);
+        let covered = match self.holds.back() {
+            Some(last) => hold_until <= last.index,
+            None => hold_until <= released,
+        };
+        if !covered {
+            self.holds.push_back(Hold {
+                start,
+                index: hold_until,
+            });
+        }
+    }
+
+    /// The bytes that may be written now, given the released index.
+    pub fn sendable(&mut self, released: u64) -> &[u8] {
+        while self.holds.front().is_some_and(|hold| hold.index <= released) {
+            self.holds.pop_front();
+        }
+        let end = self.holds.front().map_or(self.bytes.len(), |hold| hold.start);
+        &self.bytes[self.sent..end]
+    }
+
+    /// Marks `count` bytes of [`Self::sendable`] as written to the socket.
+    pub fn consume(&mut self, count: usize) {
+        self.sent += count;
+        debug_assert!(self.sent <= self.bytes.len());
+        if self.sent == self.bytes.len() {
+            self.bytes.clear();
+            self.sent = 0;
+            if self.bytes.capacity() > RETAINED_CAPACITY_BYTES {
+                self.bytes.shrink_to(RETAINED_CAPACITY_BYTES);
+            }
+        } else if self.sent >= COMPACT_THRESHOLD_BYTES && self.sent * 2 >= self.bytes.len() {
+            self.compact();
+        }
+    }
+
+    fn compact(&mut self) {
+        self.bytes.drain(..self.sent);
+        for hold in &mut self.holds {
+            hold.start -= self.sent;
+        }
+        self.sent = 0;
+    }
+
+    /// Drops every reply still held; returns whether there were any. Used
+    /// when the writes they acknowledge can no longer become durable.
+    pub fn discard_held(&mut self) -> bool {
+        match self.holds.front() {
+            Some(first) => {
+                self.bytes.truncate(first.start);
+                self.holds.clear();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Replies encoded but not yet written, held or not (for backpressure).
+    pub fn unsent_bytes(&self) -> usize {
+        self.bytes.len() - self.sent
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.unsent_bytes() == 0
+    }
+
+    pub fn has_holds(&self) -> bool {
+        !self.holds.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unheld_replies_go_at_once() {
+        let mut queue = ReplyQueue::new();
+        queue.push(Reply::Pong, 0, 0);
+        queue.push(Reply::Value(b"v"), 5, 5);
+        assert_eq!(queue.sendable(5), b"PONG\nv\n");
+        assert!(!queue.has_holds());
+    }
+
+    #[test]
+    fn a_held_reply_blocks_the_replies_behind_it() {
+        let mut queue = ReplyQueue::new();
+        queue.push(Reply::Pong, 0, 0);
+        queue.push(Reply::Ok, 1, 0);
+        queue.push(Reply::Pong, 0, 0);
+        queue.push(Reply::Ok, 2, 0);
+        assert_eq!(queue.sendable(0), b"PONG\n");
+        queue.consume(5);
+        assert_eq!(queue.sendable(0), b"");
+        assert_eq!(queue.sendable(1), b"OK\nPONG\n");
+        assert_eq!(queue.sendable(2), b"OK\nPONG\nOK\n");
+        queue.consume(11);
+        assert!(queue.is_empty());
+        assert!(!queue.has_holds());
+    }
+
+    #[test]
+    fn partial_writes_resume_where_they_stopped() {
+        let mut queue = ReplyQueue::new();
+        queue.push(Reply::Value(b"abcdef"), 3, 0);
+        assert_eq!(queue.sendable(3), b"abcdef\n");
+        queue.consume(2);
+        assert_eq!(queue.sendable(3), b"cdef\n");
+        assert_eq!(queue.unsent_bytes(), 5);
+    }
+
+    #[test]
+    fn discarding_drops_only_held_replies() {
+        let mut queue = ReplyQueue::new();
+        queue.push(Reply::Pong, 0, 0);
+        queue.push(Reply::Ok, 7, 0);
+        queue.push(Reply::Pong, 0, 0);
+        assert!(queue.discard_held());
+        assert_eq!(queue.sendable(0), b"PONG\n");
+        assert!(!queue.discard_held());
+    }
+
+    #[test]
+    fn compaction_keeps_holds_aligned() {
+        let mut queue = ReplyQueue::new();
+        let value = vec![b'x'; 1000];
+        for _ in 0..100 {
+            queue.push(Reply::Value(&value), 0, 0);
+        }
+        queue.push(Reply::Ok, 9, 0);
+        let free = queue.sendable(0).len();
+        assert_eq!(free, 100 * 1001);
+        queue.consume(free);
+        assert_eq!(queue.sendable(8), b"");
+        assert_eq!(queue.sendable(9), b"OK\n");
+    }
+}

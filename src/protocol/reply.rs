@@ -1,0 +1,106 @@
+//! Encoding replies onto a connection's outgoing bytes.
+
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+
+use super::ParseError;
+
+/// One reply line. A value borrows from the store, so a GET's reply is copied
+/// once: from the store's bytes into the connection's outgoing buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply<'a> {
+    Ok,
+    Value(&'a [u8]),
+    NotFound,
+    Pong,
+    /// This node does not take the request; `None` while no leader is known.
+    NotLeader(Option<(u64, SocketAddr)>),
+    Error(ErrorReply),
+}
+
+/// The reasons behind `ERR <reason>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorReply {
+    Parse(ParseError),
+    LineTooLong { max_line_bytes: usize },
+    TooManyClients,
+    /// The log could not be written or synced; the server is stopping.
+    LogFailed,
+    ShuttingDown,
+}
+
+impl fmt::Display for ErrorReply {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ErrorReply::Parse(error) => error.fmt(formatter),
+            ErrorReply::LineTooLong { max_line_bytes } => {
+                write!(formatter, "line too long (limit {max_line_bytes} bytes)")
+            }
+            ErrorReply::TooManyClients => write!(formatter, "max number of clients reached"),
+            ErrorReply::LogFailed => write!(
+                formatter,
+                "log write failed, write not applied; server is stopping"
+            ),
+            ErrorReply::ShuttingDown => write!(formatter, "server is shutting down"),
+        }
+    }
+}
+
+impl Reply<'_> {
+    /// Appends the reply and its `\n` to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Reply::Ok => out.extend_from_slice(b"OK\n"),
+            Reply::Value(value) => {
+                out.reserve(value.len() + 1);
+                out.extend_from_slice(value);
+                out.push(b'\n');
+            }
+            Reply::NotFound => out.extend_from_slice(b"NOT_FOUND\n"),
+            Reply::Pong => out.extend_from_slice(b"PONG\n"),
+            Reply::NotLeader(None) => out.extend_from_slice(b"NOT_LEADER -1\n"),
+            Reply::NotLeader(Some((id, address))) => {
+                // Writing into a Vec cannot fail.
+                let _ = writeln!(out, "NOT_LEADER {id} {address}");
+            }
+            Reply::Error(reason) => {
+                let _ = writeln!(out, "ERR {reason}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(reply: Reply<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        reply.encode(&mut out);
+        out
+    }
+
+    #[test]
+    fn encodes_every_reply_exactly() {
+        assert_eq!(encoded(Reply::Ok), b"OK\n");
+        assert_eq!(encoded(Reply::Value(b"a b\xff")), b"a b\xff\n");
+        assert_eq!(encoded(Reply::Value(b"")), b"\n");
+        assert_eq!(encoded(Reply::NotFound), b"NOT_FOUND\n");
+        assert_eq!(encoded(Reply::Pong), b"PONG\n");
+        assert_eq!(encoded(Reply::NotLeader(None)), b"NOT_LEADER -1\n");
+        let leader = (12347, "127.0.0.1:12347".parse().unwrap());
+        assert_eq!(
+            encoded(Reply::NotLeader(Some(leader))),
+            b"NOT_LEADER 12347 127.0.0.1:12347\n"
+        );
+        assert_eq!(
+            encoded(Reply::Error(ErrorReply::Parse(ParseError::EmptyKey))),
+            b"ERR empty key\n"
+        );
+        assert_eq!(
+            encoded(Reply::Error(ErrorReply::LineTooLong { max_line_bytes: 8 })),
+            b"ERR line too long (limit 8 bytes)\n"
+        );
+    }
+}
