@@ -1,0 +1,233 @@
+//! Shared harness for tests that run the real `kvstore-server` binary.
+//!
+//! Every wait polls a condition against a generous deadline; nothing sleeps
+//! a fixed time and hopes.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long anything may take on a slow, loaded CI machine.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+
+pub fn server_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kvstore-server")
+}
+
+/// A running server process; killed (SIGKILL) when dropped.
+pub struct ServerProcess {
+    pub child: Child,
+    pub address: SocketAddr,
+    pub data_dir: PathBuf,
+    stderr_lines: Receiver<String>,
+    pub stderr_seen: Vec<String>,
+}
+
+/// Polls `condition` every few milliseconds until it holds or `DEADLINE`
+/// passes; panics with `what` on timeout.
+pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+impl ServerProcess {
+    /// Starts a server on an OS-chosen port (port 0) with `data_dir` and the
+    /// extra flags, and waits for its "listening on" line.
+    pub fn start(data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        Self::start_on_port(0, data_dir, extra_args)
+    }
+
+    pub fn start_on_port(port: u16, data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        let mut command = Command::new(server_binary());
+        command
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args);
+        Self::spawn(command, data_dir)
+    }
+
+    /// Spawns a prepared command (e.g. wrapped in `sh -c` with limits).
+    pub fn spawn(mut command: Command, data_dir: &Path) -> ServerProcess {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kvstore-server");
+        let stderr_lines = forward_lines(child.stderr.take().unwrap());
+        let mut process = ServerProcess {
+            child,
+            address: "0.0.0.0:0".parse().unwrap(),
+            data_dir: data_dir.to_path_buf(),
+            stderr_lines,
+            stderr_seen: Vec::new(),
+        };
+        process.address = process.wait_for_listening();
+        process
+    }
+
+    fn wait_for_listening(&mut self) -> SocketAddr {
+        let line = self.wait_for_stderr("listening on");
+        let after = line.split("listening on ").nth(1).unwrap();
+        after.split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// Waits for a stderr line containing `needle` and returns it; panics
+    /// with everything seen if the process exits or the deadline passes.
+    pub fn wait_for_stderr(&mut self, needle: &str) -> String {
+        if let Some(line) = self.stderr_seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let started = Instant::now();
+        while started.elapsed() < DEADLINE {
+            match self.stderr_lines.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    self.stderr_seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("server never printed '{needle}'; stderr: {:#?}", self.stderr_seen);
+    }
+
+    /// Collects the rest of stderr (after the process exited).
+    pub fn drain_stderr(&mut self) -> String {
+        while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
+            self.stderr_seen.push(line);
+        }
+        self.stderr_seen.join("\n")
+    }
+
+    pub fn connect(&self) -> Connection {
+        Connection::open(self.address)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits for the process to exit and returns its status.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < DEADLINE, "server did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Resident memory of the server process, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+        let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kib * 1024
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn forward_lines(stderr: impl Read + Send + 'static) -> Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Runs the server binary to completion (for start-up errors) and returns
+/// its exit status and stderr.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
+    let output = Command::new(server_binary())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run kvstore-server");
+    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+/// A raw TCP client connection speaking the line protocol.
+pub struct Connection {
+    pub stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Connection {
+    pub fn open(address: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(address).expect("connect to server");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let reader = BufReader::new(stream.try_clone().unwrap());
+        Connection { stream, reader }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("send to server");
+    }
+
+    /// One reply line, with its `\n`.
+    pub fn read_line(&mut self) -> Vec<u8> {
+        let mut line = Vec::new();
+        self.reader.read_until(b'\n', &mut line).expect("read reply");
+        line
+    }
+
+    /// Sends one request line and returns its reply without the `\n`.
+    pub fn request(&mut self, line: &[u8]) -> Vec<u8> {
+        let mut request = line.to_vec();
+        request.push(b'\n');
+        self.send(&request);
+        let mut reply = self.read_line();
+        assert_eq!(reply.pop(), Some(b'\n'), "reply not terminated: {reply:?}");
+        reply
+    }
+
+    /// Reads until the server closes; returns everything that arrived.
+    pub fn read_to_end(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        self.reader.read_to_end(&mut rest).expect("read until close");
+        rest
+    }
+
+    pub fn shutdown_write(&self) {
+        self.stream.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+}
