@@ -1,0 +1,564 @@
+//! The client's redirect and retry rules, and the `kvstore-client` binary,
+//! against tiny fake servers on 127.0.0.1 that speak the line protocol with
+//! canned behaviour and report every request line they receive.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kvstore::client::{Client, ClientError, ClientOptions};
+
+/// Long enough never to fire on a healthy run, short enough to end a hung one.
+const PATIENCE: Duration = Duration::from_secs(10);
+/// How long to watch for a request that must not come.
+const QUIET_PERIOD: Duration = Duration::from_millis(300);
+
+/// What a fake does with one request line.
+enum Answer {
+    Line(Vec<u8>),
+    /// Close the connection without replying.
+    Close,
+    /// Keep the connection open and never reply.
+    Silence,
+}
+
+fn line(text: impl AsRef<[u8]>) -> Answer {
+    Answer::Line(text.as_ref().to_vec())
+}
+
+/// A listener bound before its behaviour is known, so that fakes can name
+/// each other in redirects.
+struct FakeListener {
+    listener: TcpListener,
+    address: String,
+}
+
+/// A running fake: its address and the request lines it received, in order.
+struct FakeServer {
+    address: String,
+    received: Receiver<Vec<u8>>,
+}
+
+impl FakeListener {
+    fn bind() -> FakeListener {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake server");
+        let address = listener.local_addr().expect("local address").to_string();
+        FakeListener { listener, address }
+    }
+
+    /// Serves connections one after another on a thread that lives as long
+    /// as the test process.
+    fn serve(self, answer: impl FnMut(&[u8]) -> Answer + Send + 'static) -> FakeServer {
+        let (sender, received) = mpsc::channel();
+        let listener = self.listener;
+        thread::spawn(move || serve_connections(listener, answer, sender));
+        FakeServer {
+            address: self.address,
+            received,
+        }
+    }
+}
+
+fn serve_connections(
+    listener: TcpListener,
+    mut answer: impl FnMut(&[u8]) -> Answer,
+    sender: Sender<Vec<u8>>,
+) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        serve_one_connection(stream, &mut answer, &sender);
+    }
+}
+
+fn serve_one_connection(
+    stream: TcpStream,
+    answer: &mut impl FnMut(&[u8]) -> Answer,
+    sender: &Sender<Vec<u8>>,
+) {
+    let mut writer = stream.try_clone().expect("clone the fake's stream");
+    let mut reader = BufReader::new(stream);
+    let mut request = Vec::new();
+    loop {
+        request.clear();
+        match reader.read_until(b'\n', &mut request) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let request = request.strip_suffix(b"\n").unwrap_or(&request);
+        let _ = sender.send(request.to_vec());
+        match answer(request) {
+            Answer::Line(mut reply) => {
+                reply.push(b'\n');
+                if writer.write_all(&reply).is_err() {
+                    return;
+                }
+            }
+            Answer::Close => return,
+            Answer::Silence => {}
+        }
+    }
+}
+
+impl FakeServer {
+    fn start(answer: impl FnMut(&[u8]) -> Answer + Send + 'static) -> FakeServer {
+        FakeListener::bind().serve(answer)
+    }
+
+    /// A fake that behaves like a single-node store.
+    fn store() -> FakeServer {
+        let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        FakeServer::start(move |request| answer_as_store(&mut map, request))
+    }
+
+    /// Every request already received. Call after the client's call returned:
+    /// a fake reports a request before answering it, so nothing is missing.
+    fn received_so_far(&self) -> Vec<Vec<u8>> {
+        self.received.try_iter().collect()
+    }
+
+    /// Waits for the next request, failing the test after [`PATIENCE`].
+    fn next_request(&self) -> Vec<u8> {
+        self.received
+            .recv_timeout(PATIENCE)
+            .expect("the fake server received no request")
+    }
+
+    /// Asserts that no request arrives during [`QUIET_PERIOD`].
+    fn assert_no_more_requests(&self) {
+        match self.received.recv_timeout(QUIET_PERIOD) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(request) => panic!("unexpected request {}", request.escape_ascii()),
+            Err(RecvTimeoutError::Disconnected) => panic!("the fake server stopped"),
+        }
+    }
+}
+
+fn answer_as_store(map: &mut HashMap<Vec<u8>, Vec<u8>>, request: &[u8]) -> Answer {
+    let mut words = request.splitn(3, |&byte| byte == b' ');
+    match (words.next(), words.next(), words.next()) {
+        (Some(b"PUT"), Some(key), Some(value)) => {
+            map.insert(key.to_vec(), value.to_vec());
+            line("OK")
+        }
+        (Some(b"GET"), Some(key), None) => match map.get(key) {
+            Some(value) => line(value),
+            None => line("NOT_FOUND"),
+        },
+        (Some(b"DEL"), Some(key), None) => match map.remove(key) {
+            Some(_) => line("OK"),
+            None => line("NOT_FOUND"),
+        },
+        (Some(b"PING"), None, None) => line("PONG"),
+        (Some(b"QUIT"), None, None) => Answer::Close,
+        _ => line("ERR unknown command"),
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        timeout: PATIENCE,
+        ..ClientOptions::default()
+    }
+}
+
+/// An address where nothing listens: a port just released by the OS.
+fn dead_address() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("local address").to_string()
+}
+
+#[test]
+fn follower_redirect_is_followed_to_the_leader() {
+    let leader = FakeServer::start(|_| line("OK"));
+    let redirect = format!("NOT_LEADER 2 {}", leader.address);
+    let follower = FakeServer::start(move |_| line(&redirect));
+
+    let mut client = Client::connect(&follower.address, options()).expect("connect");
+    let reply = client.execute(b"PUT k v").expect("execute");
+
+    assert_eq!(reply, b"OK");
+    assert_eq!(follower.received_so_far(), vec![b"PUT k v".to_vec()]);
+    assert_eq!(leader.received_so_far(), vec![b"PUT k v".to_vec()]);
+    assert_eq!(client.addr(), leader.address);
+    assert_eq!(
+        client.known_addresses(),
+        [follower.address.clone(), leader.address.clone()]
+    );
+
+    // The client stays with the leader for the next request.
+    assert_eq!(client.execute(b"GET k").expect("execute"), b"OK");
+    assert_eq!(leader.received_so_far(), vec![b"GET k".to_vec()]);
+    assert!(follower.received_so_far().is_empty());
+}
+
+#[test]
+fn no_leader_is_retried_on_the_same_node_after_backing_off() {
+    let mut requests_seen = 0;
+    let node = FakeServer::start(move |_| {
+        requests_seen += 1;
+        if requests_seen <= 2 {
+            line("NOT_LEADER -1")
+        } else {
+            line("OK")
+        }
+    });
+    let options = options();
+    let minimum_wait = options.backoff_initial + options.backoff_initial * 2;
+
+    let mut client = Client::connect(&node.address, options).expect("connect");
+    let started = Instant::now();
+    let reply = client.execute(b"PUT k v").expect("execute");
+
+    assert_eq!(reply, b"OK");
+    assert!(
+        started.elapsed() >= minimum_wait,
+        "no backoff: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(node.received_so_far(), vec![b"PUT k v".to_vec(); 3]);
+}
+
+#[test]
+fn no_reply_after_sending_is_outcome_unknown_and_never_resent() {
+    let node = FakeServer::start(|_| Answer::Close);
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    let error = client
+        .execute(b"PUT k v")
+        .expect_err("no reply must be an error");
+
+    match &error {
+        ClientError::OutcomeUnknown { addr, .. } => assert_eq!(addr, &node.address),
+        other => panic!("expected OutcomeUnknown, got {other:?}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains("may or may not have been applied")
+    );
+    assert_eq!(node.next_request(), b"PUT k v");
+    node.assert_no_more_requests();
+}
+
+#[test]
+fn reply_timeout_is_outcome_unknown_and_never_resent() {
+    let node = FakeServer::start(|_| Answer::Silence);
+    let options = ClientOptions {
+        timeout: Duration::from_millis(200),
+        ..ClientOptions::default()
+    };
+    let mut client = Client::connect(&node.address, options).expect("connect");
+
+    let error = client
+        .execute(b"DEL k")
+        .expect_err("no reply must be an error");
+
+    assert!(
+        matches!(error, ClientError::OutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "no reply from {} after the request was sent (timed out): \
+             the write may or may not have been applied",
+            node.address
+        )
+    );
+    assert_eq!(node.next_request(), b"DEL k");
+    node.assert_no_more_requests();
+}
+
+#[test]
+fn redirect_loop_gives_up_within_the_bound() {
+    let first = FakeListener::bind();
+    let second = FakeListener::bind();
+    let to_second = format!("NOT_LEADER 2 {}", second.address);
+    let to_first = format!("NOT_LEADER 1 {}", first.address);
+    let first = first.serve(move |_| line(&to_second));
+    let second = second.serve(move |_| line(&to_first));
+    let max_redirects = 5;
+    let options = ClientOptions {
+        max_redirects,
+        ..options()
+    };
+
+    let mut client = Client::connect(&first.address, options).expect("connect");
+    let error = client.execute(b"PUT k v").expect_err("a loop must end");
+
+    match &error {
+        ClientError::TooManyRedirects { last_reply } => {
+            assert!(last_reply.starts_with(b"NOT_LEADER "), "{error}");
+        }
+        other => panic!("expected TooManyRedirects, got {other:?}"),
+    }
+    let requests = first.received_so_far().len() + second.received_so_far().len();
+    assert!(requests >= 2, "the redirect was not followed");
+    assert!(
+        requests <= max_redirects as usize + 1,
+        "{requests} requests"
+    );
+}
+
+#[test]
+fn leaderless_for_too_long_gives_up_within_the_bound() {
+    let node = FakeServer::start(|_| line("NOT_LEADER -1"));
+    let options = ClientOptions {
+        max_redirects: 3,
+        backoff_initial: Duration::from_millis(1),
+        ..options()
+    };
+
+    let mut client = Client::connect(&node.address, options).expect("connect");
+    let error = client.execute(b"PUT k v").expect_err("must give up");
+
+    assert!(
+        matches!(&error, ClientError::TooManyRedirects { last_reply } if last_reply == b"NOT_LEADER -1"),
+        "{error:?}"
+    );
+    assert_eq!(node.received_so_far().len(), 4);
+}
+
+#[test]
+fn refused_redirect_target_falls_back_to_the_original_address() {
+    let dead = dead_address();
+    let mut requests_seen = 0;
+    let redirect = format!("NOT_LEADER 3 {dead}");
+    let node = FakeServer::start(move |_| {
+        requests_seen += 1;
+        if requests_seen == 1 {
+            line(&redirect)
+        } else {
+            line("OK")
+        }
+    });
+
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+    let reply = client.execute(b"PUT k v").expect("execute");
+
+    assert_eq!(reply, b"OK");
+    assert_eq!(node.received_so_far(), vec![b"PUT k v".to_vec(); 2]);
+    assert_eq!(client.addr(), node.address);
+}
+
+#[test]
+fn unparsable_redirect_is_bad_redirect() {
+    let node = FakeServer::start(|_| line("NOT_LEADER two nowhere"));
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    let error = client.execute(b"GET k").expect_err("must fail");
+
+    assert!(
+        matches!(&error, ClientError::BadRedirect { reply } if reply == b"NOT_LEADER two nowhere"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn nothing_listening_is_a_connect_error_naming_the_address() {
+    let address = dead_address();
+
+    let error = Client::connect(&address, options()).expect_err("nothing listens");
+
+    match &error {
+        ClientError::Connect { addr, .. } => assert_eq!(addr, &address),
+        other => panic!("expected Connect, got {other:?}"),
+    }
+    assert!(error.to_string().contains(&address), "{error}");
+}
+
+#[test]
+fn invalid_request_is_rejected_before_sending() {
+    let node = FakeServer::store();
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    let error = client.execute(b"PUT k a\nDEL k").expect_err("two lines");
+    assert!(
+        matches!(error, ClientError::InvalidRequest { .. }),
+        "{error:?}"
+    );
+    let error = client.put(b"a key", b"v").expect_err("space in key");
+    assert!(
+        matches!(error, ClientError::InvalidRequest { .. }),
+        "{error:?}"
+    );
+
+    assert_eq!(client.request_raw(b"PING").expect("ping"), b"PONG");
+    assert_eq!(node.received_so_far(), vec![b"PING".to_vec()]);
+}
+
+#[test]
+fn typed_helpers_map_replies() {
+    let node = FakeServer::store();
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    assert_eq!(client.put(b"k", b"a value").expect("put"), b"OK");
+    assert_eq!(client.get(b"k").expect("get"), Some(b"a value".to_vec()));
+    assert!(client.del(b"k").expect("del"));
+    assert!(!client.del(b"k").expect("del"));
+    assert_eq!(client.get(b"k").expect("get"), None);
+    client.ping().expect("ping");
+    let error = client.execute(b"FROB").map(|_| ());
+    assert!(error.is_ok(), "execute returns ERR as a reply: {error:?}");
+}
+
+#[test]
+fn server_error_is_an_error_in_typed_helpers() {
+    let node = FakeServer::start(|_| line("ERR disk full"));
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    let error = client.get(b"k").expect_err("ERR must be an error");
+
+    assert!(
+        matches!(&error, ClientError::Server { reply } if reply == b"ERR disk full"),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn binary_value_round_trips_exactly() {
+    let node = FakeServer::store();
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+    let value: &[u8] = b"\x00\xff\xfe \r\x80 spaced\x00";
+    let mut put = b"PUT bin\xc3\x28 ".to_vec();
+    put.extend_from_slice(value);
+
+    assert_eq!(client.request_raw(&put).expect("put"), b"OK");
+    let reply = client.request_raw(b"GET bin\xc3\x28").expect("get");
+
+    assert_eq!(reply, value);
+    assert_eq!(
+        node.received_so_far(),
+        vec![put, b"GET bin\xc3\x28".to_vec()]
+    );
+}
+
+#[test]
+fn reconnects_after_an_unknown_outcome_without_resending() {
+    let mut requests_seen = 0;
+    let node = FakeServer::start(move |_| {
+        requests_seen += 1;
+        if requests_seen == 1 {
+            Answer::Close
+        } else {
+            line("PONG")
+        }
+    });
+    let mut client = Client::connect(&node.address, options()).expect("connect");
+
+    let error = client.request_raw(b"PUT k v").expect_err("closed");
+    assert!(
+        matches!(error, ClientError::OutcomeUnknown { .. }),
+        "{error:?}"
+    );
+    assert_eq!(client.request_raw(b"PING").expect("ping"), b"PONG");
+
+    assert_eq!(
+        node.received_so_far(),
+        vec![b"PUT k v".to_vec(), b"PING".to_vec()]
+    );
+}
+
+fn run_cli(address: &str, command: &[&str], stdin: &[u8]) -> Output {
+    let (host, port) = address.rsplit_once(':').expect("host:port");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kvstore-client"))
+        .args(["--timeout-ms", "10000", host, port])
+        .args(command)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kvstore-client");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write stdin");
+    drop(input);
+    child.wait_with_output().expect("wait for kvstore-client")
+}
+
+#[test]
+fn cli_one_shot_prints_the_reply_and_exits_zero() {
+    let node = FakeServer::store();
+
+    let output = run_cli(&node.address, &["PUT", "k", "two", "words"], b"");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stdout, b"OK\n");
+    assert_eq!(node.received_so_far(), vec![b"PUT k two words".to_vec()]);
+}
+
+#[test]
+fn cli_one_shot_follows_redirects() {
+    let leader = FakeServer::start(|_| line("PONG"));
+    let redirect = format!("NOT_LEADER 1 {}", leader.address);
+    let follower = FakeServer::start(move |_| line(&redirect));
+
+    let output = run_cli(&follower.address, &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stdout, b"PONG\n");
+}
+
+#[test]
+fn cli_one_shot_server_error_exits_one() {
+    let node = FakeServer::start(|_| line("ERR unknown command"));
+
+    let output = run_cli(&node.address, &["FROB"], b"");
+
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert_eq!(output.stdout, b"ERR unknown command\n");
+}
+
+#[test]
+fn cli_nothing_listening_exits_two() {
+    let address = dead_address();
+
+    let output = run_cli(&address, &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(output.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&address), "{stderr}");
+}
+
+#[test]
+fn cli_unknown_outcome_exits_two() {
+    let node = FakeServer::start(|_| Answer::Close);
+
+    let output = run_cli(&node.address, &["PUT", "k", "v"], b"");
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("may or may not have been applied"),
+        "{stderr}"
+    );
+    assert_eq!(node.next_request(), b"PUT k v");
+    node.assert_no_more_requests();
+}
+
+#[test]
+fn cli_piped_stdin_prints_one_reply_per_line_without_prompt() {
+    let node = FakeServer::store();
+
+    let output = run_cli(&node.address, &[], b"PUT a 1\nGET a\n");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stdout, b"OK\n1\n");
+}
+
+#[test]
+fn cli_piped_stdin_skips_empty_lines_and_stops_at_quit() {
+    let node = FakeServer::store();
+
+    let output = run_cli(&node.address, &[], b"PUT a 1\r\n\nQUIT\nGET a\n");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stdout, b"OK\n");
+    assert_eq!(node.next_request(), b"PUT a 1");
+    assert_eq!(node.next_request(), b"QUIT");
+    node.assert_no_more_requests();
+}
