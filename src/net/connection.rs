@@ -175,10 +175,6 @@ impl Connection {
         }
     }
 
-    pub fn has_buffered_input(&self) -> bool {
-        self.start < self.end
-    }
-
     /// One write(2) of whatever replies may leave. Returns whether every
     /// queued reply (held or not) has now been written.
     pub fn flush(&mut self, released_index: u64) -> io::Result<bool> {
