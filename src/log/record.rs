@@ -1,0 +1,468 @@
+//! One log record: encoding and checked decoding. Pure: no I/O, no allocation
+//! beyond the caller's output buffer.
+//!
+//! ```text
+//! u32 LE  body_len      bytes of body that follow the crc
+//! u32 LE  crc32c(body)
+//! body:   u64 LE epoch
+//!         u64 LE index
+//!         u8     op       0 = Noop, 1 = Put, 2 = Del
+//!         u32 LE key_len
+//!         key bytes       (key_len bytes; always 0 for Noop)
+//!         value bytes     (the rest of the body; Put only)
+//! ```
+//!
+//! The length is checked against [`MAX_RECORD_BODY_BYTES`] before anything
+//! else, so a corrupt length never makes a reader wait for (or allocate) a
+//! gigabyte. The checksum is verified before any body field is trusted, and
+//! every field is then checked again: a record that decodes is exactly a record
+//! that [`encode`] could have produced.
+
+use std::fmt;
+
+/// Bytes before the body: `body_len` and the checksum.
+pub const RECORD_HEADER_BYTES: usize = 8;
+
+/// Fixed part of every body: epoch (8), index (8), op (1), key_len (4).
+pub const BODY_FIXED_BYTES: usize = 8 + 8 + 1 + 4;
+
+/// The largest value a record is meant to carry.
+const MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Room beside the value for the key and the fixed fields. The protocol's own
+/// key and value limits must keep every record within this bound.
+const KEY_AND_FIXED_ALLOWANCE_BYTES: usize = 64 * 1024;
+
+/// The largest body a record may declare; a larger `body_len` is
+/// [`MalformedReason::BodyTooLarge`], detected from the header alone.
+pub const MAX_RECORD_BODY_BYTES: usize = MAX_VALUE_BYTES + KEY_AND_FIXED_ALLOWANCE_BYTES;
+
+const OP_NOOP: u8 = 0;
+const OP_PUT: u8 = 1;
+const OP_DEL: u8 = 2;
+
+/// What a record asks the state machine to do. The log never interprets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Carries no change; a new leader appends one to commit its epoch.
+    Noop,
+    Put {
+        key: &'a [u8],
+        value: &'a [u8],
+    },
+    Del {
+        key: &'a [u8],
+    },
+}
+
+/// One record's content, borrowing key and value from wherever it came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub epoch: u64,
+    pub index: u64,
+    pub op: Op<'a>,
+}
+
+/// Why a buffer does not start with a valid record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The buffer holds less than one whole record (so far).
+    Incomplete,
+    /// The body does not match its checksum.
+    Checksum,
+    /// The record is structurally impossible.
+    Malformed(MalformedReason),
+}
+
+/// Why a record is structurally impossible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MalformedReason {
+    /// `body_len` exceeds [`MAX_RECORD_BODY_BYTES`].
+    BodyTooLarge,
+    /// `body_len` is smaller than the fixed body fields.
+    BodyTooShort,
+    /// The op byte is none of the known ops.
+    UnknownOp(u8),
+    /// `key_len` runs past the end of the body.
+    KeyLengthOutOfRange,
+    /// A Noop with key or value bytes, or a Del with value bytes.
+    TrailingBytes,
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Incomplete => {
+                formatter.write_str("incomplete record (its length runs past the end of the data)")
+            }
+            DecodeError::Checksum => formatter.write_str("checksum mismatch"),
+            DecodeError::Malformed(reason) => write!(formatter, "malformed record: {reason}"),
+        }
+    }
+}
+
+impl fmt::Display for MalformedReason {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MalformedReason::BodyTooLarge => write!(
+                formatter,
+                "body length exceeds the maximum of {MAX_RECORD_BODY_BYTES} bytes"
+            ),
+            MalformedReason::BodyTooShort => write!(
+                formatter,
+                "body length is below the minimum of {BODY_FIXED_BYTES} bytes"
+            ),
+            MalformedReason::UnknownOp(op) => write!(formatter, "unknown op {op}"),
+            MalformedReason::KeyLengthOutOfRange => {
+                formatter.write_str("key length runs past the end of the body")
+            }
+            MalformedReason::TrailingBytes => {
+                formatter.write_str("unexpected bytes after the last field of the op")
+            }
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// The key and value an op carries (empty where it carries none), and its tag.
+fn op_parts<'a>(op: &Op<'a>) -> (u8, &'a [u8], &'a [u8]) {
+    match *op {
+        Op::Noop => (OP_NOOP, &[], &[]),
+        Op::Put { key, value } => (OP_PUT, key, value),
+        Op::Del { key } => (OP_DEL, key, &[]),
+    }
+}
+
+/// Bytes [`encode`] appends for `entry`.
+pub fn encoded_len(entry: &Entry<'_>) -> usize {
+    let (_, key, value) = op_parts(&entry.op);
+    RECORD_HEADER_BYTES + BODY_FIXED_BYTES + key.len() + value.len()
+}
+
+/// Appends exactly one record for `entry` to `out`.
+///
+/// # Panics
+/// If the body would exceed [`MAX_RECORD_BODY_BYTES`]: such a record could
+/// never be read back, so writing it would silently lose it. Callers bound
+/// keys and values well below this.
+pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
+    let (op_tag, key, value) = op_parts(&entry.op);
+    let body_bytes = BODY_FIXED_BYTES + key.len() + value.len();
+    assert!(
+        body_bytes <= MAX_RECORD_BODY_BYTES,
+        "log record body of {body_bytes} bytes exceeds MAX_RECORD_BODY_BYTES"
+    );
+    // Both fit in u32: bounded by MAX_RECORD_BODY_BYTES just above.
+    let body_len = body_bytes as u32;
+    let key_len = key.len() as u32;
+
+    out.reserve(RECORD_HEADER_BYTES + body_bytes);
+    let record_start = out.len();
+    out.extend_from_slice(&body_len.to_le_bytes());
+    // The checksum is patched in once the body is in place, so the body is
+    // never assembled anywhere but in `out`.
+    out.extend_from_slice(&0u32.to_le_bytes());
+    let body_start = out.len();
+    out.extend_from_slice(&entry.epoch.to_le_bytes());
+    out.extend_from_slice(&entry.index.to_le_bytes());
+    out.push(op_tag);
+    out.extend_from_slice(&key_len.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+
+    let checksum = crc32c::crc32c(&out[body_start..]);
+    out[record_start + 4..body_start].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// The total length (header + body) the record at the start of `buf` declares,
+/// or `None` while the header itself is incomplete. Not validated: use it only
+/// after [`decode`] has returned [`DecodeError::Incomplete`] or
+/// [`DecodeError::Checksum`], which imply the length is within bounds.
+pub(crate) fn declared_record_bytes(buf: &[u8]) -> Option<usize> {
+    let (body_len, _) = buf.split_first_chunk::<4>()?;
+    Some(RECORD_HEADER_BYTES + u32::from_le_bytes(*body_len) as usize)
+}
+
+/// Decodes the record at the start of `buf`, borrowing key and value from it.
+/// Returns the entry and the bytes it occupied.
+pub fn decode(buf: &[u8]) -> Result<(Entry<'_>, usize), DecodeError> {
+    let Some((header, after_header)) = buf.split_first_chunk::<RECORD_HEADER_BYTES>() else {
+        return Err(DecodeError::Incomplete);
+    };
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    // u32 to usize is lossless on every target this server runs on.
+    let body_bytes = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    let stored_checksum = u32::from_le_bytes([c0, c1, c2, c3]);
+    // Length checks come first so that a corrupt length is reported from the
+    // header alone, before the caller buffers (or waits for) that many bytes.
+    if body_bytes > MAX_RECORD_BODY_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooLarge));
+    }
+    if body_bytes < BODY_FIXED_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
+    }
+    let Some(body) = after_header.get(..body_bytes) else {
+        return Err(DecodeError::Incomplete);
+    };
+    if crc32c::crc32c(body) != stored_checksum {
+        return Err(DecodeError::Checksum);
+    }
+    let entry = decode_body(body).map_err(DecodeError::Malformed)?;
+    Ok((entry, RECORD_HEADER_BYTES + body_bytes))
+}
+
+/// Parses a checksummed body of at least [`BODY_FIXED_BYTES`].
+fn decode_body(body: &[u8]) -> Result<Entry<'_>, MalformedReason> {
+    let (epoch, rest) = body
+        .split_first_chunk::<8>()
+        .ok_or(MalformedReason::BodyTooShort)?;
+    let (index, rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or(MalformedReason::BodyTooShort)?;
+    let (&op_tag, rest) = rest.split_first().ok_or(MalformedReason::BodyTooShort)?;
+    let (key_len, rest) = rest
+        .split_first_chunk::<4>()
+        .ok_or(MalformedReason::BodyTooShort)?;
+    let key_bytes = u32::from_le_bytes(*key_len) as usize;
+    let (key, value) = rest
+        .split_at_checked(key_bytes)
+        .ok_or(MalformedReason::KeyLengthOutOfRange)?;
+    let op = match op_tag {
+        OP_NOOP if key.is_empty() && value.is_empty() => Op::Noop,
+        OP_PUT => Op::Put { key, value },
+        OP_DEL if value.is_empty() => Op::Del { key },
+        OP_NOOP | OP_DEL => return Err(MalformedReason::TrailingBytes),
+        unknown => return Err(MalformedReason::UnknownOp(unknown)),
+    };
+    Ok(Entry {
+        epoch: u64::from_le_bytes(*epoch),
+        index: u64::from_le_bytes(*index),
+        op,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encoded(entry: &Entry<'_>) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(entry, &mut out);
+        out
+    }
+
+    fn sample_entries() -> Vec<Entry<'static>> {
+        vec![
+            Entry {
+                epoch: 0,
+                index: 1,
+                op: Op::Noop,
+            },
+            Entry {
+                epoch: 3,
+                index: 7,
+                op: Op::Put {
+                    key: b"k",
+                    value: b"v",
+                },
+            },
+            Entry {
+                epoch: 3,
+                index: 8,
+                op: Op::Put {
+                    key: b"empty",
+                    value: b"",
+                },
+            },
+            Entry {
+                epoch: 3,
+                index: 9,
+                op: Op::Put {
+                    key: b"",
+                    value: b"",
+                },
+            },
+            Entry {
+                epoch: u64::MAX,
+                index: u64::MAX,
+                op: Op::Put {
+                    key: b"\xff\x00\xfe\n",
+                    value: b"\x00\x80\xc3\x28 \r\n",
+                },
+            },
+            Entry {
+                epoch: 4,
+                index: 10,
+                op: Op::Del { key: b"k" },
+            },
+            Entry {
+                epoch: 4,
+                index: 11,
+                op: Op::Del { key: b"\x00\xff" },
+            },
+        ]
+    }
+
+    #[test]
+    fn every_op_round_trips_with_exact_length() {
+        for entry in sample_entries() {
+            let bytes = encoded(&entry);
+            assert_eq!(bytes.len(), encoded_len(&entry));
+            assert_eq!(decode(&bytes), Ok((entry, bytes.len())));
+        }
+    }
+
+    #[test]
+    fn encode_appends_without_touching_existing_bytes() {
+        let entries = sample_entries();
+        let mut out = b"prefix".to_vec();
+        for entry in &entries {
+            encode(entry, &mut out);
+        }
+        assert!(out.starts_with(b"prefix"));
+        let mut rest = &out[b"prefix".len()..];
+        for entry in &entries {
+            let (decoded, used) = decode(rest).expect("record decodes");
+            assert_eq!(&decoded, entry);
+            rest = &rest[used..];
+        }
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn put_layout_is_byte_exact() {
+        let entry = Entry {
+            epoch: 2,
+            index: 5,
+            op: Op::Put {
+                key: b"ab",
+                value: b"xyz",
+            },
+        };
+        let bytes = encoded(&entry);
+        let body_len = (BODY_FIXED_BYTES + 5) as u32;
+        assert_eq!(bytes[0..4], body_len.to_le_bytes());
+        assert_eq!(bytes[4..8], crc32c::crc32c(&bytes[8..]).to_le_bytes());
+        assert_eq!(bytes[8..16], 2u64.to_le_bytes());
+        assert_eq!(bytes[16..24], 5u64.to_le_bytes());
+        assert_eq!(bytes[24], OP_PUT);
+        assert_eq!(bytes[25..29], 2u32.to_le_bytes());
+        assert_eq!(&bytes[29..], b"abxyz");
+    }
+
+    #[test]
+    fn every_single_bit_flip_is_caught() {
+        for entry in sample_entries() {
+            let record_bytes = encoded_len(&entry);
+            // A second record after the first gives a length flip that grows
+            // the record real bytes to checksum instead of only "Incomplete".
+            let mut original = encoded(&entry);
+            encode(
+                &Entry {
+                    epoch: 9,
+                    index: 99,
+                    op: Op::Put {
+                        key: b"n",
+                        value: &[7; 64],
+                    },
+                },
+                &mut original,
+            );
+            for bit in 0..record_bytes * 8 {
+                let mut flipped = original.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                let result = decode(&flipped);
+                let declared = declared_record_bytes(&flipped).unwrap_or(0);
+                match result {
+                    Err(DecodeError::Checksum | DecodeError::Malformed(_)) => {}
+                    // Only a length that now points past the buffer may wait for more.
+                    Err(DecodeError::Incomplete) => assert!(declared > flipped.len(), "bit {bit}"),
+                    Ok(decoded) => panic!("bit {bit} flipped yet decoded as {decoded:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_incomplete() {
+        for entry in sample_entries() {
+            let bytes = encoded(&entry);
+            for cut in 0..bytes.len() {
+                assert_eq!(
+                    decode(&bytes[..cut]),
+                    Err(DecodeError::Incomplete),
+                    "cut at {cut}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn absurd_body_length_is_malformed_from_the_header_alone() {
+        let mut header = Vec::new();
+        header.extend_from_slice(&u32::MAX.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        let expected = Err(DecodeError::Malformed(MalformedReason::BodyTooLarge));
+        assert_eq!(decode(&header), expected);
+        let just_over = (MAX_RECORD_BODY_BYTES as u32 + 1).to_le_bytes();
+        header[0..4].copy_from_slice(&just_over);
+        assert_eq!(decode(&header), expected);
+    }
+
+    #[test]
+    fn zero_header_is_too_short() {
+        let zeros = [0u8; 64];
+        let expected = Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
+        assert_eq!(decode(&zeros), expected);
+    }
+
+    /// A record with a valid checksum around an arbitrary body.
+    fn record_with_body(body: &[u8]) -> Vec<u8> {
+        let mut out = (body.len() as u32).to_le_bytes().to_vec();
+        out.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn body(op: u8, key_len: u32, rest: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&2u64.to_le_bytes());
+        out.push(op);
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(rest);
+        out
+    }
+
+    #[test]
+    fn checksummed_but_impossible_bodies_are_malformed() {
+        let cases = [
+            (body(3, 0, b""), MalformedReason::UnknownOp(3)),
+            (
+                body(OP_PUT, 5, b"abcd"),
+                MalformedReason::KeyLengthOutOfRange,
+            ),
+            (
+                body(OP_PUT, u32::MAX, b""),
+                MalformedReason::KeyLengthOutOfRange,
+            ),
+            (body(OP_NOOP, 1, b"k"), MalformedReason::TrailingBytes),
+            (body(OP_NOOP, 0, b"v"), MalformedReason::TrailingBytes),
+            (body(OP_DEL, 1, b"kv"), MalformedReason::TrailingBytes),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(
+                decode(&record_with_body(&body)),
+                Err(DecodeError::Malformed(reason))
+            );
+        }
+    }
+
+    #[test]
+    fn errors_display_their_cause() {
+        assert_eq!(DecodeError::Checksum.to_string(), "checksum mismatch");
+        let unknown = DecodeError::Malformed(MalformedReason::UnknownOp(9));
+        assert_eq!(unknown.to_string(), "malformed record: unknown op 9");
+    }
+}
