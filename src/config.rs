@@ -103,7 +103,10 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::InvalidPeer { entry, reason } => {
-                write!(formatter, "invalid peer '{entry}' in PEERS: {reason} (expected host:port)")
+                write!(
+                    formatter,
+                    "invalid peer '{entry}' in PEERS: {reason} (expected host:port)"
+                )
             }
             ConfigError::DuplicatePeer { entry } => {
                 write!(formatter, "peer '{entry}' is listed twice in PEERS")
@@ -162,7 +165,11 @@ impl ServerArgs {
 /// Parses `host:port,host:port`, dropping the entry that is this node.
 pub fn parse_peers(list: &str, own_address: SocketAddr) -> Result<Vec<SocketAddr>, ConfigError> {
     let mut peers = Vec::new();
-    for entry in list.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+    for entry in list
+        .split(',')
+        .map(str::trim)
+        .filter(|entry| !entry.is_empty())
+    {
         let address = resolve_peer(entry)?;
         if is_own_address(address, own_address) {
             continue;
@@ -239,7 +246,12 @@ mod tests {
 
     #[test]
     fn invalid_peers_are_named() {
-        for bad in ["127.0.0.1", "127.0.0.1:notaport", "127.0.0.1:99999", "127.0.0.1:0"] {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:notaport",
+            "127.0.0.1:99999",
+            "127.0.0.1:0",
+        ] {
             match parse_peers(bad, own()) {
                 Err(ConfigError::InvalidPeer { entry, .. }) => assert_eq!(entry, bad),
                 other => panic!("{bad}: {other:?}"),

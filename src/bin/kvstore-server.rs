@@ -31,8 +31,8 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     let mut node = Node::new();
-    let (log, replay) =
-        LogFile::open(&config.data_dir, |_, entry| node.replay(entry)).map_err(|e| e.to_string())?;
+    let (log, replay) = LogFile::open(&config.data_dir, |_, entry| node.replay(entry))
+        .map_err(|e| e.to_string())?;
     let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
     let address = server.local_addr().map_err(|e| e.to_string())?;
     eprintln!(

@@ -44,7 +44,10 @@ enum TimerEvent {
 /// Why the server stopped other than by a signal.
 #[derive(Debug)]
 pub enum ServerError {
-    Bind { address: std::net::SocketAddr, source: io::Error },
+    Bind {
+        address: std::net::SocketAddr,
+        source: io::Error,
+    },
     Signals(io::Error),
     Poll(io::Error),
     /// The log could not be written or synced: acknowledging more would lie.
@@ -57,7 +60,9 @@ impl fmt::Display for ServerError {
             ServerError::Bind { address, source } => {
                 write!(formatter, "cannot listen on {address}: {source}")
             }
-            ServerError::Signals(source) => write!(formatter, "cannot install signal handlers: {source}"),
+            ServerError::Signals(source) => {
+                write!(formatter, "cannot install signal handlers: {source}")
+            }
             ServerError::Poll(source) => write!(formatter, "event loop failed: {source}"),
             ServerError::Log(source) => write!(
                 formatter,
@@ -98,10 +103,11 @@ pub struct Server {
 impl Server {
     pub fn bind(config: Config, node: Node, log: LogFile) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut listener = TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-            address: config.listen,
-            source,
-        })?;
+        let mut listener =
+            TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
+                address: config.listen,
+                source,
+            })?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -176,7 +182,9 @@ impl Server {
         let until_ms = self
             .timers
             .next_deadline_ms()
-            .map_or(MAX_POLL_TIMEOUT_MS, |deadline_ms| deadline_ms.saturating_sub(now_ms));
+            .map_or(MAX_POLL_TIMEOUT_MS, |deadline_ms| {
+                deadline_ms.saturating_sub(now_ms)
+            });
         Duration::from_millis(until_ms.min(MAX_POLL_TIMEOUT_MS))
     }
 
@@ -204,7 +212,9 @@ impl Server {
 
     fn accept_all(&mut self) {
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else {
+                return;
+            };
             match listener.accept() {
                 Ok((stream, _)) => self.admit(stream),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -231,7 +241,11 @@ impl Server {
         let entry = self.connections.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(error) = self.poll.registry().register(&mut stream, Token(key), interest) {
+        if let Err(error) = self
+            .poll
+            .registry()
+            .register(&mut stream, Token(key), interest)
+        {
             eprintln!("kvstore: cannot register a connection: {error}");
             return;
         }
@@ -249,7 +263,9 @@ impl Server {
     fn read_and_execute(&mut self, key: usize) {
         let now_ms = self.now_ms();
         let max_line_bytes = self.config.max_line_bytes;
-        let Some(connection) = self.connections.get_mut(key) else { return };
+        let Some(connection) = self.connections.get_mut(key) else {
+            return;
+        };
         connection.execute_buffered(&mut self.node, max_line_bytes);
         if connection.wants_read() {
             match connection.read_once(max_line_bytes) {
@@ -276,11 +292,11 @@ impl Server {
     }
 
     fn queue_flush(&mut self, key: usize) {
-        if let Some(connection) = self.connections.get_mut(key) {
-            if !connection.flush_queued {
-                connection.flush_queued = true;
-                self.flush_queue.push(key);
-            }
+        if let Some(connection) = self.connections.get_mut(key)
+            && !connection.flush_queued
+        {
+            connection.flush_queued = true;
+            self.flush_queue.push(key);
         }
     }
 
@@ -319,8 +335,12 @@ impl Server {
     }
 
     fn check_idle(&mut self, key: usize, now_ms: u64) {
-        let Some(idle_ms) = self.config.idle_timeout_ms else { return };
-        let Some(connection) = self.connections.get_mut(key) else { return };
+        let Some(idle_ms) = self.config.idle_timeout_ms else {
+            return;
+        };
+        let Some(connection) = self.connections.get_mut(key) else {
+            return;
+        };
         let deadline_ms = connection.last_active_ms + idle_ms;
         if deadline_ms <= now_ms {
             connection.idle_timer = None;
@@ -375,7 +395,9 @@ impl Server {
     }
 
     fn flush_connection(&mut self, key: usize, released_index: u64) {
-        let Some(connection) = self.connections.get_mut(key) else { return };
+        let Some(connection) = self.connections.get_mut(key) else {
+            return;
+        };
         connection.flush_queued = false;
         let all_sent = match connection.flush(released_index) {
             Ok(all_sent) => all_sent,
@@ -399,7 +421,9 @@ impl Server {
     fn refuse_held_replies(&mut self) {
         for (_, connection) in self.connections.iter_mut() {
             if connection.replies.discard_held() {
-                connection.replies.push(Reply::Error(ErrorReply::LogFailed), 0, 0);
+                connection
+                    .replies
+                    .push(Reply::Error(ErrorReply::LogFailed), 0, 0);
             }
             let _ = connection.flush(0);
         }

@@ -58,10 +58,17 @@ impl ReplyQueue {
 
     /// The bytes that may be written now, given the released index.
     pub fn sendable(&mut self, released: u64) -> &[u8] {
-        while self.holds.front().is_some_and(|hold| hold.index <= released) {
+        while self
+            .holds
+            .front()
+            .is_some_and(|hold| hold.index <= released)
+        {
             self.holds.pop_front();
         }
-        let end = self.holds.front().map_or(self.bytes.len(), |hold| hold.start);
+        let end = self
+            .holds
+            .front()
+            .map_or(self.bytes.len(), |hold| hold.start);
         &self.bytes[self.sent..end]
     }
 

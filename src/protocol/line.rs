@@ -60,7 +60,9 @@ pub enum ParseError {
     EmptyLine,
     UnknownCommand,
     /// The command and the arity it wants, e.g. `("GET", "GET <key>")`.
-    WrongArity { usage: &'static str },
+    WrongArity {
+        usage: &'static str,
+    },
     EmptyKey,
 }
 

@@ -23,7 +23,9 @@ pub enum Reply<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorReply {
     Parse(ParseError),
-    LineTooLong { max_line_bytes: usize },
+    LineTooLong {
+        max_line_bytes: usize,
+    },
     TooManyClients,
     /// The log could not be written or synced; the server is stopping.
     LogFailed,
