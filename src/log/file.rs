@@ -664,6 +664,7 @@ mod tests {
         Entry {
             epoch,
             index,
+            commit: index.saturating_sub(1),
             op: Op::Put { key, value },
         }
     }
@@ -682,6 +683,7 @@ mod tests {
             Entry {
                 epoch: 1,
                 index: 1,
+                commit: 0,
                 op: Op::Noop,
             },
             put(1, 2, b"alpha", b"one"),
@@ -689,6 +691,7 @@ mod tests {
             Entry {
                 epoch: 2,
                 index: 4,
+                commit: 0,
                 op: Op::Del { key: b"alpha" },
             },
             put(2, 5, b"empty", b""),

@@ -23,6 +23,7 @@
 //!               u32 LE  crc32c(body)
 //!               body:   u64 LE epoch
 //!                       u64 LE index    previous index + 1; epochs never decrease
+//!                       u64 LE commit   leader's commit index when the record was made
 //!                       u8     op       0 = Noop, 1 = Put, 2 = Del
 //!                       u32 LE key_len
 //!                       key bytes

@@ -6,6 +6,7 @@
 //! u32 LE  crc32c(body)
 //! body:   u64 LE epoch
 //!         u64 LE index
+//!         u64 LE commit   the leader's commit index when it made the record
 //!         u8     op       0 = Noop, 1 = Put, 2 = Del
 //!         u32 LE key_len
 //!         key bytes       (key_len bytes; always 0 for Noop)
@@ -23,8 +24,8 @@ use std::fmt;
 /// Bytes before the body: `body_len` and the checksum.
 pub const RECORD_HEADER_BYTES: usize = 8;
 
-/// Fixed part of every body: epoch (8), index (8), op (1), key_len (4).
-pub const BODY_FIXED_BYTES: usize = 8 + 8 + 1 + 4;
+/// Fixed part of every body: epoch (8), index (8), commit (8), op (1), key_len (4).
+pub const BODY_FIXED_BYTES: usize = 8 + 8 + 8 + 1 + 4;
 
 /// The largest value a record is meant to carry.
 const MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
@@ -60,6 +61,10 @@ pub enum Op<'a> {
 pub struct Entry<'a> {
     pub epoch: u64,
     pub index: u64,
+    /// A lower bound on the cluster's commit index when the record was made
+    /// (every record at or below it is committed). After a restart it tells
+    /// a node which of its records it may apply before hearing from a leader.
+    pub commit: u64,
     pub op: Op<'a>,
 }
 
@@ -166,6 +171,7 @@ pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
     let body_start = out.len();
     out.extend_from_slice(&entry.epoch.to_le_bytes());
     out.extend_from_slice(&entry.index.to_le_bytes());
+    out.extend_from_slice(&entry.commit.to_le_bytes());
     out.push(op_tag);
     out.extend_from_slice(&key_len.to_le_bytes());
     out.extend_from_slice(key);
@@ -220,6 +226,9 @@ fn decode_body(body: &[u8]) -> Result<Entry<'_>, MalformedReason> {
     let (index, rest) = rest
         .split_first_chunk::<8>()
         .ok_or(MalformedReason::BodyTooShort)?;
+    let (commit, rest) = rest
+        .split_first_chunk::<8>()
+        .ok_or(MalformedReason::BodyTooShort)?;
     let (&op_tag, rest) = rest.split_first().ok_or(MalformedReason::BodyTooShort)?;
     let (key_len, rest) = rest
         .split_first_chunk::<4>()
@@ -238,6 +247,7 @@ fn decode_body(body: &[u8]) -> Result<Entry<'_>, MalformedReason> {
     Ok(Entry {
         epoch: u64::from_le_bytes(*epoch),
         index: u64::from_le_bytes(*index),
+        commit: u64::from_le_bytes(*commit),
         op,
     })
 }
@@ -257,11 +267,13 @@ mod tests {
             Entry {
                 epoch: 0,
                 index: 1,
+                commit: 0,
                 op: Op::Noop,
             },
             Entry {
                 epoch: 3,
                 index: 7,
+                commit: 0,
                 op: Op::Put {
                     key: b"k",
                     value: b"v",
@@ -270,6 +282,7 @@ mod tests {
             Entry {
                 epoch: 3,
                 index: 8,
+                commit: 0,
                 op: Op::Put {
                     key: b"empty",
                     value: b"",
@@ -278,6 +291,7 @@ mod tests {
             Entry {
                 epoch: 3,
                 index: 9,
+                commit: 0,
                 op: Op::Put {
                     key: b"",
                     value: b"",
@@ -286,6 +300,7 @@ mod tests {
             Entry {
                 epoch: u64::MAX,
                 index: u64::MAX,
+                commit: 0,
                 op: Op::Put {
                     key: b"\xff\x00\xfe\n",
                     value: b"\x00\x80\xc3\x28 \r\n",
@@ -294,11 +309,13 @@ mod tests {
             Entry {
                 epoch: 4,
                 index: 10,
+                commit: 0,
                 op: Op::Del { key: b"k" },
             },
             Entry {
                 epoch: 4,
                 index: 11,
+                commit: 0,
                 op: Op::Del { key: b"\x00\xff" },
             },
         ]
@@ -335,6 +352,7 @@ mod tests {
         let entry = Entry {
             epoch: 2,
             index: 5,
+            commit: 4,
             op: Op::Put {
                 key: b"ab",
                 value: b"xyz",
@@ -346,9 +364,10 @@ mod tests {
         assert_eq!(bytes[4..8], crc32c::crc32c(&bytes[8..]).to_le_bytes());
         assert_eq!(bytes[8..16], 2u64.to_le_bytes());
         assert_eq!(bytes[16..24], 5u64.to_le_bytes());
-        assert_eq!(bytes[24], OP_PUT);
-        assert_eq!(bytes[25..29], 2u32.to_le_bytes());
-        assert_eq!(&bytes[29..], b"abxyz");
+        assert_eq!(bytes[24..32], 4u64.to_le_bytes());
+        assert_eq!(bytes[32], OP_PUT);
+        assert_eq!(bytes[33..37], 2u32.to_le_bytes());
+        assert_eq!(&bytes[37..], b"abxyz");
     }
 
     #[test]
@@ -362,6 +381,7 @@ mod tests {
                 &Entry {
                     epoch: 9,
                     index: 99,
+                    commit: 0,
                     op: Op::Put {
                         key: b"n",
                         value: &[7; 64],
@@ -429,6 +449,7 @@ mod tests {
         let mut out = Vec::new();
         out.extend_from_slice(&1u64.to_le_bytes());
         out.extend_from_slice(&2u64.to_le_bytes());
+        out.extend_from_slice(&1u64.to_le_bytes());
         out.push(op);
         out.extend_from_slice(&key_len.to_le_bytes());
         out.extend_from_slice(rest);

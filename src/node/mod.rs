@@ -110,6 +110,7 @@ impl Node {
         let entry = Entry {
             epoch: self.epoch,
             index: self.last_index,
+            commit: 0,
             op,
         };
         log::encode(&entry, &mut self.unwritten);
@@ -189,6 +190,7 @@ mod tests {
         node.replay(&Entry {
             epoch: 3,
             index: 7,
+            commit: 0,
             op: Op::Put {
                 key: b"k",
                 value: b"old",
