@@ -39,6 +39,24 @@ impl fmt::Display for FsyncPolicy {
     }
 }
 
+/// When a leader acknowledges a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Replication {
+    /// Once a majority, the leader included, has it durably in its log.
+    Sync,
+    /// Once the leader has it in its own log (a failover can lose it).
+    Async,
+}
+
+/// What a follower does with a GET.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowerReads {
+    /// Answer from the local copy, which may lag the leader.
+    Local,
+    /// Answer NOT_LEADER, so every value a client reads is linearizable.
+    Redirect,
+}
+
 /// kvstore-server: a durable key-value server with a line protocol.
 #[derive(Debug, Parser)]
 #[command(name = "kvstore-server", version)]

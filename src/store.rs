@@ -40,6 +40,34 @@ impl Store {
         self.map.remove(key).is_some()
     }
 
+    /// Applies `op` and returns what it replaced, so a leader can take back
+    /// an uncommitted write if it loses its leadership.
+    pub fn apply_returning_previous(&mut self, op: &Op<'_>) -> Option<Box<[u8]>> {
+        match *op {
+            Op::Put { key, value } => match self.map.get_mut(key) {
+                Some(existing) => Some(std::mem::replace(existing, value.into())),
+                None => {
+                    self.map.insert(key.into(), value.into());
+                    None
+                }
+            },
+            Op::Del { key } => self.map.remove(key),
+            Op::Noop => None,
+        }
+    }
+
+    /// Puts back what [`Self::apply_returning_previous`] returned.
+    pub fn restore(&mut self, key: &[u8], previous: Option<Box<[u8]>>) {
+        match previous {
+            Some(value) => {
+                self.map.insert(key.into(), value);
+            }
+            None => {
+                self.map.remove(key);
+            }
+        }
+    }
+
     /// Applies a logged operation (on replay and on commit).
     pub fn apply(&mut self, op: &Op<'_>) {
         match *op {
@@ -80,6 +108,28 @@ mod tests {
         assert!(store.del(b"k"));
         assert!(!store.del(b"k"));
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn an_applied_operation_can_be_taken_back() {
+        let mut store = Store::new();
+        store.put(b"a", b"1");
+        let put = Op::Put {
+            key: b"a",
+            value: b"2",
+        };
+        let previous = store.apply_returning_previous(&put);
+        let created = store.apply_returning_previous(&Op::Put {
+            key: b"b",
+            value: b"x",
+        });
+        let deleted = store.apply_returning_previous(&Op::Del { key: b"a" });
+        store.restore(b"a", deleted);
+        store.restore(b"b", created);
+        store.restore(b"a", previous);
+        assert_eq!(store.get(b"a"), Some(&b"1"[..]));
+        assert_eq!(store.get(b"b"), None);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]

@@ -1,25 +1,87 @@
 //! The sans-IO core: the only owner of state. It never performs I/O.
 //!
-//! Inputs: a parsed request from a connection (with that connection's
-//! [`ReplyQueue`]), a replayed log entry at start-up, and "the log is durable
-//! up to index i". Outputs: replies pushed onto reply queues, each held until
-//! the index it depends on is released, and encoded log records that the
-//! reactor must append (one write and at most one fdatasync per loop turn:
-//! group commit).
+//! Inputs are method calls: a parsed client request (with that client's
+//! [`ReplyQueue`]), a peer message, a peer connection up or down, a timer,
+//! the end of a loop turn, and "the log is durable up to index i". Outputs
+//! are replies pushed onto reply queues (each held behind a [`Gate`]), the
+//! log write the driver must do next ([`Node::pending_log_write`]), and the
+//! [`Outbox`]: peer messages, timers to arm, and an epoch to persist.
 //!
-//! Invariants:
-//! - every write is in the unwritten record buffer, with the next index,
-//!   before its effect can be seen by any reply;
-//! - a reply never leaves before the record of every write it could have
-//!   observed is released (durable under `--fsync always`).
+//! The driver (the reactor in `net`, or the simulator in the tests) runs each
+//! turn in this order, which the safety argument relies on:
+//! 1. persist the promised epoch, if the outbox asks;
+//! 2. send the outbox's messages;
+//! 3. write the pending log bytes (after any truncation), fdatasync, and call
+//!    [`Node::on_log_released`];
+//! 4. send the messages that produced (acknowledgements of durable records);
+//! 5. write the replies that [`Node::released`] lets out.
+//!
+//! A node of a one-node cluster elects itself at start-up and from then on is
+//! the single-node server: a write is released once its record is durable.
+//! The cluster design (Bully election made safe with epochs, majorities and
+//! log adoption) is in `docs/CLUSTER.md`; its parts are in [`election`] and
+//! [`replication`].
 
+mod election;
+mod log_tail;
+pub mod message;
+mod replication;
 mod replies;
 
-pub use replies::ReplyQueue;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 
-use crate::log::{self, Entry, Op};
+pub use log_tail::LogWrite;
+pub use message::{Envelope, Message, NodeId};
+pub use replies::{Gate, ReplyQueue};
+
+use crate::config::{FollowerReads, Replication};
+use crate::log::{Entry, Op};
 use crate::protocol::{Reply, Request};
 use crate::store::Store;
+use log_tail::LogTail;
+use replication::Progress;
+
+pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
+
+/// What a node needs to know about its cluster and its timing.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    /// Nodes in the configured cluster, this one included.
+    pub cluster_size: usize,
+    pub replication: Replication,
+    pub follower_reads: FollowerReads,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
+    /// Seeds the jitter of election timers (deterministic in simulation).
+    pub seed: u64,
+    /// Test-only: switch off one safety rule to show the simulator finds
+    /// the damage. Never set outside tests.
+    #[doc(hidden)]
+    pub unsafe_skip_log_adoption: bool,
+}
+
+impl NodeConfig {
+    /// A one-node cluster: the single-node server.
+    pub fn single(id: NodeId) -> Self {
+        NodeConfig {
+            id,
+            cluster_size: 1,
+            replication: Replication::Sync,
+            follower_reads: FollowerReads::Local,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            seed: id,
+            unsafe_skip_log_adoption: false,
+        }
+    }
+
+    fn majority(&self) -> usize {
+        self.cluster_size / 2 + 1
+    }
+}
 
 /// What the connection should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,199 +91,429 @@ pub enum Flow {
     Close,
 }
 
-/// A batch of encoded records handed to the disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LogBatch {
-    /// Index of the last record in the batch.
-    pub last_index: u64,
+/// The two timers a node runs; arming one replaces its previous deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TimerKind {
+    /// Leader: send heartbeats and check it still hears from a majority.
+    Heartbeat,
+    /// Everyone else: the current phase of finding a leader timed out.
+    Election,
+}
+
+/// What the driver must do for the node, besides the log write.
+#[derive(Debug, Default)]
+pub struct Outbox {
+    pub messages: Vec<(NodeId, Envelope)>,
+    pub timers: Vec<(TimerKind, u64)>,
+    /// Persist this promised epoch before sending any message.
+    pub persist_epoch: Option<u64>,
+}
+
+/// A peer this node has a connection to, or had.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    client_address: SocketAddr,
+    up: bool,
+}
+
+/// The role a node plays in the cluster.
+#[derive(Debug)]
+enum Role {
+    Follower {
+        leader: Option<NodeId>,
+    },
+    /// Bully: ELECTION sent to higher ids; waiting for an `Alive`.
+    Electing {
+        alive_heard: bool,
+    },
+    /// Asked for promises of `epoch` (Bully's COORDINATOR).
+    Candidate {
+        epoch: u64,
+        promises: BTreeMap<NodeId, LogPosition>,
+    },
+    /// Won `epoch`; fetching the most up-to-date log before serving.
+    Adopting {
+        epoch: u64,
+        source: NodeId,
+        source_last_index: u64,
+    },
+    Leader {
+        epoch: u64,
+        followers: BTreeMap<NodeId, Progress>,
+        since_ms: u64,
+    },
+}
+
+/// Where a log ends, for comparing logs: later epoch wins, then longer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct LogPosition {
+    last_epoch: u64,
+    last_index: u64,
+}
+
+/// A write applied to the store ahead of its commit, and what it replaced.
+#[derive(Debug)]
+struct Undo {
+    index: u64,
+    key: Box<[u8]>,
+    previous: Option<Box<[u8]>>,
+}
+
+/// A follower's acknowledgement that waits for its records to be durable.
+#[derive(Debug, Clone, Copy)]
+struct PendingAck {
+    leader: NodeId,
+    matched_index: u64,
+    round: u64,
 }
 
 pub struct Node {
+    config: NodeConfig,
     store: Store,
-    /// Epoch stamped on new records; the cluster will advance it.
-    epoch: u64,
-    /// Index of the last record appended (in memory, perhaps not yet written).
-    last_index: u64,
-    /// Highest index whose replies may leave (durable, or written, per fsync policy).
-    released_index: u64,
-    /// Records not yet handed to the disk, in index order.
-    unwritten: Vec<u8>,
-}
-
-impl Default for Node {
-    fn default() -> Self {
-        Self::new()
-    }
+    log: LogTail,
+    /// Every record at or below this is committed (held by a majority).
+    commit_index: u64,
+    /// The store reflects every record up to here.
+    applied_index: u64,
+    /// Records applied ahead of commit (leader only), oldest first.
+    undo: VecDeque<Undo>,
+    /// The highest epoch promised; persisted before anything relies on it.
+    promised_epoch: u64,
+    /// The highest epoch seen in any message (a new candidacy goes above it).
+    seen_epoch: u64,
+    role: Role,
+    peers: BTreeMap<NodeId, Peer>,
+    /// When the leader was last heard from (follower), for the election timer.
+    last_heard_ms: u64,
+    pending_ack: Option<PendingAck>,
+    /// ReadIndex: the last round sent, the last a majority confirmed, and
+    /// whether a read waits for a new round.
+    sent_round: u64,
+    confirmed_round: u64,
+    round_wanted: bool,
+    /// Bumped whenever this node stops leading: replies it held can no
+    /// longer be trusted, and the driver must drop them.
+    leadership_losses: u64,
+    /// Replayed records up to here are known committed (from their markers).
+    replay_commit_hint: u64,
+    random_state: u64,
+    outbox: Outbox,
 }
 
 impl Node {
-    pub fn new() -> Self {
+    /// A node that has promised `promised_epoch` and whose log file is
+    /// `log_file_bytes` long before replay adds its records.
+    pub fn new(config: NodeConfig, promised_epoch: u64, log_file_bytes: u64) -> Node {
+        let random_state = config.seed | 1;
         Node {
+            config,
             store: Store::new(),
-            epoch: 1,
-            last_index: 0,
-            released_index: 0,
-            unwritten: Vec::new(),
+            log: LogTail::new(log_file_bytes),
+            commit_index: 0,
+            applied_index: 0,
+            undo: VecDeque::new(),
+            promised_epoch,
+            seen_epoch: promised_epoch,
+            role: Role::Follower { leader: None },
+            peers: BTreeMap::new(),
+            last_heard_ms: 0,
+            pending_ack: None,
+            sent_round: 0,
+            confirmed_round: 0,
+            round_wanted: false,
+            leadership_losses: 0,
+            replay_commit_hint: 0,
+            random_state,
+            outbox: Outbox::default(),
         }
     }
 
-    /// Applies one record read back from the log at start-up. Replayed
-    /// records are durable by definition.
+    /// Takes one record read back from the log at start-up. Records up to
+    /// the highest commit marker seen are applied; the rest wait for a leader.
     pub fn replay(&mut self, entry: &Entry<'_>) {
-        self.store.apply(&entry.op);
-        self.epoch = self.epoch.max(entry.epoch);
-        self.last_index = entry.index;
-        self.released_index = entry.index;
+        let mut record = Vec::new();
+        crate::log::encode(entry, &mut record);
+        self.log.push_encoded(entry.epoch, entry.index, &record);
+        self.replay_commit_hint = self.replay_commit_hint.max(entry.commit);
+        self.commit_index = self.replay_commit_hint.min(self.log.last_index());
+        self.apply_committed();
     }
 
-    /// Executes one request, pushing its reply onto `replies`.
-    pub fn handle(&mut self, request: Request<'_>, replies: &mut ReplyQueue) -> Flow {
+    /// Ends replay and starts the node's timers (a one-node cluster elects
+    /// itself here).
+    pub fn start(&mut self, now_ms: u64) {
+        self.log.mark_replayed();
+        self.promised_epoch = self.promised_epoch.max(self.log.last_epoch());
+        self.seen_epoch = self.seen_epoch.max(self.promised_epoch);
+        if self.config.cluster_size == 1 {
+            self.become_candidate(now_ms);
+        } else {
+            self.last_heard_ms = now_ms;
+            self.arm_election_timer(now_ms);
+        }
+    }
+
+    /// Executes one client request, pushing its reply onto `replies`.
+    pub fn handle_request(&mut self, request: Request<'_>, replies: &mut ReplyQueue) -> Flow {
         match request {
-            Request::Get { key } => {
-                let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
-                // The value may come from a write not yet durable.
-                replies.push(reply, self.last_index, self.released_index);
-            }
-            Request::Put { key, value } => {
-                self.append(Op::Put { key, value });
-                self.store.put(key, value);
-                replies.push(Reply::Ok, self.last_index, self.released_index);
-            }
-            Request::Del { key } => {
-                // A DEL of a missing key changes nothing and is not logged,
-                // but its NOT_FOUND may rest on an earlier, undurable DEL.
-                let reply = if self.store.get(key).is_some() {
-                    self.append(Op::Del { key });
-                    self.store.del(key);
-                    Reply::Ok
-                } else {
-                    Reply::NotFound
-                };
-                replies.push(reply, self.last_index, self.released_index);
-            }
-            Request::Ping => replies.push(Reply::Pong, 0, self.released_index),
+            Request::Get { key } => self.read(key, replies),
+            Request::Put { key, value } => self.write(Op::Put { key, value }, replies),
+            Request::Del { key } => self.delete(key, replies),
+            Request::Ping => replies.push(Reply::Pong, Gate::OPEN, self.released()),
             Request::Quit => return Flow::Close,
         }
         Flow::Continue
     }
 
-    fn append(&mut self, op: Op<'_>) {
-        self.last_index += 1;
-        let entry = Entry {
-            epoch: self.epoch,
-            index: self.last_index,
-            commit: 0,
-            op,
-        };
-        log::encode(&entry, &mut self.unwritten);
-    }
-
-    /// Swaps the unwritten records into `buffer` (which must be empty) for
-    /// the reactor to write; `None` when there is nothing to write.
-    pub fn take_unwritten(&mut self, buffer: &mut Vec<u8>) -> Option<LogBatch> {
-        debug_assert!(buffer.is_empty());
-        if self.unwritten.is_empty() {
-            return None;
+    fn read(&mut self, key: &[u8], replies: &mut ReplyQueue) {
+        if self.is_serving_leader() {
+            let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
+            let gate = self.read_gate();
+            replies.push(reply, gate, self.released());
+        } else if self.config.follower_reads == FollowerReads::Local {
+            // The local copy holds committed records only; it may lag.
+            let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
+            replies.push(reply, Gate::OPEN, self.released());
+        } else {
+            replies.push(Reply::NotLeader(self.leader_hint()), Gate::OPEN, self.released());
         }
-        std::mem::swap(&mut self.unwritten, buffer);
-        Some(LogBatch {
-            last_index: self.last_index,
-        })
     }
 
-    /// The log is durable (or written, per the fsync policy) up to `index`.
+    /// A leader's read waits for every write it may have seen to be released
+    /// and, in a cluster, for a round that proves it still leads (ReadIndex).
+    fn read_gate(&mut self) -> Gate {
+        if self.config.cluster_size == 1 {
+            return Gate {
+                index: self.log.last_index(),
+                round: 0,
+            };
+        }
+        self.round_wanted = true;
+        Gate {
+            index: self.log.last_index(),
+            round: self.sent_round + 1,
+        }
+    }
+
+    fn write(&mut self, op: Op<'_>, replies: &mut ReplyQueue) {
+        if !self.is_serving_leader() {
+            replies.push(Reply::NotLeader(self.leader_hint()), Gate::OPEN, self.released());
+            return;
+        }
+        let index = self.append_as_leader(op);
+        let gate = Gate { index, round: 0 };
+        replies.push(Reply::Ok, gate, self.released());
+    }
+
+    fn delete(&mut self, key: &[u8], replies: &mut ReplyQueue) {
+        if self.is_serving_leader() && self.store.get(key).is_none() {
+            // Deleting nothing changes nothing: it is a read.
+            let gate = self.read_gate();
+            replies.push(Reply::NotFound, gate, self.released());
+        } else {
+            self.write(Op::Del { key }, replies);
+        }
+    }
+
+    /// Appends a record of the leader's epoch and applies it at once.
+    fn append_as_leader(&mut self, op: Op<'_>) -> u64 {
+        let index = self.log.last_index() + 1;
+        self.log.append(&Entry {
+            epoch: self.promised_epoch,
+            index,
+            commit: self.commit_index,
+            op,
+        });
+        self.apply_speculatively(index, &op);
+        index
+    }
+
+    /// The leader applies its records before they commit, so that reads see
+    /// them (their replies are held until commit); in a cluster it keeps
+    /// what each replaced, to take it back if it is deposed.
+    fn apply_speculatively(&mut self, index: u64, op: &Op<'_>) {
+        debug_assert_eq!(index, self.applied_index + 1);
+        if self.config.cluster_size == 1 {
+            self.store.apply(op);
+        } else {
+            let previous = self.store.apply_returning_previous(op);
+            if let Op::Put { key, .. } | Op::Del { key } = *op {
+                self.undo.push_back(Undo {
+                    index,
+                    key: key.into(),
+                    previous,
+                });
+            }
+        }
+        self.applied_index = index;
+    }
+
+    /// Applies committed records not yet in the store (followers, replay).
+    fn apply_committed(&mut self) {
+        while self.applied_index < self.commit_index.min(self.log.last_index()) {
+            let index = self.applied_index + 1;
+            match self.log.entry(index) {
+                Some(Ok(entry)) => self.store.apply(&entry.op),
+                _ => unreachable!("record {index} is in memory and was checked on arrival"),
+            }
+            self.applied_index = index;
+        }
+    }
+
+    /// Takes back every write applied beyond the commit index.
+    fn undo_uncommitted(&mut self) {
+        while let Some(undo) = self.undo.pop_back() {
+            self.store.restore(&undo.key, undo.previous);
+        }
+        self.applied_index = self.applied_index.min(self.commit_index);
+    }
+
+    fn advance_commit(&mut self, commit_index: u64) {
+        if commit_index <= self.commit_index {
+            return;
+        }
+        self.commit_index = commit_index;
+        while self.undo.front().is_some_and(|undo| undo.index <= commit_index) {
+            self.undo.pop_front();
+        }
+        self.apply_committed();
+        if self.config.cluster_size == 1 {
+            // Nobody will ever ask for these records again.
+            self.log.evict_through(commit_index);
+        }
+    }
+
+    fn is_serving_leader(&self) -> bool {
+        matches!(self.role, Role::Leader { .. })
+    }
+
+    fn leader_hint(&self) -> Option<(NodeId, SocketAddr)> {
+        match self.role {
+            Role::Follower {
+                leader: Some(leader),
+            } => self
+                .peers
+                .get(&leader)
+                .map(|peer| (leader, peer.client_address)),
+            _ => None,
+        }
+    }
+
+    /// What replies may leave: records released (committed under sync
+    /// replication, durable on the leader under async) and the read round
+    /// a majority confirmed.
+    pub fn released(&self) -> Gate {
+        let index = match self.config.replication {
+            Replication::Sync => self.commit_index,
+            Replication::Async => self.log.durable_index().max(self.commit_index),
+        };
+        Gate {
+            index,
+            round: self.confirmed_round,
+        }
+    }
+
+    /// What the next log write must do, if anything.
+    pub fn pending_log_write(&self) -> Option<LogWrite<'_>> {
+        self.log.pending_write()
+    }
+
+    /// The pending log write was done (not necessarily synced).
+    pub fn log_written(&mut self) {
+        self.log.mark_handed_off();
+    }
+
+    /// The log is durable (or written, under a weaker fsync policy) up to
+    /// `index`.
     pub fn on_log_released(&mut self, index: u64) {
-        debug_assert!(index <= self.last_index);
-        self.released_index = self.released_index.max(index);
+        self.log.mark_durable(index);
+        if self.is_serving_leader() {
+            self.update_commit();
+        } else {
+            self.send_pending_ack();
+        }
     }
 
-    /// Replies held for indices up to this one may leave.
-    pub fn released_index(&self) -> u64 {
-        self.released_index
+    /// Everything the driver must do besides the log write; take it all.
+    pub fn outbox(&mut self) -> &mut Outbox {
+        &mut self.outbox
     }
 
-    pub fn last_index(&self) -> u64 {
-        self.last_index
+    /// Changes whenever this node stops leading; the driver then drops
+    /// every held reply (its outcome is unknown) and closes those clients.
+    pub fn leadership_losses(&self) -> u64 {
+        self.leadership_losses
+    }
+
+    fn promise(&mut self, epoch: u64) {
+        debug_assert!(epoch > self.promised_epoch);
+        self.promised_epoch = epoch;
+        self.seen_epoch = self.seen_epoch.max(epoch);
+        self.outbox.persist_epoch = Some(epoch);
+    }
+
+    fn send(&mut self, to: NodeId, message: Message) {
+        let envelope = Envelope {
+            from: self.config.id,
+            epoch: self.promised_epoch,
+            message,
+        };
+        self.outbox.messages.push((to, envelope));
+    }
+
+    fn arm(&mut self, kind: TimerKind, deadline_ms: u64) {
+        self.outbox.timers.push((kind, deadline_ms));
+    }
+
+    /// A deterministic xorshift draw in `0..bound`, for timer jitter.
+    fn random_below(&mut self, bound: u64) -> u64 {
+        let mut state = self.random_state;
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        self.random_state = state;
+        if bound == 0 { 0 } else { state % bound }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
     }
 
     pub fn store(&self) -> &Store {
         &self.store
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
-        node.handle(crate::protocol::parse(line).unwrap(), queue)
+    pub fn commit_index(&self) -> u64 {
+        self.commit_index
     }
 
-    #[test]
-    fn a_write_is_acknowledged_only_once_its_record_is_released() {
-        let mut node = Node::new();
-        let mut queue = ReplyQueue::new();
-        run(&mut node, &mut queue, b"PUT k v");
-        run(&mut node, &mut queue, b"PING");
-        assert_eq!(queue.sendable(node.released_index()), b"");
-        let mut buffer = Vec::new();
-        let batch = node.take_unwritten(&mut buffer).unwrap();
-        assert_eq!(batch.last_index, 1);
-        assert!(!buffer.is_empty());
-        node.on_log_released(batch.last_index);
-        assert_eq!(queue.sendable(node.released_index()), b"OK\nPONG\n");
+    pub fn last_index(&self) -> u64 {
+        self.log.last_index()
     }
 
-    #[test]
-    fn a_read_of_an_undurable_write_waits_for_it() {
-        let mut node = Node::new();
-        let mut writer = ReplyQueue::new();
-        let mut reader = ReplyQueue::new();
-        run(&mut node, &mut writer, b"PUT k v");
-        run(&mut node, &mut reader, b"GET k");
-        assert_eq!(reader.sendable(node.released_index()), b"");
-        node.on_log_released(1);
-        assert_eq!(reader.sendable(node.released_index()), b"v\n");
+    pub fn promised_epoch(&self) -> u64 {
+        self.promised_epoch
     }
 
-    #[test]
-    fn reads_of_durable_state_are_not_held() {
-        let mut node = Node::new();
-        node.replay(&Entry {
-            epoch: 3,
-            index: 7,
-            commit: 0,
-            op: Op::Put {
-                key: b"k",
-                value: b"old",
-            },
-        });
-        let mut queue = ReplyQueue::new();
-        run(&mut node, &mut queue, b"GET k");
-        run(&mut node, &mut queue, b"GET missing");
-        assert_eq!(queue.sendable(node.released_index()), b"old\nNOT_FOUND\n");
-        assert!(node.take_unwritten(&mut Vec::new()).is_none());
+    /// The epoch this node leads, if it is a serving leader.
+    pub fn leading_epoch(&self) -> Option<u64> {
+        match self.role {
+            Role::Leader { epoch, .. } => Some(epoch),
+            _ => None,
+        }
     }
 
-    #[test]
-    fn delete_of_a_missing_key_is_not_logged() {
-        let mut node = Node::new();
-        let mut queue = ReplyQueue::new();
-        run(&mut node, &mut queue, b"DEL nothing");
-        assert_eq!(node.last_index(), 0);
-        assert_eq!(queue.sendable(0), b"NOT_FOUND\n");
-        run(&mut node, &mut queue, b"PUT a 1");
-        run(&mut node, &mut queue, b"DEL a");
-        assert_eq!(node.last_index(), 2);
-        node.on_log_released(2);
-        assert_eq!(queue.sendable(2), b"NOT_FOUND\nOK\nOK\n");
+    /// The leader this node follows, or itself when it leads.
+    pub fn known_leader(&self) -> Option<NodeId> {
+        match self.role {
+            Role::Leader { .. } => Some(self.config.id),
+            Role::Follower { leader } => leader,
+            _ => None,
+        }
     }
 
-    #[test]
-    fn quit_closes_without_a_reply() {
-        let mut node = Node::new();
-        let mut queue = ReplyQueue::new();
-        assert_eq!(run(&mut node, &mut queue, b"quit"), Flow::Close);
-        assert!(queue.is_empty());
+    /// The record at `index`, if it is still in memory (for tests).
+    pub fn record(&self, index: u64) -> Option<&[u8]> {
+        self.log.record(index)
     }
 }

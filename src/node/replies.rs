@@ -3,12 +3,15 @@
 //! A reply may depend on a log index: the OK of a write depends on that write's
 //! record; a GET's value depends on every write applied before it was read,
 //! because a crash could otherwise take back a value a client has already seen.
+//! In a cluster a leader's read also depends on a read round: a heartbeat
+//! round, sent after the read, that a majority answered (ReadIndex), which
+//! proves no newer leader existed when the value was read.
 //! Replies leave in request order, so a reply that depends on nothing still
 //! waits behind an earlier held one.
 //!
-//! Invariant: the indices of the holds increase along the queue (the core
-//! produces replies in log order), so the bytes that may be sent are always a
-//! prefix: everything before the first unreleased hold.
+//! Invariant: both parts of the holds grow along the queue (the core produces
+//! replies in log order and rounds only grow), so the bytes that may be sent
+//! are always a prefix: everything before the first unreleased hold.
 
 use std::collections::VecDeque;
 
@@ -19,12 +22,29 @@ const RETAINED_CAPACITY_BYTES: usize = 64 * 1024;
 /// Sent bytes are moved out of the front only past this much, to amortize.
 const COMPACT_THRESHOLD_BYTES: usize = 64 * 1024;
 
+/// What a reply waits for: a log index released (durable, or committed by a
+/// majority) and a read round confirmed. The zero gate waits for nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gate {
+    pub index: u64,
+    pub round: u64,
+}
+
+impl Gate {
+    pub const OPEN: Gate = Gate { index: 0, round: 0 };
+
+    /// Whether a reply behind `self` may leave once `released` is reached.
+    pub fn is_within(&self, released: Gate) -> bool {
+        self.index <= released.index && self.round <= released.round
+    }
+}
+
 /// The replies from `start` up to the next hold's start (or the end) wait
-/// for `index` to be released.
+/// for `gate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Hold {
     start: usize,
-    index: u64,
+    gate: Gate,
 }
 
 #[derive(Debug, Default)]
@@ -39,29 +59,30 @@ impl ReplyQueue {
         Self::default()
     }
 
-    /// Appends `reply`, to be sent once log index `hold_until` is released.
-    /// `released` is the index released so far.
-    pub fn push(&mut self, reply: Reply<'_>, hold_until: u64, released: u64) {
+    /// Appends `reply`, to be sent once `gate` is within the released gate.
+    /// `released` is what is released so far.
+    pub fn push(&mut self, reply: Reply<'_>, gate: Gate, released: Gate) {
         let start = self.bytes.len();
         reply.encode(&mut self.bytes);
-        let covered = match self.holds.back() {
-            Some(last) => hold_until <= last.index,
-            None => hold_until <= released,
+        let gate = match self.holds.back() {
+            Some(last) if gate.is_within(last.gate) => return,
+            // Keep both parts growing along the queue.
+            Some(last) => Gate {
+                index: gate.index.max(last.gate.index),
+                round: gate.round.max(last.gate.round),
+            },
+            None if gate.is_within(released) => return,
+            None => gate,
         };
-        if !covered {
-            self.holds.push_back(Hold {
-                start,
-                index: hold_until,
-            });
-        }
+        self.holds.push_back(Hold { start, gate });
     }
 
-    /// The bytes that may be written now, given the released index.
-    pub fn sendable(&mut self, released: u64) -> &[u8] {
+    /// The bytes that may be written now, given what is released.
+    pub fn sendable(&mut self, released: Gate) -> &[u8] {
         while self
             .holds
             .front()
-            .is_some_and(|hold| hold.index <= released)
+            .is_some_and(|hold| hold.gate.is_within(released))
         {
             self.holds.pop_front();
         }
@@ -126,27 +147,42 @@ impl ReplyQueue {
 mod tests {
     use super::*;
 
+    fn index(index: u64) -> Gate {
+        Gate { index, round: 0 }
+    }
+
+    #[test]
+    fn a_read_waits_for_its_round_as_well_as_its_index() {
+        let mut queue = ReplyQueue::new();
+        let read = Gate { index: 4, round: 2 };
+        queue.push(Reply::Value(b"v"), read, Gate { index: 4, round: 1 });
+        queue.push(Reply::Ok, index(3), Gate::OPEN);
+        assert_eq!(queue.sendable(Gate { index: 9, round: 1 }), b"");
+        assert_eq!(queue.sendable(Gate { index: 3, round: 5 }), b"");
+        assert_eq!(queue.sendable(Gate { index: 4, round: 2 }), b"v\nOK\n");
+    }
+
     #[test]
     fn unheld_replies_go_at_once() {
         let mut queue = ReplyQueue::new();
-        queue.push(Reply::Pong, 0, 0);
-        queue.push(Reply::Value(b"v"), 5, 5);
-        assert_eq!(queue.sendable(5), b"PONG\nv\n");
+        queue.push(Reply::Pong, index(0), index(0));
+        queue.push(Reply::Value(b"v"), index(5), index(5));
+        assert_eq!(queue.sendable(index(5)), b"PONG\nv\n");
         assert!(!queue.has_holds());
     }
 
     #[test]
     fn a_held_reply_blocks_the_replies_behind_it() {
         let mut queue = ReplyQueue::new();
-        queue.push(Reply::Pong, 0, 0);
-        queue.push(Reply::Ok, 1, 0);
-        queue.push(Reply::Pong, 0, 0);
-        queue.push(Reply::Ok, 2, 0);
-        assert_eq!(queue.sendable(0), b"PONG\n");
+        queue.push(Reply::Pong, index(0), index(0));
+        queue.push(Reply::Ok, index(1), index(0));
+        queue.push(Reply::Pong, index(0), index(0));
+        queue.push(Reply::Ok, index(2), index(0));
+        assert_eq!(queue.sendable(index(0)), b"PONG\n");
         queue.consume(5);
-        assert_eq!(queue.sendable(0), b"");
-        assert_eq!(queue.sendable(1), b"OK\nPONG\n");
-        assert_eq!(queue.sendable(2), b"OK\nPONG\nOK\n");
+        assert_eq!(queue.sendable(index(0)), b"");
+        assert_eq!(queue.sendable(index(1)), b"OK\nPONG\n");
+        assert_eq!(queue.sendable(index(2)), b"OK\nPONG\nOK\n");
         queue.consume(11);
         assert!(queue.is_empty());
         assert!(!queue.has_holds());
@@ -155,21 +191,21 @@ mod tests {
     #[test]
     fn partial_writes_resume_where_they_stopped() {
         let mut queue = ReplyQueue::new();
-        queue.push(Reply::Value(b"abcdef"), 3, 0);
-        assert_eq!(queue.sendable(3), b"abcdef\n");
+        queue.push(Reply::Value(b"abcdef"), index(3), index(0));
+        assert_eq!(queue.sendable(index(3)), b"abcdef\n");
         queue.consume(2);
-        assert_eq!(queue.sendable(3), b"cdef\n");
+        assert_eq!(queue.sendable(index(3)), b"cdef\n");
         assert_eq!(queue.unsent_bytes(), 5);
     }
 
     #[test]
     fn discarding_drops_only_held_replies() {
         let mut queue = ReplyQueue::new();
-        queue.push(Reply::Pong, 0, 0);
-        queue.push(Reply::Ok, 7, 0);
-        queue.push(Reply::Pong, 0, 0);
+        queue.push(Reply::Pong, index(0), index(0));
+        queue.push(Reply::Ok, index(7), index(0));
+        queue.push(Reply::Pong, index(0), index(0));
         assert!(queue.discard_held());
-        assert_eq!(queue.sendable(0), b"PONG\n");
+        assert_eq!(queue.sendable(index(0)), b"PONG\n");
         assert!(!queue.discard_held());
     }
 
@@ -178,13 +214,13 @@ mod tests {
         let mut queue = ReplyQueue::new();
         let value = vec![b'x'; 1000];
         for _ in 0..100 {
-            queue.push(Reply::Value(&value), 0, 0);
+            queue.push(Reply::Value(&value), index(0), index(0));
         }
-        queue.push(Reply::Ok, 9, 0);
-        let free = queue.sendable(0).len();
+        queue.push(Reply::Ok, index(9), index(0));
+        let free = queue.sendable(index(0)).len();
         assert_eq!(free, 100 * 1001);
         queue.consume(free);
-        assert_eq!(queue.sendable(8), b"");
-        assert_eq!(queue.sendable(9), b"OK\n");
+        assert_eq!(queue.sendable(index(8)), b"");
+        assert_eq!(queue.sendable(index(9)), b"OK\n");
     }
 }

@@ -1,0 +1,353 @@
+//! Choosing a leader: the Bully algorithm, made safe.
+//!
+//! Bully decides *who* leads: the live node with the highest id. A node that
+//! finds no leader sends `Election` to the higher ids; a live higher node
+//! answers `Alive` and runs its own election; a node that hears no `Alive`
+//! in time declares itself with `Coordinator`.
+//!
+//! What makes the change of leader safe (see `docs/CLUSTER.md`):
+//! - `Coordinator` asks for a *promise* of a new epoch, larger than any the
+//!   candidate has seen. A node promises an epoch at most once, persists the
+//!   promise before answering, and from then on refuses anything older. So
+//!   two leaders can never share an epoch.
+//! - The candidate leads only with promises from a majority (itself
+//!   included), so every later majority overlaps it.
+//! - Each promise carries the promiser's log position. Before serving, the
+//!   new leader adopts the most up-to-date log among its promisers (Viewstamped
+//!   Replication's view change): that log holds every committed record.
+//! - A follower that hears from a live leader refuses a candidate of lower
+//!   id (stickiness); a higher node that is refused by nobody bullies its way
+//!   in, but only once its log has caught up with the leader's commit index.
+
+use super::message::{Message, NodeId};
+use super::replication::Progress;
+use super::{LogPosition, Node, Role, TimerKind};
+use crate::log::Op;
+use std::collections::BTreeMap;
+
+impl Node {
+    /// Arms the election timer for the current role, with jitter.
+    pub(super) fn arm_election_timer(&mut self, now_ms: u64) {
+        let timeout_ms = self.config.election_timeout_ms;
+        let deadline_ms = match self.role {
+            Role::Follower { .. } => {
+                let jitter_ms = self.random_below(timeout_ms / 2 + 1);
+                self.last_heard_ms.max(now_ms.saturating_sub(timeout_ms)) + timeout_ms + jitter_ms
+            }
+            // Waiting for Alive: a live node answers within a round trip.
+            Role::Electing { alive_heard: false } => now_ms + timeout_ms / 2,
+            _ => now_ms + timeout_ms + self.random_below(timeout_ms / 2 + 1),
+        };
+        self.arm(TimerKind::Election, deadline_ms);
+    }
+
+    /// The election timer fired: the current phase is over.
+    pub(super) fn on_election_timer(&mut self, now_ms: u64) {
+        match self.role {
+            Role::Follower { .. } => {
+                if now_ms >= self.last_heard_ms + self.config.election_timeout_ms {
+                    self.start_election(now_ms);
+                } else {
+                    self.arm_election_timer(now_ms);
+                }
+            }
+            Role::Electing { alive_heard: false } => self.become_candidate(now_ms),
+            // A higher node said it would see to it and did not, or the
+            // candidacy or the adoption stalled: start over.
+            Role::Electing { alive_heard: true } | Role::Candidate { .. } | Role::Adopting { .. } => {
+                self.start_election(now_ms)
+            }
+            Role::Leader { .. } => {}
+        }
+    }
+
+    /// Bully: ask the higher live nodes; with none, declare at once.
+    pub(super) fn start_election(&mut self, now_ms: u64) {
+        let own_id = self.config.id;
+        let higher: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, peer)| **id > own_id && peer.up)
+            .map(|(id, _)| *id)
+            .collect();
+        if higher.is_empty() {
+            return self.become_candidate(now_ms);
+        }
+        for id in higher {
+            self.send(id, Message::Election);
+        }
+        self.role = Role::Electing { alive_heard: false };
+        self.arm_election_timer(now_ms);
+    }
+
+    pub(super) fn become_candidate(&mut self, now_ms: u64) {
+        let epoch = self.promised_epoch.max(self.seen_epoch) + 1;
+        self.promise(epoch);
+        let mut promises = BTreeMap::new();
+        promises.insert(self.config.id, self.log_position());
+        self.role = Role::Candidate { epoch, promises };
+        let commit_index = self.commit_index;
+        let peers: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in peers {
+            self.send(id, Message::Coordinator { commit_index });
+        }
+        self.arm_election_timer(now_ms);
+        self.count_promises(now_ms);
+    }
+
+    pub(super) fn log_position(&self) -> LogPosition {
+        LogPosition {
+            last_epoch: self.log.last_epoch(),
+            last_index: self.log.last_index(),
+        }
+    }
+
+    /// The leader this node heard from within the election timeout.
+    pub(super) fn live_leader(&self, now_ms: u64) -> Option<NodeId> {
+        match self.role {
+            Role::Leader { .. } => Some(self.config.id),
+            Role::Follower { leader: Some(leader) }
+                if now_ms < self.last_heard_ms + self.config.election_timeout_ms =>
+            {
+                Some(leader)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn on_election(&mut self, from: NodeId, now_ms: u64) {
+        if from > self.config.id {
+            return;
+        }
+        let leader = self.live_leader(now_ms);
+        self.send(from, Message::Alive { leader });
+        match self.role {
+            Role::Leader { .. } => self.send_heartbeat_to(from),
+            Role::Follower { .. } if leader.is_none() => self.start_election(now_ms),
+            _ => {}
+        }
+    }
+
+    pub(super) fn on_alive(&mut self, from: NodeId, now_ms: u64) {
+        if from > self.config.id && matches!(self.role, Role::Electing { .. }) {
+            self.role = Role::Electing { alive_heard: true };
+            self.arm_election_timer(now_ms);
+        }
+    }
+
+    /// A candidate asks for a promise of `epoch`.
+    pub(super) fn on_coordinator(&mut self, from: NodeId, epoch: u64, now_ms: u64) {
+        if let Some(reason) = self.refusal(from, epoch, now_ms) {
+            let leader = self.live_leader(now_ms);
+            self.send(from, Message::Reject { leader });
+            if reason == Refusal::Bully {
+                self.bully(epoch, now_ms);
+            }
+            return;
+        }
+        if self.is_serving_leader() || !matches!(self.role, Role::Follower { .. }) {
+            self.step_down(now_ms);
+        }
+        self.promise(epoch);
+        self.role = Role::Follower { leader: None };
+        // Give the candidate a full timeout to finish.
+        self.last_heard_ms = now_ms;
+        self.arm_election_timer(now_ms);
+        let position = self.log_position();
+        let commit_index = self.commit_index;
+        self.send(
+            from,
+            Message::Promise {
+                last_epoch: position.last_epoch,
+                last_index: position.last_index,
+                commit_index,
+            },
+        );
+    }
+
+    fn refusal(&self, candidate: NodeId, epoch: u64, now_ms: u64) -> Option<Refusal> {
+        if epoch <= self.promised_epoch {
+            return Some(Refusal::Stale);
+        }
+        match self.live_leader(now_ms) {
+            // A live leader of higher id than the candidate stays.
+            Some(leader) if leader > candidate && leader != self.config.id => {
+                return Some(Refusal::Sticky);
+            }
+            // This node leads and outranks the candidate: it reasserts.
+            Some(leader) if leader == self.config.id && self.config.id > candidate => {
+                return Some(Refusal::Bully);
+            }
+            Some(_) => return None,
+            None => {}
+        }
+        (self.config.id > candidate).then_some(Refusal::Bully)
+    }
+
+    /// A lower node tried to lead: take over, as Bully does.
+    fn bully(&mut self, epoch: u64, now_ms: u64) {
+        self.seen_epoch = self.seen_epoch.max(epoch);
+        match self.role {
+            Role::Candidate { .. } | Role::Adopting { .. } | Role::Electing { .. } => {}
+            Role::Leader { .. } => self.become_candidate(now_ms),
+            Role::Follower { .. } => self.start_election(now_ms),
+        }
+    }
+
+    pub(super) fn on_promise(&mut self, from: NodeId, epoch: u64, position: LogPosition, now_ms: u64) {
+        if let Role::Candidate {
+            epoch: candidate_epoch,
+            promises,
+        } = &mut self.role
+            && *candidate_epoch == epoch
+        {
+            promises.insert(from, position);
+            self.count_promises(now_ms);
+        }
+    }
+
+    pub(super) fn on_reject(&mut self, from: NodeId, epoch: u64, now_ms: u64) {
+        self.seen_epoch = self.seen_epoch.max(epoch);
+        match self.role {
+            Role::Leader { epoch: leading, .. } if epoch > leading => self.step_down(now_ms),
+            // A higher node will take over: wait for it.
+            Role::Candidate { .. } if from > self.config.id => {
+                self.role = Role::Electing { alive_heard: true };
+                self.arm_election_timer(now_ms);
+            }
+            _ => {}
+        }
+    }
+
+    /// With a majority of promises, adopt the best log, then lead.
+    fn count_promises(&mut self, now_ms: u64) {
+        let Role::Candidate { epoch, promises } = &self.role else {
+            return;
+        };
+        if promises.len() < self.config.majority() {
+            return;
+        }
+        let epoch = *epoch;
+        let own = self.log_position();
+        // Ties go to this node: adopting an equal log is pointless.
+        let (best_id, best) = promises
+            .iter()
+            .map(|(id, position)| (*id, *position))
+            .max_by_key(|(id, position)| (*position, *id == self.config.id))
+            .unwrap_or((self.config.id, own));
+        if best_id == self.config.id || best == own || self.config.unsafe_skip_log_adoption {
+            return self.become_leader(epoch, now_ms);
+        }
+        self.role = Role::Adopting {
+            epoch,
+            source: best_id,
+            source_last_index: best.last_index,
+        };
+        self.send(
+            best_id,
+            Message::Fetch {
+                from_index: self.commit_index + 1,
+            },
+        );
+        self.arm_election_timer(now_ms);
+    }
+
+    /// A promiser answers the new leader's fetch with its records.
+    pub(super) fn on_fetch(&mut self, from: NodeId, epoch: u64, from_index: u64) {
+        if epoch != self.promised_epoch || self.is_serving_leader() {
+            return;
+        }
+        let records = self
+            .log
+            .records_from(from_index, super::message::MAX_FRAME_RECORDS_BYTES)
+            .map(|(bytes, _)| bytes.to_vec())
+            .unwrap_or_default();
+        self.send(from, Message::FetchReply { from_index, records });
+    }
+
+    pub(super) fn on_fetch_reply(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        from_index: u64,
+        records: &[u8],
+        now_ms: u64,
+    ) {
+        let Role::Adopting {
+            epoch: adopting,
+            source,
+            source_last_index,
+        } = self.role
+        else {
+            return;
+        };
+        if adopting != epoch || source != from {
+            return;
+        }
+        if from_index > self.log.last_index() + 1 || self.merge_records(from_index, records).is_err() {
+            return self.start_election(now_ms);
+        }
+        if self.log.last_index() < source_last_index {
+            if records.is_empty() {
+                return self.start_election(now_ms);
+            }
+            let from_index = self.log.last_index() + 1;
+            self.send(source, Message::Fetch { from_index });
+            return;
+        }
+        // Anything past the best log is in no majority: not committed.
+        self.log.truncate_after(source_last_index);
+        self.become_leader(epoch, now_ms);
+    }
+
+    fn become_leader(&mut self, epoch: u64, now_ms: u64) {
+        // The adopted records become this leader's own: apply them, undoably.
+        while self.applied_index < self.log.last_index() {
+            let index = self.applied_index + 1;
+            let record = self.log.record(index).map(<[u8]>::to_vec);
+            let Some(Ok((entry, _))) = record.as_deref().map(crate::log::decode) else {
+                unreachable!("record {index} is in memory and was checked on arrival");
+            };
+            self.apply_speculatively(index, &entry.op);
+        }
+        let next_index = self.log.last_index() + 1;
+        let followers = self
+            .peers
+            .keys()
+            .map(|id| (*id, Progress::new(next_index)))
+            .collect();
+        self.role = Role::Leader {
+            epoch,
+            followers,
+            since_ms: now_ms,
+        };
+        // Records of older epochs commit only through one of this epoch.
+        self.append_as_leader(Op::Noop);
+        self.broadcast_append(now_ms);
+        self.arm(TimerKind::Heartbeat, now_ms + self.config.heartbeat_ms);
+        self.update_commit();
+    }
+
+    /// Leaves leadership or candidacy: takes back uncommitted writes, and
+    /// tells the driver its held replies are void.
+    pub(super) fn step_down(&mut self, now_ms: u64) {
+        if self.is_serving_leader() {
+            self.undo_uncommitted();
+            self.leadership_losses += 1;
+            self.round_wanted = false;
+        }
+        self.role = Role::Follower { leader: None };
+        self.last_heard_ms = now_ms;
+        self.arm_election_timer(now_ms);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// The epoch is not newer than one already promised.
+    Stale,
+    /// A live leader of higher id than the candidate is followed.
+    Sticky,
+    /// This node outranks the candidate and takes over instead.
+    Bully,
+}

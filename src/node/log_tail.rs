@@ -1,0 +1,337 @@
+//! The core's view of the log: positions, the records it still holds in
+//! memory, and what has yet to reach the disk.
+//!
+//! The file on disk is the truth after a crash; this is the truth while the
+//! process runs. Records are kept as their exact encoded bytes, so the same
+//! bytes are written to disk, shipped to followers and decoded to apply.
+//!
+//! Invariants:
+//! - `records` holds every record with index in `first_index..=last_index`,
+//!   contiguous, and `starts[i]` is where record `first_index + i` begins;
+//! - `records[..handed_off]` has been handed to the disk (written or being
+//!   written); the rest is what the next log write must append, after
+//!   truncating the file to `truncate_file_to` if set;
+//! - `durable_index <= last_index`.
+
+use std::collections::VecDeque;
+
+use crate::log::{self, DecodeError, Entry};
+
+/// Where one record sits.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    epoch: u64,
+    /// Offset of the record in `records`.
+    start: usize,
+}
+
+/// What the next log write must do: cut the file, then append.
+#[derive(Debug)]
+pub struct LogWrite<'a> {
+    pub truncate_file_to: Option<u64>,
+    pub bytes: &'a [u8],
+    pub last_index: u64,
+}
+
+#[derive(Debug)]
+pub struct LogTail {
+    records: Vec<u8>,
+    slots: VecDeque<Slot>,
+    first_index: u64,
+    /// Epoch of record `first_index - 1` (0 when there is none).
+    epoch_before_first: u64,
+    last_index: u64,
+    last_epoch: u64,
+    /// File offset of `records[0]`.
+    file_offset: u64,
+    handed_off: usize,
+    truncate_file_to: Option<u64>,
+    durable_index: u64,
+}
+
+impl LogTail {
+    /// An empty log whose file is `file_bytes` long (its header).
+    pub fn new(file_bytes: u64) -> Self {
+        LogTail {
+            records: Vec::new(),
+            slots: VecDeque::new(),
+            first_index: 1,
+            epoch_before_first: 0,
+            last_index: 0,
+            last_epoch: 0,
+            file_offset: file_bytes,
+            handed_off: 0,
+            truncate_file_to: None,
+            durable_index: 0,
+        }
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.last_index
+    }
+
+    pub fn last_epoch(&self) -> u64 {
+        self.last_epoch
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
+    }
+
+    /// The epoch of record `index`, if it is known (0 for index 0).
+    pub fn epoch_at(&self, index: u64) -> Option<u64> {
+        if index == self.first_index - 1 {
+            return Some(self.epoch_before_first);
+        }
+        self.slot(index).map(|slot| slot.epoch)
+    }
+
+    fn slot(&self, index: u64) -> Option<&Slot> {
+        let offset = index.checked_sub(self.first_index)?;
+        self.slots.get(usize::try_from(offset).ok()?)
+    }
+
+    /// Appends one record that is already encoded (replay, replication).
+    /// The caller has checked it decodes and that its index is next.
+    pub fn push_encoded(&mut self, epoch: u64, index: u64, record: &[u8]) {
+        debug_assert_eq!(index, self.last_index + 1);
+        let start = self.records.len();
+        self.records.extend_from_slice(record);
+        self.slots.push_back(Slot { epoch, start });
+        self.last_index = index;
+        self.last_epoch = epoch;
+    }
+
+    /// Encodes and appends a new record at the next index.
+    pub fn append(&mut self, entry: &Entry<'_>) {
+        debug_assert_eq!(entry.index, self.last_index + 1);
+        let start = self.records.len();
+        log::encode(entry, &mut self.records);
+        self.slots.push_back(Slot {
+            epoch: entry.epoch,
+            start,
+        });
+        self.last_index = entry.index;
+        self.last_epoch = entry.epoch;
+    }
+
+    /// Records read back from the disk at start-up are written and durable.
+    pub fn mark_replayed(&mut self) {
+        self.handed_off = self.records.len();
+        self.durable_index = self.last_index;
+    }
+
+    /// The record bytes of `index`.
+    pub fn record(&self, index: u64) -> Option<&[u8]> {
+        let offset = usize::try_from(index.checked_sub(self.first_index)?).ok()?;
+        let start = self.slots.get(offset)?.start;
+        let end = self
+            .slots
+            .get(offset + 1)
+            .map_or(self.records.len(), |next| next.start);
+        Some(&self.records[start..end])
+    }
+
+    /// Decodes record `index`.
+    pub fn entry(&self, index: u64) -> Option<Result<Entry<'_>, DecodeError>> {
+        self.record(index)
+            .map(|bytes| log::decode(bytes).map(|(entry, _)| entry))
+    }
+
+    /// The encoded records `from..` up to `max_bytes` (at least one record
+    /// when any is there), and the index of the last one included.
+    pub fn records_from(&self, from: u64, max_bytes: usize) -> Option<(&[u8], u64)> {
+        let first_offset = usize::try_from(from.checked_sub(self.first_index)?).ok()?;
+        let start = self.slots.get(first_offset)?.start;
+        let mut last = from;
+        let mut end = self.record_end(last);
+        while last < self.last_index {
+            let next_end = self.record_end(last + 1);
+            if next_end - start > max_bytes {
+                break;
+            }
+            last += 1;
+            end = next_end;
+        }
+        Some((&self.records[start..end], last))
+    }
+
+    fn record_end(&self, index: u64) -> usize {
+        let offset = (index - self.first_index) as usize;
+        self.slots
+            .get(offset + 1)
+            .map_or(self.records.len(), |next| next.start)
+    }
+
+    /// Drops every record after `index`. Never below what is in memory.
+    pub fn truncate_after(&mut self, index: u64) {
+        assert!(index + 1 >= self.first_index, "truncating evicted records");
+        if index >= self.last_index {
+            return;
+        }
+        let keep = (index + 1 - self.first_index) as usize;
+        let cut = self.slots[keep].start;
+        if cut < self.handed_off {
+            // Those bytes are in the file: it must be cut before the next append.
+            let file_cut = self.file_offset + cut as u64;
+            self.truncate_file_to = Some(self.truncate_file_to.map_or(file_cut, |at| at.min(file_cut)));
+            self.handed_off = cut;
+        }
+        self.records.truncate(cut);
+        self.slots.truncate(keep);
+        self.last_index = index;
+        self.last_epoch = self.epoch_at(index).unwrap_or(0);
+        self.durable_index = self.durable_index.min(index);
+    }
+
+    /// What the next log write must do, if anything.
+    pub fn pending_write(&self) -> Option<LogWrite<'_>> {
+        let bytes = &self.records[self.handed_off..];
+        if bytes.is_empty() && self.truncate_file_to.is_none() {
+            return None;
+        }
+        Some(LogWrite {
+            truncate_file_to: self.truncate_file_to,
+            bytes,
+            last_index: self.last_index,
+        })
+    }
+
+    /// The pending write has been handed to the disk.
+    pub fn mark_handed_off(&mut self) {
+        self.handed_off = self.records.len();
+        self.truncate_file_to = None;
+    }
+
+    /// The disk has made everything up to `index` durable.
+    pub fn mark_durable(&mut self, index: u64) {
+        self.durable_index = self.durable_index.max(index.min(self.last_index));
+    }
+
+    /// Forgets records up to `index` (they stay on disk). Cheap when it
+    /// forgets everything, which is what a single node does every turn.
+    pub fn evict_through(&mut self, index: u64) {
+        let index = index.min(self.durable_index);
+        if index < self.first_index || self.handed_off < self.records.len() {
+            return;
+        }
+        if index == self.last_index {
+            self.file_offset += self.records.len() as u64;
+            self.records.clear();
+            self.slots.clear();
+            self.handed_off = 0;
+            self.epoch_before_first = self.last_epoch;
+            self.first_index = index + 1;
+        }
+    }
+
+    /// Bytes held in memory (for bounds and tests).
+    pub fn memory_bytes(&self) -> usize {
+        self.records.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Op;
+
+    fn put(tail: &mut LogTail, epoch: u64) -> u64 {
+        let index = tail.last_index() + 1;
+        tail.append(&Entry {
+            epoch,
+            index,
+            commit: 0,
+            op: Op::Put {
+                key: b"k",
+                value: b"v",
+            },
+        });
+        index
+    }
+
+    #[test]
+    fn appends_hand_off_and_become_durable() {
+        let mut tail = LogTail::new(8);
+        put(&mut tail, 1);
+        put(&mut tail, 1);
+        let write = tail.pending_write().unwrap();
+        assert_eq!(write.last_index, 2);
+        assert_eq!(write.truncate_file_to, None);
+        let written = write.bytes.len();
+        assert_eq!(written, tail.memory_bytes());
+        tail.mark_handed_off();
+        assert!(tail.pending_write().is_none());
+        tail.mark_durable(2);
+        assert_eq!(tail.durable_index(), 2);
+        assert_eq!(tail.entry(2).unwrap().unwrap().index, 2);
+    }
+
+    #[test]
+    fn truncating_written_records_cuts_the_file_first() {
+        let mut tail = LogTail::new(8);
+        put(&mut tail, 1);
+        let first_len = tail.memory_bytes() as u64;
+        put(&mut tail, 1);
+        tail.mark_handed_off();
+        tail.mark_durable(2);
+        tail.truncate_after(1);
+        put(&mut tail, 2);
+        let write = tail.pending_write().unwrap();
+        assert_eq!(write.truncate_file_to, Some(8 + first_len));
+        assert_eq!(write.last_index, 2);
+        assert_eq!(tail.durable_index(), 1);
+        assert_eq!(tail.epoch_at(2), Some(2));
+        assert_eq!(tail.last_epoch(), 2);
+    }
+
+    #[test]
+    fn truncating_unwritten_records_needs_no_file_cut() {
+        let mut tail = LogTail::new(8);
+        put(&mut tail, 1);
+        tail.mark_handed_off();
+        put(&mut tail, 1);
+        tail.truncate_after(1);
+        assert!(tail.pending_write().is_none());
+        assert_eq!(tail.last_index(), 1);
+    }
+
+    #[test]
+    fn records_from_respects_the_byte_budget_but_sends_at_least_one() {
+        let mut tail = LogTail::new(8);
+        for _ in 0..5 {
+            put(&mut tail, 1);
+        }
+        let one = tail.record(1).unwrap().len();
+        let (bytes, last) = tail.records_from(2, one * 2).unwrap();
+        assert_eq!((bytes.len(), last), (one * 2, 3));
+        let (bytes, last) = tail.records_from(4, 1).unwrap();
+        assert_eq!((bytes.len(), last), (one, 4));
+        assert!(tail.records_from(6, 100).is_none());
+    }
+
+    #[test]
+    fn eviction_keeps_positions_and_file_offsets() {
+        let mut tail = LogTail::new(8);
+        put(&mut tail, 3);
+        tail.mark_handed_off();
+        tail.mark_durable(1);
+        let written = tail.memory_bytes() as u64;
+        tail.evict_through(1);
+        assert_eq!(tail.memory_bytes(), 0);
+        assert_eq!(tail.epoch_at(1), Some(3));
+        assert_eq!((tail.last_index(), tail.last_epoch()), (1, 3));
+        put(&mut tail, 3);
+        put(&mut tail, 3);
+        tail.mark_handed_off();
+        tail.truncate_after(2);
+        assert_eq!(
+            tail.pending_write().unwrap().truncate_file_to,
+            Some(8 + written * 2)
+        );
+    }
+}

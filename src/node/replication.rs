@@ -1,0 +1,442 @@
+//! Replication: the leader ships its records, followers append them, and a
+//! record commits once a majority holds it durably in the leader's epoch.
+//!
+//! - `Append` carries records after (`prev_index`, `prev_epoch`); a follower
+//!   takes them only if its log holds that previous record (log matching),
+//!   and cuts off a diverging uncommitted suffix. The same bytes go to its
+//!   disk; it acknowledges only what is durable.
+//! - The leader counts a record committed when a majority's durable match
+//!   reaches it *and* it is of the leader's own epoch (Raft §5.4.2: counting
+//!   replicas of an older epoch's record is not enough).
+//! - ReadIndex: appends carry a round number that followers echo; a read
+//!   waits for a round sent after it to be echoed by a majority, which proves
+//!   no newer leader had a majority when the value was read.
+
+use std::net::SocketAddr;
+
+use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
+use super::{LogPosition, Node, PendingAck, Peer, Role, TimerKind};
+use crate::log::{self, DecodeError};
+
+/// A leader stops sending a follower new records while this many are unacknowledged.
+const MAX_UNACKNOWLEDGED_RECORDS: u64 = 100_000;
+/// Records per `Append`, at most (besides the frame's byte bound).
+const MAX_APPEND_RECORDS_BYTES: usize = 1024 * 1024;
+
+/// The leader's view of one follower.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Progress {
+    /// The next record to send.
+    next_index: u64,
+    /// The follower's log matches ours, durably, up to here.
+    match_index: u64,
+    acked_round: u64,
+    last_ack_ms: Option<u64>,
+}
+
+impl Progress {
+    pub(super) fn new(next_index: u64) -> Self {
+        Progress {
+            next_index,
+            match_index: 0,
+            acked_round: 0,
+            last_ack_ms: None,
+        }
+    }
+}
+
+/// A follower got records it cannot use.
+#[derive(Debug)]
+pub(super) struct BadRecords;
+
+impl Node {
+    /// Takes one peer message.
+    pub fn handle_message(&mut self, envelope: Envelope, now_ms: u64) {
+        let Envelope {
+            from,
+            epoch,
+            message,
+        } = envelope;
+        if from == self.config.id || !self.peers.contains_key(&from) {
+            return;
+        }
+        self.seen_epoch = self.seen_epoch.max(epoch);
+        match message {
+            Message::Election => self.on_election(from, now_ms),
+            Message::Alive { .. } => self.on_alive(from, now_ms),
+            Message::Coordinator { .. } => self.on_coordinator(from, epoch, now_ms),
+            Message::Promise {
+                last_epoch,
+                last_index,
+                ..
+            } => {
+                let position = LogPosition {
+                    last_epoch,
+                    last_index,
+                };
+                self.on_promise(from, epoch, position, now_ms)
+            }
+            Message::Reject { .. } => self.on_reject(from, epoch, now_ms),
+            Message::Fetch { from_index } => self.on_fetch(from, epoch, from_index),
+            Message::FetchReply {
+                from_index,
+                records,
+            } => self.on_fetch_reply(from, epoch, from_index, &records, now_ms),
+            Message::Append {
+                prev_index,
+                prev_epoch,
+                commit_index,
+                round,
+                records,
+            } => {
+                let append = Append {
+                    prev_index,
+                    prev_epoch,
+                    commit_index,
+                    round,
+                };
+                self.on_append(from, epoch, append, &records, now_ms)
+            }
+            Message::Ack {
+                success,
+                match_index,
+                round,
+            } => self.on_ack(from, epoch, success, match_index, round, now_ms),
+        }
+    }
+
+    /// A connection to peer `id` (listening for clients at
+    /// `client_address`) completed its handshake.
+    pub fn peer_up(&mut self, id: NodeId, client_address: SocketAddr, now_ms: u64) {
+        self.peers.insert(
+            id,
+            Peer {
+                client_address,
+                up: true,
+            },
+        );
+        let last_index = self.log.last_index();
+        if let Role::Leader { followers, .. } = &mut self.role {
+            let progress = followers
+                .entry(id)
+                .or_insert_with(|| Progress::new(last_index + 1));
+            // What was in flight on the old connection is gone.
+            progress.next_index = progress.match_index + 1;
+            self.send_heartbeat_to(id);
+        }
+        let _ = now_ms;
+    }
+
+    /// The connection to peer `id` is gone.
+    pub fn peer_down(&mut self, id: NodeId, now_ms: u64) {
+        if let Some(peer) = self.peers.get_mut(&id) {
+            peer.up = false;
+        }
+        // A crashed leader closes its sockets: look for a new one now
+        // rather than after a full election timeout.
+        if matches!(self.role, Role::Follower { leader: Some(leader) } if leader == id) {
+            self.last_heard_ms = 0;
+            self.start_election(now_ms);
+        }
+    }
+
+    /// A timer armed through the outbox fired.
+    pub fn on_timer(&mut self, kind: TimerKind, now_ms: u64) {
+        match kind {
+            TimerKind::Election => self.on_election_timer(now_ms),
+            TimerKind::Heartbeat => self.on_heartbeat_timer(now_ms),
+        }
+    }
+
+    /// The end of a loop turn: ship what the turn appended, and start a read
+    /// round if a read waits for one. One message per follower per turn.
+    pub fn end_turn(&mut self, now_ms: u64) {
+        if self.is_serving_leader() {
+            if self.round_wanted {
+                self.round_wanted = false;
+                self.sent_round += 1;
+            }
+            self.broadcast_append(now_ms);
+            if self.config.cluster_size == 1 {
+                self.confirmed_round = self.sent_round;
+            }
+        }
+    }
+
+    fn on_heartbeat_timer(&mut self, now_ms: u64) {
+        let Role::Leader { since_ms, .. } = self.role else {
+            return;
+        };
+        let timeout_ms = self.config.election_timeout_ms;
+        if now_ms >= since_ms + timeout_ms && self.heard_from_majority(now_ms) < self.config.majority() {
+            // Cut off from a majority: another leader may already exist.
+            return self.step_down(now_ms);
+        }
+        self.broadcast_heartbeat();
+        self.arm(TimerKind::Heartbeat, now_ms + self.config.heartbeat_ms);
+    }
+
+    fn heard_from_majority(&self, now_ms: u64) -> usize {
+        let Role::Leader { followers, .. } = &self.role else {
+            return 0;
+        };
+        let timeout_ms = self.config.election_timeout_ms;
+        let recent = followers
+            .values()
+            .filter(|progress| progress.last_ack_ms.is_some_and(|at| now_ms < at + timeout_ms))
+            .count();
+        recent + 1
+    }
+
+    /// Sends every follower what it lacks (or nothing, if it lacks nothing).
+    pub(super) fn broadcast_append(&mut self, _now_ms: u64) {
+        let ids = self.follower_ids();
+        for id in ids {
+            self.send_append(id, false);
+        }
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let ids = self.follower_ids();
+        for id in ids {
+            self.send_append(id, true);
+        }
+    }
+
+    pub(super) fn send_heartbeat_to(&mut self, id: NodeId) {
+        self.send_append(id, true);
+    }
+
+    fn follower_ids(&self) -> Vec<NodeId> {
+        match &self.role {
+            Role::Leader { followers, .. } => followers.keys().copied().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// One `Append` to `id`: new records if it lacks any and may take more,
+    /// else an empty one when a heartbeat or a read round is due.
+    fn send_append(&mut self, id: NodeId, heartbeat: bool) {
+        let last_index = self.log.last_index();
+        let round = self.sent_round;
+        let Role::Leader { followers, .. } = &mut self.role else {
+            return;
+        };
+        let Some(progress) = followers.get_mut(&id) else {
+            return;
+        };
+        let unacknowledged = progress.next_index.saturating_sub(progress.match_index + 1);
+        let has_new = progress.next_index <= last_index && unacknowledged < MAX_UNACKNOWLEDGED_RECORDS;
+        let round_due = progress.acked_round < round;
+        if !has_new && !heartbeat && !round_due {
+            return;
+        }
+        let prev_index = progress.next_index - 1;
+        let budget = MAX_APPEND_RECORDS_BYTES.min(MAX_FRAME_RECORDS_BYTES);
+        let (records, sent_through) = if has_new {
+            match self.log.records_from(progress.next_index, budget) {
+                Some((bytes, last)) => (bytes.to_vec(), last),
+                None => (Vec::new(), prev_index),
+            }
+        } else {
+            (Vec::new(), prev_index)
+        };
+        progress.next_index = sent_through + 1;
+        let Some(prev_epoch) = self.log.epoch_at(prev_index) else {
+            return;
+        };
+        let message = Message::Append {
+            prev_index,
+            prev_epoch,
+            commit_index: self.commit_index,
+            round,
+            records,
+        };
+        self.send(id, message);
+    }
+
+    fn on_append(&mut self, from: NodeId, epoch: u64, append: Append, records: &[u8], now_ms: u64) {
+        if epoch < self.promised_epoch {
+            // The envelope carries our newer epoch: the sender steps down.
+            let reply = Message::Ack {
+                success: false,
+                match_index: 0,
+                round: append.round,
+            };
+            return self.send(from, reply);
+        }
+        if epoch > self.promised_epoch {
+            self.promise(epoch);
+        }
+        if !matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from) {
+            if !matches!(self.role, Role::Follower { .. }) {
+                self.step_down(now_ms);
+            }
+            self.role = Role::Follower { leader: Some(from) };
+        }
+        self.last_heard_ms = now_ms;
+        let Some(matched_index) = self.accept_append(&append, records) else {
+            let hint = self.commit_index.min(self.log.last_index());
+            let reply = Message::Ack {
+                success: false,
+                match_index: hint,
+                round: append.round,
+            };
+            return self.send(from, reply);
+        };
+        self.advance_commit(append.commit_index.min(matched_index));
+        self.queue_ack(from, matched_index, append.round);
+        self.maybe_take_over(append.commit_index, now_ms);
+    }
+
+    /// Checks log matching and appends; returns the index up to which this
+    /// log now matches the leader's.
+    fn accept_append(&mut self, append: &Append, records: &[u8]) -> Option<u64> {
+        let prev_index = append.prev_index;
+        if prev_index > self.log.last_index() {
+            return None;
+        }
+        // At or below the commit index every log agrees.
+        if prev_index > self.commit_index && self.log.epoch_at(prev_index) != Some(append.prev_epoch) {
+            return None;
+        }
+        self.merge_records(prev_index + 1, records).ok()
+    }
+
+    /// Appends `records` (starting at `from_index`) where they are new,
+    /// skips the ones this log already has, and cuts this log where it
+    /// diverges. Returns the last index merged.
+    pub(super) fn merge_records(&mut self, from_index: u64, records: &[u8]) -> Result<u64, BadRecords> {
+        let mut index = from_index;
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (entry, used) = log::decode(rest).map_err(|_: DecodeError| BadRecords)?;
+            if entry.index != index {
+                return Err(BadRecords);
+            }
+            match self.log.epoch_at(index) {
+                Some(existing) if existing == entry.epoch && index <= self.log.last_index() => {}
+                _ => {
+                    if index <= self.log.last_index() {
+                        assert!(index > self.commit_index, "a committed record diverged");
+                        self.log.truncate_after(index - 1);
+                    }
+                    self.log.push_encoded(entry.epoch, index, &rest[..used]);
+                }
+            }
+            rest = &rest[used..];
+            index += 1;
+        }
+        Ok(index - 1)
+    }
+
+    /// Acknowledges `matched_index` to the leader once it is durable.
+    fn queue_ack(&mut self, leader: NodeId, matched_index: u64, round: u64) {
+        self.pending_ack = Some(PendingAck {
+            leader,
+            matched_index,
+            round,
+        });
+        self.send_pending_ack();
+    }
+
+    pub(super) fn send_pending_ack(&mut self) {
+        let Some(pending) = self.pending_ack else {
+            return;
+        };
+        let durable = self.log.durable_index().min(pending.matched_index);
+        if durable < pending.matched_index && durable == 0 {
+            return;
+        }
+        let reply = Message::Ack {
+            success: true,
+            match_index: durable,
+            round: pending.round,
+        };
+        self.send(pending.leader, reply);
+        if durable >= pending.matched_index {
+            self.pending_ack = None;
+        }
+    }
+
+    /// A caught-up follower of higher id than its leader takes over (Bully).
+    fn maybe_take_over(&mut self, leader_commit: u64, now_ms: u64) {
+        let Role::Follower { leader: Some(leader) } = self.role else {
+            return;
+        };
+        if self.config.id > leader && self.log.durable_index() >= leader_commit.max(1) {
+            self.start_election(now_ms);
+        }
+    }
+
+    fn on_ack(&mut self, from: NodeId, epoch: u64, success: bool, match_index: u64, round: u64, now_ms: u64) {
+        let Role::Leader {
+            epoch: leading,
+            followers,
+            ..
+        } = &mut self.role
+        else {
+            return;
+        };
+        if epoch > *leading {
+            return self.step_down(now_ms);
+        }
+        if epoch < *leading {
+            return;
+        }
+        let Some(progress) = followers.get_mut(&from) else {
+            return;
+        };
+        progress.last_ack_ms = Some(now_ms);
+        if success {
+            progress.match_index = progress.match_index.max(match_index);
+            progress.next_index = progress.next_index.max(progress.match_index + 1);
+            progress.acked_round = progress.acked_round.max(round);
+        } else {
+            // Resend from where the follower's log is known to match.
+            progress.next_index = match_index + 1;
+            progress.match_index = progress.match_index.min(match_index);
+            self.send_append(from, true);
+        }
+        self.update_commit();
+    }
+
+    /// Moves the commit index to the highest record of this epoch that a
+    /// majority (this node by its durable index) holds; likewise the
+    /// confirmed read round.
+    pub(super) fn update_commit(&mut self) {
+        let Role::Leader { epoch, followers, .. } = &self.role else {
+            return;
+        };
+        let majority = self.config.majority();
+        let mut matches: Vec<u64> = followers.values().map(|p| p.match_index).collect();
+        matches.push(self.log.durable_index());
+        let mut rounds: Vec<u64> = followers.values().map(|p| p.acked_round).collect();
+        rounds.push(self.sent_round);
+        let candidate = kth_largest(&mut matches, majority);
+        let round = kth_largest(&mut rounds, majority);
+        let epoch = *epoch;
+        self.confirmed_round = self.confirmed_round.max(round);
+        if self.log.epoch_at(candidate) == Some(epoch) {
+            self.advance_commit(candidate);
+        }
+    }
+}
+
+/// The fields of an `Append` besides its records.
+#[derive(Debug, Clone, Copy)]
+struct Append {
+    prev_index: u64,
+    prev_epoch: u64,
+    commit_index: u64,
+    round: u64,
+}
+
+/// The `k`-th largest value (1-based); 0 when there are fewer than `k`.
+fn kth_largest(values: &mut [u64], k: usize) -> u64 {
+    if k == 0 || values.len() < k {
+        return 0;
+    }
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    values[k - 1]
+}
