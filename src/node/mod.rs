@@ -13,6 +13,7 @@
 //! - a reply never leaves before the record of every write it could have
 //!   observed is released (durable under `--fsync always`).
 
+pub mod message;
 mod replies;
 
 pub use replies::ReplyQueue;
