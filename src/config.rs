@@ -16,6 +16,8 @@ pub const MIN_MAX_LINE_BYTES: usize = 64;
 /// A record in the log holds at most this much (see `log::MAX_RECORD_BODY_BYTES`).
 pub const MAX_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
 
 /// When the log is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -90,6 +92,18 @@ pub struct ServerArgs {
     /// Close a client connection idle for this long; 0 never does.
     #[arg(long, default_value_t = 0)]
     pub idle_timeout_ms: u64,
+    /// When a write is acknowledged in a cluster.
+    #[arg(long, value_enum, default_value_t = Replication::Sync)]
+    pub replication: Replication,
+    /// What a follower does with a GET.
+    #[arg(long, value_enum, default_value_t = FollowerReads::Local)]
+    pub follower_reads: FollowerReads,
+    /// Leader heartbeat interval.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for this long (plus jitter) looks for a new one.
+    #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
+    pub election_timeout_ms: u64,
 }
 
 /// A validated server configuration.
@@ -105,16 +119,34 @@ pub struct Config {
     pub max_clients: usize,
     /// `None`: idle connections are never closed.
     pub idle_timeout_ms: Option<u64>,
+    pub replication: Replication,
+    pub follower_reads: FollowerReads,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: u64,
 }
 
 /// Why the flags do not make a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigError {
-    InvalidPeer { entry: String, reason: String },
-    DuplicatePeer { entry: String },
+    InvalidPeer {
+        entry: String,
+        reason: String,
+    },
+    DuplicatePeer {
+        entry: String,
+    },
     ZeroFsyncInterval,
-    MaxLineBytesOutOfRange { value: usize },
-    MaxClientsOutOfRange { value: usize },
+    MaxLineBytesOutOfRange {
+        value: usize,
+    },
+    MaxClientsOutOfRange {
+        value: usize,
+    },
+    /// Heartbeats must come several times per election timeout.
+    TimingOutOfRange {
+        heartbeat_ms: u64,
+        election_timeout_ms: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -140,6 +172,13 @@ impl fmt::Display for ConfigError {
                 formatter,
                 "--max-clients {value} is out of range (1..={MAX_MAX_CLIENTS})"
             ),
+            ConfigError::TimingOutOfRange {
+                heartbeat_ms,
+                election_timeout_ms,
+            } => write!(
+                formatter,
+                "--heartbeat-ms {heartbeat_ms} must be at least 1 and at most a third of --election-timeout-ms {election_timeout_ms}"
+            ),
         }
     }
 }
@@ -163,6 +202,12 @@ impl ServerArgs {
                 value: self.max_clients,
             });
         }
+        if self.heartbeat_ms == 0 || self.heartbeat_ms * 3 > self.election_timeout_ms {
+            return Err(ConfigError::TimingOutOfRange {
+                heartbeat_ms: self.heartbeat_ms,
+                election_timeout_ms: self.election_timeout_ms,
+            });
+        }
         let peers = parse_peers(self.peers.as_deref().unwrap_or(""), listen)?;
         Ok(Config {
             listen,
@@ -176,6 +221,10 @@ impl ServerArgs {
             max_line_bytes: self.max_line_bytes,
             max_clients: self.max_clients,
             idle_timeout_ms: (self.idle_timeout_ms > 0).then_some(self.idle_timeout_ms),
+            replication: self.replication,
+            follower_reads: self.follower_reads,
+            heartbeat_ms: self.heartbeat_ms,
+            election_timeout_ms: self.election_timeout_ms,
         })
     }
 }
@@ -256,6 +305,12 @@ mod tests {
 
     #[test]
     fn peers_drop_the_own_address() {
+        if self.heartbeat_ms == 0 || self.heartbeat_ms * 3 > self.election_timeout_ms {
+            return Err(ConfigError::TimingOutOfRange {
+                heartbeat_ms: self.heartbeat_ms,
+                election_timeout_ms: self.election_timeout_ms,
+            });
+        }
         let peers = parse_peers("127.0.0.1:7001, 127.0.0.1:7002,localhost:7003", own()).unwrap();
         assert_eq!(peers.len(), 2);
         assert_eq!(peers[0], "127.0.0.1:7002".parse().unwrap());

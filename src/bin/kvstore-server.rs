@@ -4,13 +4,15 @@
 //! cannot start or must stop (data dir, corrupt log, bind, log write
 //! failure), 2 for invalid flags.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::process::ExitCode;
 
 use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
-use kvstore::log::LogFile;
+use kvstore::log::{LOG_HEADER_BYTES, LogFile, load_epoch};
 use kvstore::net::Server;
-use kvstore::node::Node;
+use kvstore::node::{Node, NodeConfig};
 
 fn main() -> ExitCode {
     let config = match ServerArgs::parse().into_config() {
@@ -30,16 +32,21 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), String> {
-    let mut node = Node::new();
+    let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
+    // Election jitter must differ between processes; std's hasher seed is random.
+    let seed = RandomState::new().hash_one(config.id);
+    let node_config = NodeConfig::from_config(&config, seed);
+    let mut node = Node::new(node_config, promised_epoch, LOG_HEADER_BYTES);
     let (log, replay) = LogFile::open(&config.data_dir, |_, entry| node.replay(entry))
         .map_err(|e| e.to_string())?;
     let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
-    let address = server.local_addr().map_err(|e| e.to_string())?;
     eprintln!(
-        "kvstore: node {} listening on {address} (data dir {}, fsync {}, {} records replayed, last index {})",
+        "kvstore: node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",
         config.id,
+        server.local_addr(),
         config.data_dir.display(),
         config.fsync,
+        config.peers.len(),
         replay.records,
         replay.last_index,
     );

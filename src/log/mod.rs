@@ -30,9 +30,11 @@
 //!                       value bytes     rest of the body; Put only
 //! ```
 
+pub mod epoch;
 pub mod file;
 pub mod record;
 
+pub use epoch::{EPOCH_FILE_NAME, EpochError, load_epoch, store_epoch};
 pub use file::{
     LOCK_FILE_NAME, LOG_FILE_NAME, LOG_HEADER_BYTES, LOG_MAGIC, LogError, LogFile, Replay,
 };

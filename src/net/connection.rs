@@ -4,7 +4,8 @@ use std::io::{self, Read, Write};
 
 use mio::net::TcpStream;
 
-use crate::node::{Flow, Node, ReplyQueue};
+use crate::node::message::{self, HANDSHAKE_PREFIX, Hello};
+use crate::node::{Flow, Gate, Node, ReplyQueue};
 use crate::protocol::{self, ErrorReply, Framed, Reply};
 use crate::timer::TimerId;
 
@@ -23,6 +24,15 @@ pub enum ReadOutcome {
     Drained,
     /// The client closed its side (half-close or full close).
     Closed,
+}
+
+/// What executing the buffered lines found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Executed {
+    /// Lines ran (or none were whole); the connection stays a client.
+    Requests,
+    /// The first line was a peer's handshake: the connection is a peer's.
+    PeerHandshake(Hello),
 }
 
 pub struct Connection {
@@ -45,6 +55,8 @@ pub struct Connection {
     pub waiting: bool,
     pub last_active_ms: u64,
     pub idle_timer: Option<TimerId>,
+    /// Whether any line has been executed: only the first may be a handshake.
+    executed_any: bool,
 }
 
 impl Connection {
@@ -62,6 +74,7 @@ impl Connection {
             waiting: false,
             last_active_ms: now_ms,
             idle_timer: None,
+            executed_any: false,
         }
     }
 
@@ -126,16 +139,26 @@ impl Connection {
 
     /// Executes every whole line in the buffer, stopping early when replies
     /// back up or the connection is closing.
-    pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) {
+    pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) -> Executed {
         while !self.closing && !self.is_backpressured() {
             let buffered = &self.input[self.start..self.end];
             match protocol::next_line(buffered, max_line_bytes) {
                 Framed::Line { line, consumed } => {
+                    let first = !self.executed_any;
+                    self.executed_any = true;
+                    if line.starts_with(HANDSHAKE_PREFIX) {
+                        if let (true, Ok(hello)) = (first, message::parse_hello(line)) {
+                            self.start += consumed;
+                            return Executed::PeerHandshake(hello);
+                        }
+                        self.refuse(ErrorReply::BadHandshake, node);
+                        continue;
+                    }
                     let flow = match protocol::parse(line) {
-                        Ok(request) => node.handle(request, &mut self.replies),
+                        Ok(request) => node.handle_request(request, &mut self.replies),
                         Err(error) => {
                             let reply = Reply::Error(ErrorReply::Parse(error));
-                            self.replies.push(reply, 0, node.released_index());
+                            self.replies.push(reply, Gate::OPEN, node.released());
                             Flow::Continue
                         }
                     };
@@ -149,14 +172,24 @@ impl Connection {
                     }
                     break;
                 }
-                Framed::TooLong => {
-                    let reply = Reply::Error(ErrorReply::LineTooLong { max_line_bytes });
-                    self.replies.push(reply, 0, node.released_index());
-                    self.close_input();
-                }
+                Framed::TooLong => self.refuse(ErrorReply::LineTooLong { max_line_bytes }, node),
             }
         }
         self.release_idle_buffer();
+        Executed::Requests
+    }
+
+    /// Answers `reason` and stops reading: the stream can no longer be trusted.
+    fn refuse(&mut self, reason: ErrorReply, node: &Node) {
+        self.replies
+            .push(Reply::Error(reason), Gate::OPEN, node.released());
+        self.close_input();
+    }
+
+    /// The socket and whatever arrived after the handshake line.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        let rest = self.input[self.start..self.end].to_vec();
+        (self.stream, rest)
     }
 
     /// Stops reading and drops what was not executed (memory released now).
@@ -177,9 +210,9 @@ impl Connection {
 
     /// One write(2) of whatever replies may leave. Returns whether every
     /// queued reply (held or not) has now been written.
-    pub fn flush(&mut self, released_index: u64) -> io::Result<bool> {
+    pub fn flush(&mut self, released: Gate) -> io::Result<bool> {
         loop {
-            let sendable = self.replies.sendable(released_index);
+            let sendable = self.replies.sendable(released);
             if sendable.is_empty() {
                 return Ok(self.replies.is_empty());
             }

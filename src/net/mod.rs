@@ -1,19 +1,22 @@
 //! The mio reactor: the only module that touches sockets and files.
 //!
-//! One thread runs [`Server::run`]: poll, read what arrived, let the core
-//! execute it, then end the turn. Ending a turn is where group commit
-//! happens: the records of every write executed in the turn go to the log in
-//! one write(2) and (with `--fsync always`) one fdatasync, and only then are
-//! the replies that depend on them written to their sockets.
+//! One thread runs [`Server::run`]: poll, read what arrived, hand it to the
+//! core, then end the turn. The turn's end is where the core's outputs become
+//! I/O, in the order its safety argument needs (see `node`): persist the
+//! promised epoch, send peer messages, write and fdatasync the turn's log
+//! records in one write and one sync (group commit), send what durability
+//! produced, and only then write the client replies the core released.
 //!
-//! Readiness from mio is edge-triggered, so a connection whose read filled
-//! its buffer, or that was paused by backpressure, is remembered and read
-//! again without waiting for a new event.
+//! Readiness from mio is edge-triggered, so a client whose read filled its
+//! buffer, or that was paused by backpressure, is remembered and read again
+//! without waiting for a new event.
 
 mod connection;
+mod peer;
 
 use std::fmt;
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -23,11 +26,13 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
-use crate::log::LogFile;
-use crate::node::Node;
+use crate::log::{LogFile, store_epoch};
+use crate::node::message::{self, Envelope, Hello, NodeId};
+use crate::node::{Gate, Node, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
-use crate::timer::TimerWheel;
-use connection::{Connection, ReadOutcome};
+use crate::timer::{TimerId, TimerWheel};
+use connection::{Connection, Executed, ReadOutcome};
+use peer::{InboundPeer, LinkState, OutboundLink, PeerError};
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
@@ -38,20 +43,24 @@ const MAX_POLL_TIMEOUT_MS: u64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerEvent {
     FsyncInterval,
-    IdleCheck { connection: usize },
+    IdleCheck { endpoint: usize },
+    Reconnect { link: usize },
+    Node(TimerKind),
 }
 
 /// Why the server stopped other than by a signal.
 #[derive(Debug)]
 pub enum ServerError {
     Bind {
-        address: std::net::SocketAddr,
+        address: SocketAddr,
         source: io::Error,
     },
     Signals(io::Error),
     Poll(io::Error),
     /// The log could not be written or synced: acknowledging more would lie.
     Log(io::Error),
+    /// The promised epoch could not be persisted: promising more would lie.
+    Epoch(io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -68,46 +77,71 @@ impl fmt::Display for ServerError {
                 formatter,
                 "log write failed: {source}; unacknowledged writes were refused, stopping"
             ),
+            ServerError::Epoch(source) => {
+                write!(
+                    formatter,
+                    "cannot persist the promised epoch: {source}; stopping"
+                )
+            }
         }
     }
 }
 
 impl std::error::Error for ServerError {}
 
+/// Everything with a socket, keyed by its mio token.
+enum Endpoint {
+    Client(Connection),
+    Inbound(InboundPeer),
+    Outbound {
+        link: usize,
+        connection: OutboundLink,
+    },
+}
+
 pub struct Server {
     config: Config,
     poll: Poll,
     listener: Option<TcpListener>,
     signals: Signals,
-    connections: Slab<Connection>,
+    endpoints: Slab<Endpoint>,
+    clients: usize,
+    links: Vec<peer::Link>,
+    own_hello: Hello,
     node: Node,
     log: LogFile,
     timers: TimerWheel<TimerEvent>,
+    node_timers: [Option<TimerId>; 2],
     started: Instant,
-    /// Connections with replies to write at the end of this turn.
+    /// Clients with replies to write at the end of this turn.
     flush_queue: Vec<usize>,
-    /// Connections to read (or execute) again without a new event.
+    /// Clients to read (or execute) again without a new event.
     read_again: Vec<usize>,
-    /// Connections with replies held for an index not yet released.
+    /// Clients with replies held behind a gate not yet released.
     waiting: Vec<usize>,
-    log_buffer: Vec<u8>,
+    /// Peer connections with bytes to write at the end of this turn.
+    peer_flush_queue: Vec<usize>,
+    /// Scratch for decoded peer frames.
+    frames: Vec<Envelope>,
     /// Bytes written to the log since its last fdatasync.
     log_dirty: bool,
     /// An interval fdatasync failed; the turn's end turns it into a stop.
     sync_failure: Option<io::Error>,
-    /// The released index at the last flush of `waiting`.
-    flushed_released_index: u64,
+    /// The gate at the last flush of `waiting`.
+    flushed_gate: Gate,
+    leadership_losses: u64,
     stop_requested: bool,
 }
 
 impl Server {
     pub fn bind(config: Config, node: Node, log: LogFile) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
-        let mut listener =
-            TcpListener::bind(config.listen).map_err(|source| ServerError::Bind {
-                address: config.listen,
-                source,
-            })?;
+        let bind_error = |source| ServerError::Bind {
+            address: config.listen,
+            source,
+        };
+        let mut listener = TcpListener::bind(config.listen).map_err(bind_error)?;
+        let listen = listener.local_addr().map_err(bind_error)?;
         let registry = poll.registry();
         registry
             .register(&mut listener, LISTENER, Interest::READABLE)
@@ -116,42 +150,64 @@ impl Server {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Signals)?;
-        let mut timers = TimerWheel::new(0);
-        if config.fsync == FsyncPolicy::Interval {
-            timers.insert(config.fsync_interval_ms, TimerEvent::FsyncInterval);
-        }
+        let links = config
+            .peers
+            .iter()
+            .map(|address| peer::Link {
+                address: *address,
+                endpoint: None,
+                id: None,
+                retry_delay_ms: peer::FIRST_RETRY_DELAY_MS,
+            })
+            .collect();
+        let own_hello = Hello {
+            id: config.id,
+            address: listen,
+        };
         Ok(Server {
             config,
             poll,
             listener: Some(listener),
             signals,
-            connections: Slab::new(),
+            endpoints: Slab::new(),
+            clients: 0,
+            links,
+            own_hello,
             node,
             log,
-            timers,
+            timers: TimerWheel::new(0),
+            node_timers: [None, None],
             started: Instant::now(),
             flush_queue: Vec::new(),
             read_again: Vec::new(),
             waiting: Vec::new(),
-            log_buffer: Vec::new(),
+            peer_flush_queue: Vec::new(),
+            frames: Vec::new(),
             log_dirty: false,
             sync_failure: None,
-            flushed_released_index: 0,
+            flushed_gate: Gate::OPEN,
+            leadership_losses: 0,
             stop_requested: false,
         })
     }
 
     /// The address actually bound (useful with port 0).
-    pub fn local_addr(&self) -> io::Result<std::net::SocketAddr> {
-        match &self.listener {
-            Some(listener) => listener.local_addr(),
-            None => Err(io::Error::other("listener closed")),
-        }
+    pub fn local_addr(&self) -> SocketAddr {
+        self.own_hello.address
     }
 
     /// Runs until SIGINT/SIGTERM (then returns Ok after a final fsync) or a
     /// fatal error.
     pub fn run(&mut self) -> Result<(), ServerError> {
+        if self.config.fsync == FsyncPolicy::Interval {
+            let deadline_ms = self.config.fsync_interval_ms;
+            self.timers.insert(deadline_ms, TimerEvent::FsyncInterval);
+        }
+        for link in 0..self.links.len() {
+            self.dial(link);
+        }
+        self.node.start(self.now_ms());
+        self.end_turn()?;
         let mut events = Events::with_capacity(EVENT_CAPACITY);
         while !self.stop_requested {
             let timeout = self.poll_timeout();
@@ -192,14 +248,19 @@ impl Server {
         match token {
             LISTENER => self.accept_all(),
             SIGNALS => self.drain_signals(),
-            Token(key) => {
-                if writable {
-                    self.queue_flush(key);
+            Token(key) => match self.endpoints.get(key) {
+                Some(Endpoint::Client(_)) => {
+                    if writable {
+                        self.queue_flush(key);
+                    }
+                    if readable {
+                        self.read_and_execute(key);
+                    }
                 }
-                if readable {
-                    self.read_and_execute(key);
-                }
-            }
+                Some(Endpoint::Inbound(_)) => self.service_inbound(key),
+                Some(Endpoint::Outbound { .. }) => self.service_outbound(key, writable),
+                None => {}
+            },
         }
     }
 
@@ -229,7 +290,7 @@ impl Server {
     }
 
     fn admit(&mut self, mut stream: TcpStream) {
-        if self.connections.len() >= self.config.max_clients {
+        if self.clients >= self.config.max_clients {
             let mut refusal = Vec::new();
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
@@ -238,7 +299,7 @@ impl Server {
         }
         let _ = stream.set_nodelay(true);
         let now_ms = self.now_ms();
-        let entry = self.connections.vacant_entry();
+        let entry = self.endpoints.vacant_entry();
         let key = entry.key();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(error) = self
@@ -251,10 +312,18 @@ impl Server {
         }
         let mut connection = Connection::new(stream, now_ms);
         if let Some(idle_ms) = self.config.idle_timeout_ms {
-            let event = TimerEvent::IdleCheck { connection: key };
+            let event = TimerEvent::IdleCheck { endpoint: key };
             connection.idle_timer = Some(self.timers.insert(now_ms + idle_ms, event));
         }
-        entry.insert(connection);
+        entry.insert(Endpoint::Client(connection));
+        self.clients += 1;
+    }
+
+    fn client(&mut self, key: usize) -> Option<&mut Connection> {
+        match self.endpoints.get_mut(key) {
+            Some(Endpoint::Client(connection)) => Some(connection),
+            _ => None,
+        }
     }
 
     /// Executes what is buffered, then one read and the lines it completed.
@@ -263,16 +332,16 @@ impl Server {
     fn read_and_execute(&mut self, key: usize) {
         let now_ms = self.now_ms();
         let max_line_bytes = self.config.max_line_bytes;
-        let Some(connection) = self.connections.get_mut(key) else {
+        let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
-        connection.execute_buffered(&mut self.node, max_line_bytes);
-        if connection.wants_read() {
+        let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes);
+        if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
                 Ok(outcome) => {
                     connection.last_active_ms = now_ms;
                     connection.read_closed = outcome == ReadOutcome::Closed;
-                    connection.execute_buffered(&mut self.node, max_line_bytes);
+                    executed = connection.execute_buffered(&mut self.node, max_line_bytes);
                     if outcome == ReadOutcome::MoreMaybe && connection.wants_read() {
                         self.read_again.push(key);
                     }
@@ -280,7 +349,9 @@ impl Server {
                 Err(_) => return self.close(key),
             }
         }
-        let connection = &mut self.connections[key];
+        if let Executed::PeerHandshake(hello) = executed {
+            return self.accept_peer(key, hello);
+        }
         connection.paused = connection.is_backpressured();
         self.queue_flush(key);
     }
@@ -292,7 +363,7 @@ impl Server {
     }
 
     fn queue_flush(&mut self, key: usize) {
-        if let Some(connection) = self.connections.get_mut(key)
+        if let Some(connection) = self.client(key)
             && !connection.flush_queued
         {
             connection.flush_queued = true;
@@ -301,14 +372,213 @@ impl Server {
     }
 
     fn close(&mut self, key: usize) {
-        if !self.connections.contains(key) {
+        if !self.endpoints.contains(key) {
             return;
         }
-        let mut connection = self.connections.remove(key);
+        match self.endpoints.remove(key) {
+            Endpoint::Client(mut connection) => {
+                self.clients -= 1;
+                if let Some(timer) = connection.idle_timer.take() {
+                    self.timers.cancel(timer);
+                }
+                let _ = self.poll.registry().deregister(&mut connection.stream);
+            }
+            Endpoint::Inbound(mut inbound) => {
+                let _ = self.poll.registry().deregister(&mut inbound.stream);
+            }
+            Endpoint::Outbound {
+                link,
+                mut connection,
+            } => {
+                let _ = self.poll.registry().deregister(&mut connection.stream);
+                self.link_lost(link, connection.state);
+            }
+        }
+    }
+
+    /// A client's first line was a peer handshake: it is a peer's inbound
+    /// connection from now on, if the peer is one of ours.
+    fn accept_peer(&mut self, key: usize, hello: Hello) {
+        let known = self.links.iter().any(|link| link.address == hello.address);
+        if !known || hello.id == self.config.id {
+            eprintln!(
+                "kvstore: refused peer handshake from node {} at {}: not in PEERS",
+                hello.id, hello.address
+            );
+            return self.close(key);
+        }
+        let Endpoint::Client(mut connection) = self.endpoints.remove(key) else {
+            return;
+        };
+        self.clients -= 1;
         if let Some(timer) = connection.idle_timer.take() {
             self.timers.cancel(timer);
         }
-        let _ = self.poll.registry().deregister(&mut connection.stream);
+        let (mut stream, rest) = connection.into_parts();
+        let entry = self.endpoints.vacant_entry();
+        let new_key = entry.key();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if self
+            .poll
+            .registry()
+            .reregister(&mut stream, Token(new_key), interest)
+            .is_err()
+        {
+            return;
+        }
+        entry.insert(Endpoint::Inbound(InboundPeer::new(
+            stream,
+            hello,
+            &self.own_hello,
+            rest,
+        )));
+        self.peer_flush_queue.push(new_key);
+        self.service_inbound(new_key);
+    }
+
+    fn service_inbound(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(Endpoint::Inbound(inbound)) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let mut frames = std::mem::take(&mut self.frames);
+        let outcome = inbound
+            .read_frames(&mut frames)
+            .and_then(|()| inbound.output.flush(&mut inbound.stream));
+        for envelope in frames.drain(..) {
+            self.node.handle_message(envelope, now_ms);
+        }
+        self.frames = frames;
+        if let Err(error) = outcome {
+            if !matches!(error, PeerError::Closed) {
+                eprintln!("kvstore: dropping an inbound peer connection: {error}");
+            }
+            self.close(key);
+        }
+    }
+
+    /// Starts a non-blocking connect to configured peer `link`.
+    fn dial(&mut self, link: usize) {
+        let address = self.links[link].address;
+        let entry = self.endpoints.vacant_entry();
+        let key = entry.key();
+        let connected = TcpStream::connect(address).and_then(|mut stream| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll
+                .registry()
+                .register(&mut stream, Token(key), interest)?;
+            Ok(stream)
+        });
+        match connected {
+            Ok(stream) => {
+                let connection = OutboundLink::connecting(stream);
+                entry.insert(Endpoint::Outbound { link, connection });
+                self.links[link].endpoint = Some(key);
+            }
+            Err(_) => self.schedule_redial(link),
+        }
+    }
+
+    fn schedule_redial(&mut self, link: usize) {
+        let delay_ms = self.links[link].retry_delay_ms;
+        self.links[link].retry_delay_ms = (delay_ms * 2).min(peer::MAX_RETRY_DELAY_MS);
+        let deadline_ms = self.now_ms() + delay_ms;
+        self.timers
+            .insert(deadline_ms, TimerEvent::Reconnect { link });
+    }
+
+    fn link_lost(&mut self, link: usize, state: LinkState) {
+        self.links[link].endpoint = None;
+        if let LinkState::Ready { id } = state {
+            self.node.peer_down(id, self.now_ms());
+        }
+        if !self.stop_requested {
+            self.schedule_redial(link);
+        }
+    }
+
+    fn service_outbound(&mut self, key: usize, writable: bool) {
+        let now_ms = self.now_ms();
+        let own_hello = self.own_hello;
+        let Some(Endpoint::Outbound { link, connection }) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let link = *link;
+        let mut outcome = Ok(None);
+        if writable && matches!(connection.state, LinkState::Connecting) {
+            outcome = connection.finish_connect(&own_hello).map(|()| None);
+        }
+        if outcome.is_ok() {
+            outcome = connection
+                .output
+                .flush(&mut connection.stream)
+                .and_then(|()| connection.read());
+        }
+        match outcome {
+            Ok(Some(hello)) => self.link_ready(key, link, hello, now_ms),
+            Ok(None) => {}
+            Err(error) => {
+                if matches!(connection.state, LinkState::Ready { .. }) {
+                    eprintln!("kvstore: lost peer {}: {error}", self.links[link].address);
+                }
+                self.close(key);
+            }
+        }
+    }
+
+    fn link_ready(&mut self, key: usize, link: usize, hello: Hello, now_ms: u64) {
+        let duplicate = self
+            .links
+            .iter()
+            .enumerate()
+            .any(|(other, known)| other != link && known.id == Some(hello.id));
+        if hello.id == self.config.id || duplicate {
+            eprintln!(
+                "kvstore: peer {} says it is node {}, an id already taken; ids must be unique",
+                self.links[link].address, hello.id
+            );
+            return self.close(key);
+        }
+        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key) {
+            connection.state = LinkState::Ready { id: hello.id };
+        }
+        self.links[link].id = Some(hello.id);
+        self.links[link].retry_delay_ms = peer::FIRST_RETRY_DELAY_MS;
+        self.node.peer_up(hello.id, hello.address, now_ms);
+    }
+
+    /// Queues a message on the ready outbound link to `to`; dropped if
+    /// there is none (the protocol recovers from lost messages).
+    fn send_to_peer(&mut self, to: NodeId, envelope: &Envelope) {
+        let Some(key) = self
+            .links
+            .iter()
+            .find(|link| link.id == Some(to))
+            .and_then(|link| link.endpoint)
+        else {
+            return;
+        };
+        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key)
+            && matches!(connection.state, LinkState::Ready { .. })
+        {
+            message::encode_frame(envelope, connection.output.buffer());
+            self.peer_flush_queue.push(key);
+        }
+    }
+
+    fn flush_peers(&mut self) {
+        for key in std::mem::take(&mut self.peer_flush_queue) {
+            let outcome = match self.endpoints.get_mut(key) {
+                Some(Endpoint::Outbound { connection, .. }) => {
+                    connection.output.flush(&mut connection.stream)
+                }
+                Some(Endpoint::Inbound(inbound)) => inbound.output.flush(&mut inbound.stream),
+                _ => Ok(()),
+            };
+            if outcome.is_err() {
+                self.close(key);
+            }
+        }
     }
 
     fn fire_timers(&mut self) {
@@ -318,7 +588,16 @@ impl Server {
         for event in fired {
             match event {
                 TimerEvent::FsyncInterval => self.sync_interval(now_ms),
-                TimerEvent::IdleCheck { connection } => self.check_idle(connection, now_ms),
+                TimerEvent::IdleCheck { endpoint } => self.check_idle(endpoint, now_ms),
+                TimerEvent::Reconnect { link } => {
+                    if self.links[link].endpoint.is_none() && !self.stop_requested {
+                        self.dial(link);
+                    }
+                }
+                TimerEvent::Node(kind) => {
+                    self.node_timers[kind as usize] = None;
+                    self.node.on_timer(kind, now_ms);
+                }
             }
         }
     }
@@ -338,7 +617,7 @@ impl Server {
         let Some(idle_ms) = self.config.idle_timeout_ms else {
             return;
         };
-        let Some(connection) = self.connections.get_mut(key) else {
+        let Some(connection) = self.client(key) else {
             return;
         };
         let deadline_ms = connection.last_active_ms + idle_ms;
@@ -346,32 +625,56 @@ impl Server {
             connection.idle_timer = None;
             self.close(key);
         } else {
-            let event = TimerEvent::IdleCheck { connection: key };
-            connection.idle_timer = Some(self.timers.insert(deadline_ms, event));
+            let event = TimerEvent::IdleCheck { endpoint: key };
+            let timer = self.timers.insert(deadline_ms, event);
+            if let Some(connection) = self.client(key) {
+                connection.idle_timer = Some(timer);
+            }
         }
     }
 
-    /// Group commit: the records of the turn reach the log in one write and
-    /// at most one fdatasync, and only then may the replies that depend on
-    /// them be written.
+    /// The end of a turn, in the order the core's safety argument needs.
     fn end_turn(&mut self) -> Result<(), ServerError> {
+        let now_ms = self.now_ms();
+        self.node.end_turn(now_ms);
+        self.carry_out_outbox()?;
         if let Err(error) = self.commit_log() {
-            self.refuse_held_replies();
+            self.refuse_held_replies(ErrorReply::LogFailed);
             return Err(ServerError::Log(error));
         }
-        let released_index = self.node.released_index();
-        if released_index > self.flushed_released_index {
-            self.flushed_released_index = released_index;
-            for key in std::mem::take(&mut self.waiting) {
-                if let Some(connection) = self.connections.get_mut(key) {
-                    connection.waiting = false;
-                }
-                self.queue_flush(key);
+        self.carry_out_outbox()?;
+        if self.node.leadership_losses() != self.leadership_losses {
+            self.leadership_losses = self.node.leadership_losses();
+            self.refuse_held_replies(ErrorReply::LeadershipLost);
+        }
+        self.release_replies();
+        Ok(())
+    }
+
+    /// Persists the promised epoch, arms timers and sends messages.
+    fn carry_out_outbox(&mut self) -> Result<(), ServerError> {
+        let outbox = self.node.outbox();
+        let epoch = outbox.persist_epoch.take();
+        let mut timers = std::mem::take(&mut outbox.timers);
+        let mut messages = std::mem::take(&mut outbox.messages);
+        if let Some(epoch) = epoch {
+            store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
+        }
+        for (kind, deadline_ms) in timers.drain(..) {
+            if let Some(previous) = self.node_timers[kind as usize].take() {
+                self.timers.cancel(previous);
             }
+            let timer = self.timers.insert(deadline_ms, TimerEvent::Node(kind));
+            self.node_timers[kind as usize] = Some(timer);
         }
-        for key in std::mem::take(&mut self.flush_queue) {
-            self.flush_connection(key, released_index);
+        for (to, envelope) in messages.drain(..) {
+            self.send_to_peer(to, &envelope);
         }
+        // Hand the emptied buffers back, keeping their capacity.
+        let outbox = self.node.outbox();
+        outbox.timers = timers;
+        outbox.messages = messages;
+        self.flush_peers();
         Ok(())
     }
 
@@ -379,27 +682,47 @@ impl Server {
         if let Some(error) = self.sync_failure.take() {
             return Err(error);
         }
-        let Some(batch) = self.node.take_unwritten(&mut self.log_buffer) else {
+        let Some(write) = self.node.pending_log_write() else {
             return Ok(());
         };
-        let written = self.log.append(&self.log_buffer);
-        self.log_buffer.clear();
-        written?;
+        if let Some(length) = write.truncate_file_to {
+            self.log.truncate(length)?;
+        }
+        self.log.append(write.bytes)?;
+        let last_index = write.last_index;
+        self.node.log_written();
         match self.config.fsync {
             FsyncPolicy::Always => self.log.sync_data()?,
             FsyncPolicy::Interval => self.log_dirty = true,
             FsyncPolicy::Never => {}
         }
-        self.node.on_log_released(batch.last_index);
+        self.node.on_log_released(last_index);
         Ok(())
     }
 
-    fn flush_connection(&mut self, key: usize, released_index: u64) {
-        let Some(connection) = self.connections.get_mut(key) else {
+    /// Writes every reply the core has released to its client.
+    fn release_replies(&mut self) {
+        let released = self.node.released();
+        if released != self.flushed_gate {
+            self.flushed_gate = released;
+            for key in std::mem::take(&mut self.waiting) {
+                if let Some(connection) = self.client(key) {
+                    connection.waiting = false;
+                }
+                self.queue_flush(key);
+            }
+        }
+        for key in std::mem::take(&mut self.flush_queue) {
+            self.flush_client(key, released);
+        }
+    }
+
+    fn flush_client(&mut self, key: usize, released: Gate) {
+        let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
         connection.flush_queued = false;
-        let all_sent = match connection.flush(released_index) {
+        let all_sent = match connection.flush(released) {
             Ok(all_sent) => all_sent,
             Err(_) => return self.close(key),
         };
@@ -416,16 +739,26 @@ impl Server {
         }
     }
 
-    /// The log failed: no held reply may leave. Each client with one gets
-    /// an ERR instead, best effort, before the server stops.
-    fn refuse_held_replies(&mut self) {
-        for (_, connection) in self.connections.iter_mut() {
+    /// Held replies can no longer be released truthfully (the log failed,
+    /// or leadership was lost): each client with one gets `reason` instead,
+    /// after its releasable replies, and is closed.
+    fn refuse_held_replies(&mut self, reason: ErrorReply) {
+        let released = self.node.released();
+        let keys: Vec<usize> = self.endpoints.iter().map(|(key, _)| key).collect();
+        for key in keys {
+            let Some(connection) = self.client(key) else {
+                continue;
+            };
             if connection.replies.discard_held() {
                 connection
                     .replies
-                    .push(Reply::Error(ErrorReply::LogFailed), 0, 0);
+                    .push(Reply::Error(reason), Gate::OPEN, Gate::OPEN);
+                connection.close_input();
+                self.queue_flush(key);
             }
-            let _ = connection.flush(0);
+        }
+        for key in std::mem::take(&mut self.flush_queue) {
+            self.flush_client(key, released);
         }
     }
 
@@ -441,9 +774,9 @@ impl Server {
             self.log.sync_data().map_err(ServerError::Log)?;
         }
         eprintln!(
-            "kvstore: log synced at index {}, {} connections closed, bye",
-            self.node.released_index(),
-            self.connections.len()
+            "kvstore: log synced at index {}, {} client connections closed, bye",
+            self.node.last_index(),
+            self.clients
         );
         Ok(())
     }

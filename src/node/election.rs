@@ -54,9 +54,9 @@ impl Node {
             Role::Electing { alive_heard: false } => self.become_candidate(now_ms),
             // A higher node said it would see to it and did not, or the
             // candidacy or the adoption stalled: start over.
-            Role::Electing { alive_heard: true } | Role::Candidate { .. } | Role::Adopting { .. } => {
-                self.start_election(now_ms)
-            }
+            Role::Electing { alive_heard: true }
+            | Role::Candidate { .. }
+            | Role::Adopting { .. } => self.start_election(now_ms),
             Role::Leader { .. } => {}
         }
     }
@@ -106,11 +106,9 @@ impl Node {
     pub(super) fn live_leader(&self, now_ms: u64) -> Option<NodeId> {
         match self.role {
             Role::Leader { .. } => Some(self.config.id),
-            Role::Follower { leader: Some(leader) }
-                if now_ms < self.last_heard_ms + self.config.election_timeout_ms =>
-            {
-                Some(leader)
-            }
+            Role::Follower {
+                leader: Some(leader),
+            } if now_ms < self.last_heard_ms + self.config.election_timeout_ms => Some(leader),
             _ => None,
         }
     }
@@ -194,7 +192,13 @@ impl Node {
         }
     }
 
-    pub(super) fn on_promise(&mut self, from: NodeId, epoch: u64, position: LogPosition, now_ms: u64) {
+    pub(super) fn on_promise(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        position: LogPosition,
+        now_ms: u64,
+    ) {
         if let Role::Candidate {
             epoch: candidate_epoch,
             promises,
@@ -262,7 +266,13 @@ impl Node {
             .records_from(from_index, super::message::MAX_FRAME_RECORDS_BYTES)
             .map(|(bytes, _)| bytes.to_vec())
             .unwrap_or_default();
-        self.send(from, Message::FetchReply { from_index, records });
+        self.send(
+            from,
+            Message::FetchReply {
+                from_index,
+                records,
+            },
+        );
     }
 
     pub(super) fn on_fetch_reply(
@@ -284,7 +294,9 @@ impl Node {
         if adopting != epoch || source != from {
             return;
         }
-        if from_index > self.log.last_index() + 1 || self.merge_records(from_index, records).is_err() {
+        if from_index > self.log.last_index() + 1
+            || self.merge_records(from_index, records).is_err()
+        {
             return self.start_election(now_ms);
         }
         if self.log.last_index() < source_last_index {

@@ -74,10 +74,6 @@ impl LogTail {
         self.last_epoch
     }
 
-    pub fn first_index(&self) -> u64 {
-        self.first_index
-    }
-
     pub fn durable_index(&self) -> u64 {
         self.durable_index
     }
@@ -178,7 +174,10 @@ impl LogTail {
         if cut < self.handed_off {
             // Those bytes are in the file: it must be cut before the next append.
             let file_cut = self.file_offset + cut as u64;
-            self.truncate_file_to = Some(self.truncate_file_to.map_or(file_cut, |at| at.min(file_cut)));
+            self.truncate_file_to = Some(
+                self.truncate_file_to
+                    .map_or(file_cut, |at| at.min(file_cut)),
+            );
             self.handed_off = cut;
         }
         self.records.truncate(cut);

@@ -35,15 +35,14 @@ pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
 pub use replies::{Gate, ReplyQueue};
 
-use crate::config::{FollowerReads, Replication};
+use crate::config::{
+    DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, FollowerReads, Replication,
+};
 use crate::log::{Entry, Op};
 use crate::protocol::{Reply, Request};
 use crate::store::Store;
 use log_tail::LogTail;
 use replication::Progress;
-
-pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
-pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
 
 /// What a node needs to know about its cluster and its timing.
 #[derive(Debug, Clone)]
@@ -74,6 +73,20 @@ impl NodeConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             seed: id,
+            unsafe_skip_log_adoption: false,
+        }
+    }
+
+    /// The node part of a server's configuration; `seed` jitters its timers.
+    pub fn from_config(config: &crate::config::Config, seed: u64) -> Self {
+        NodeConfig {
+            id: config.id,
+            cluster_size: config.peers.len() + 1,
+            replication: config.replication,
+            follower_reads: config.follower_reads,
+            heartbeat_ms: config.heartbeat_ms,
+            election_timeout_ms: config.election_timeout_ms,
+            seed,
             unsafe_skip_log_adoption: false,
         }
     }
@@ -231,12 +244,18 @@ impl Node {
     /// Takes one record read back from the log at start-up. Records up to
     /// the highest commit marker seen are applied; the rest wait for a leader.
     pub fn replay(&mut self, entry: &Entry<'_>) {
-        let mut record = Vec::new();
-        crate::log::encode(entry, &mut record);
-        self.log.push_encoded(entry.epoch, entry.index, &record);
+        self.log.append(entry);
+        self.log.mark_replayed();
         self.replay_commit_hint = self.replay_commit_hint.max(entry.commit);
+        if self.config.cluster_size == 1 {
+            // Alone, durable is committed; keep no copy in memory.
+            self.replay_commit_hint = entry.index;
+        }
         self.commit_index = self.replay_commit_hint.min(self.log.last_index());
         self.apply_committed();
+        if self.config.cluster_size == 1 {
+            self.log.evict_through(self.commit_index);
+        }
     }
 
     /// Ends replay and starts the node's timers (a one-node cluster elects
@@ -267,15 +286,19 @@ impl Node {
 
     fn read(&mut self, key: &[u8], replies: &mut ReplyQueue) {
         if self.is_serving_leader() {
-            let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
             let gate = self.read_gate();
+            let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
             replies.push(reply, gate, self.released());
         } else if self.config.follower_reads == FollowerReads::Local {
             // The local copy holds committed records only; it may lag.
             let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
             replies.push(reply, Gate::OPEN, self.released());
         } else {
-            replies.push(Reply::NotLeader(self.leader_hint()), Gate::OPEN, self.released());
+            replies.push(
+                Reply::NotLeader(self.leader_hint()),
+                Gate::OPEN,
+                self.released(),
+            );
         }
     }
 
@@ -297,7 +320,11 @@ impl Node {
 
     fn write(&mut self, op: Op<'_>, replies: &mut ReplyQueue) {
         if !self.is_serving_leader() {
-            replies.push(Reply::NotLeader(self.leader_hint()), Gate::OPEN, self.released());
+            replies.push(
+                Reply::NotLeader(self.leader_hint()),
+                Gate::OPEN,
+                self.released(),
+            );
             return;
         }
         let index = self.append_as_leader(op);
@@ -373,7 +400,11 @@ impl Node {
             return;
         }
         self.commit_index = commit_index;
-        while self.undo.front().is_some_and(|undo| undo.index <= commit_index) {
+        while self
+            .undo
+            .front()
+            .is_some_and(|undo| undo.index <= commit_index)
+        {
             self.undo.pop_front();
         }
         self.apply_committed();
@@ -510,6 +541,11 @@ impl Node {
             Role::Follower { leader } => leader,
             _ => None,
         }
+    }
+
+    /// Bytes of log records held in memory.
+    pub fn log_memory_bytes(&self) -> usize {
+        self.log.memory_bytes()
     }
 
     /// The record at `index`, if it is still in memory (for tests).

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 
 use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
-use super::{LogPosition, Node, PendingAck, Peer, Role, TimerKind};
+use super::{LogPosition, Node, Peer, PendingAck, Role, TimerKind};
 use crate::log::{self, DecodeError};
 
 /// A leader stops sending a follower new records while this many are unacknowledged.
@@ -168,7 +168,9 @@ impl Node {
             return;
         };
         let timeout_ms = self.config.election_timeout_ms;
-        if now_ms >= since_ms + timeout_ms && self.heard_from_majority(now_ms) < self.config.majority() {
+        if now_ms >= since_ms + timeout_ms
+            && self.heard_from_majority(now_ms) < self.config.majority()
+        {
             // Cut off from a majority: another leader may already exist.
             return self.step_down(now_ms);
         }
@@ -183,7 +185,11 @@ impl Node {
         let timeout_ms = self.config.election_timeout_ms;
         let recent = followers
             .values()
-            .filter(|progress| progress.last_ack_ms.is_some_and(|at| now_ms < at + timeout_ms))
+            .filter(|progress| {
+                progress
+                    .last_ack_ms
+                    .is_some_and(|at| now_ms < at + timeout_ms)
+            })
             .count();
         recent + 1
     }
@@ -226,7 +232,8 @@ impl Node {
             return;
         };
         let unacknowledged = progress.next_index.saturating_sub(progress.match_index + 1);
-        let has_new = progress.next_index <= last_index && unacknowledged < MAX_UNACKNOWLEDGED_RECORDS;
+        let has_new =
+            progress.next_index <= last_index && unacknowledged < MAX_UNACKNOWLEDGED_RECORDS;
         let round_due = progress.acked_round < round;
         if !has_new && !heartbeat && !round_due {
             return;
@@ -297,7 +304,9 @@ impl Node {
             return None;
         }
         // At or below the commit index every log agrees.
-        if prev_index > self.commit_index && self.log.epoch_at(prev_index) != Some(append.prev_epoch) {
+        if prev_index > self.commit_index
+            && self.log.epoch_at(prev_index) != Some(append.prev_epoch)
+        {
             return None;
         }
         self.merge_records(prev_index + 1, records).ok()
@@ -306,7 +315,11 @@ impl Node {
     /// Appends `records` (starting at `from_index`) where they are new,
     /// skips the ones this log already has, and cuts this log where it
     /// diverges. Returns the last index merged.
-    pub(super) fn merge_records(&mut self, from_index: u64, records: &[u8]) -> Result<u64, BadRecords> {
+    pub(super) fn merge_records(
+        &mut self,
+        from_index: u64,
+        records: &[u8],
+    ) -> Result<u64, BadRecords> {
         let mut index = from_index;
         let mut rest = records;
         while !rest.is_empty() {
@@ -361,7 +374,10 @@ impl Node {
 
     /// A caught-up follower of higher id than its leader takes over (Bully).
     fn maybe_take_over(&mut self, leader_commit: u64, now_ms: u64) {
-        let Role::Follower { leader: Some(leader) } = self.role else {
+        let Role::Follower {
+            leader: Some(leader),
+        } = self.role
+        else {
             return;
         };
         if self.config.id > leader && self.log.durable_index() >= leader_commit.max(1) {
@@ -369,7 +385,15 @@ impl Node {
         }
     }
 
-    fn on_ack(&mut self, from: NodeId, epoch: u64, success: bool, match_index: u64, round: u64, now_ms: u64) {
+    fn on_ack(
+        &mut self,
+        from: NodeId,
+        epoch: u64,
+        success: bool,
+        match_index: u64,
+        round: u64,
+        now_ms: u64,
+    ) {
         let Role::Leader {
             epoch: leading,
             followers,
@@ -405,7 +429,10 @@ impl Node {
     /// majority (this node by its durable index) holds; likewise the
     /// confirmed read round.
     pub(super) fn update_commit(&mut self) {
-        let Role::Leader { epoch, followers, .. } = &self.role else {
+        let Role::Leader {
+            epoch, followers, ..
+        } = &self.role
+        else {
             return;
         };
         let majority = self.config.majority();

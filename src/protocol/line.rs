@@ -59,6 +59,9 @@ impl Request<'_> {
 pub enum ParseError {
     EmptyLine,
     UnknownCommand,
+    /// A cluster-internal command (the seed's `REPL_PUT`, `ELECTION`, ...)
+    /// sent on a client connection: peers speak only after a handshake.
+    PeerCommand,
     /// The command and the arity it wants, e.g. `("GET", "GET <key>")`.
     WrongArity {
         usage: &'static str,
@@ -71,6 +74,9 @@ impl fmt::Display for ParseError {
         match self {
             ParseError::EmptyLine => write!(formatter, "empty line"),
             ParseError::UnknownCommand => write!(formatter, "unknown command"),
+            ParseError::PeerCommand => {
+                write!(formatter, "peer command refused on a client connection")
+            }
             ParseError::WrongArity { usage } => {
                 write!(formatter, "wrong number of arguments, usage: {usage}")
             }
@@ -101,10 +107,29 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
         no_arguments(arguments, "PING").map(|()| Request::Ping)
     } else if command.eq_ignore_ascii_case(b"QUIT") {
         no_arguments(arguments, "QUIT").map(|()| Request::Quit)
+    } else if PEER_COMMANDS
+        .iter()
+        .any(|peer_command| command.eq_ignore_ascii_case(peer_command))
+    {
+        Err(ParseError::PeerCommand)
     } else {
         Err(ParseError::UnknownCommand)
     }
 }
+
+/// Names of internal commands a client must not be able to forge; saying
+/// so beats a bare "unknown command" for someone replaying the seed's
+/// protocol by hand.
+const PEER_COMMANDS: [&[u8]; 8] = [
+    b"REPL_PUT",
+    b"REPL_DEL",
+    b"ELECTION",
+    b"COORDINATOR",
+    b"HEARTBEAT",
+    b"ALIVE",
+    b"PROMISE",
+    b"APPEND",
+];
 
 /// Splits at the first space: `(word, Some(rest))`, or `(line, None)`.
 fn split_word(line: &[u8]) -> (&[u8], Option<&[u8]>) {
@@ -231,6 +256,8 @@ mod tests {
         let put_arity = Err(ParseError::WrongArity { usage: PUT_USAGE });
         assert_eq!(parse(b""), Err(ParseError::EmptyLine));
         assert_eq!(parse(b"FROB x"), Err(ParseError::UnknownCommand));
+        assert_eq!(parse(b"REPL_PUT k v"), Err(ParseError::PeerCommand));
+        assert_eq!(parse(b"coordinator 7"), Err(ParseError::PeerCommand));
         assert_eq!(parse(b"PUT"), put_arity);
         assert_eq!(parse(b"PUT key"), put_arity);
         assert_eq!(parse(b"PUT  value"), Err(ParseError::EmptyKey));

@@ -30,6 +30,11 @@ pub enum ErrorReply {
     /// The log could not be written or synced; the server is stopping.
     LogFailed,
     ShuttingDown,
+    /// A malformed peer handshake, or one that was not the first line.
+    BadHandshake,
+    /// The held replies of this connection lost their leader; their
+    /// outcome is unknown.
+    LeadershipLost,
 }
 
 impl fmt::Display for ErrorReply {
@@ -45,6 +50,14 @@ impl fmt::Display for ErrorReply {
                 "log write failed, write not applied; server is stopping"
             ),
             ErrorReply::ShuttingDown => write!(formatter, "server is shutting down"),
+            ErrorReply::BadHandshake => write!(
+                formatter,
+                "bad peer handshake (it must be the first line: KVPEER <version> <id> <host:port>)"
+            ),
+            ErrorReply::LeadershipLost => write!(
+                formatter,
+                "leadership lost; earlier requests on this connection may or may not have been applied"
+            ),
         }
     }
 }
