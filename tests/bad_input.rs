@@ -155,6 +155,27 @@ fn a_2_mib_line_is_refused_and_its_memory_released() {
     });
 }
 
+/// `--max-line-bytes` counts the line without its terminator: a line of
+/// exactly the limit is served, with `\n` or `\r\n`; one byte more is not.
+#[test]
+fn the_line_limit_is_exact() {
+    let (_dir, server) = start(&["--max-line-bytes", "64"]);
+    let at_limit = format!("PUT k {}", "x".repeat(58));
+    assert_eq!(at_limit.len(), 64);
+    let mut client = server.connect();
+    assert_eq!(client.request(at_limit.as_bytes()), b"OK");
+    client.send(format!("{at_limit}\r\n").as_bytes());
+    assert_eq!(client.read_line(), b"OK\n");
+
+    let mut over = server.connect();
+    over.send(format!("{at_limit}y\n").as_bytes());
+    assert_eq!(
+        String::from_utf8_lossy(&over.read_until_closed()),
+        "ERR line too long (limit 64 bytes)\n"
+    );
+    assert_eq!(client.request(b"GET k"), "x".repeat(58).as_bytes());
+}
+
 #[test]
 fn binary_keys_and_values_are_stored_exactly() {
     let dir = tempfile::tempdir().unwrap();

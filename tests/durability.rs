@@ -98,6 +98,7 @@ fn write_until_the_server_dies(
 
 #[test]
 fn every_acknowledged_write_survives_kill_9() {
+    const CLIENTS: usize = 4;
     let dir = tempfile::tempdir().unwrap();
     let mut server = ServerProcess::start(dir.path(), &[]);
     let mut setup = server.connect();
@@ -105,7 +106,7 @@ fn every_acknowledged_write_survives_kill_9() {
     assert_eq!(setup.request(b"DEL deleted"), b"OK");
 
     let acknowledged_total = Arc::new(AtomicUsize::new(0));
-    let clients: Vec<_> = (0..4)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|client| {
             let total = Arc::clone(&acknowledged_total);
             let address = server.address;
@@ -142,7 +143,12 @@ fn every_acknowledged_write_survives_kill_9() {
         }
         checked += present.len() + deleted.len();
     }
-    assert!(checked >= 2000, "only {checked} acknowledged writes");
+    // Each client may have one DEL whose outcome it never learnt, and that
+    // key is checked neither way.
+    assert!(
+        checked >= 2000 - CLIENTS,
+        "only {checked} acknowledged writes"
+    );
     assert_eq!(client.request(b"GET deleted"), b"NOT_FOUND");
 }
 
@@ -194,7 +200,7 @@ fn round_trip_and_restart(flags: &[&str]) {
     assert_eq!(client.request(b"DEL k0"), b"OK");
     server.stop();
 
-    let restarted = ServerProcess::start(dir.path(), flags);
+    let mut restarted = ServerProcess::start(dir.path(), flags);
     let mut client = restarted.connect();
     assert_eq!(client.request(b"GET k0"), b"NOT_FOUND");
     for i in 1..50 {
@@ -203,6 +209,13 @@ fn round_trip_and_restart(flags: &[&str]) {
             format!("v{i}").as_bytes()
         );
     }
+
+    // Without fsync an OK still follows the write(2): a crash of the
+    // process alone (not of the machine) loses nothing acknowledged.
+    assert_eq!(client.request(b"PUT late 1"), b"OK");
+    restarted.kill9();
+    let again = ServerProcess::start(dir.path(), flags);
+    assert_eq!(again.connect().request(b"GET late"), b"1");
 }
 
 #[test]
