@@ -47,6 +47,10 @@ pub struct Connection {
     pub closing: bool,
     /// The client closed its sending side; buffered whole lines still run.
     pub read_closed: bool,
+    /// The kernel reported the client's FIN (read-closed readiness). With
+    /// edge-triggered readiness that report does not repeat, so from now on a
+    /// short read does not mean the socket is drained: read until EOF.
+    peer_closed: bool,
     /// Reading stopped because replies backed up; resumes when they drain.
     pub paused: bool,
     /// Queued for the end-of-turn flush.
@@ -69,6 +73,7 @@ impl Connection {
             replies: ReplyQueue::new(),
             closing: false,
             read_closed: false,
+            peer_closed: false,
             paused: false,
             flush_queued: false,
             waiting: false,
@@ -88,6 +93,11 @@ impl Connection {
         self.replies.unsent_bytes() > MAX_UNSENT_REPLY_BYTES
     }
 
+    /// The client's FIN has arrived (it may sit behind unread data).
+    pub fn note_peer_closed(&mut self) {
+        self.peer_closed = true;
+    }
+
     /// One read(2) into the input buffer. A buffer holding an incomplete line
     /// grows, up to `max_line_bytes` plus a terminator; past that, framing
     /// reports the line as too long before another read is needed.
@@ -99,7 +109,9 @@ impl Connection {
                 Ok(count) => {
                     self.end += count;
                     let filled = self.end == self.input.len();
-                    return Ok(if filled {
+                    // After a short read only the EOF may be left, and no
+                    // new event will announce it.
+                    return Ok(if filled || self.peer_closed {
                         ReadOutcome::MoreMaybe
                     } else {
                         ReadOutcome::Drained
@@ -226,5 +238,64 @@ impl Connection {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::net::{Shutdown, TcpListener};
+    use std::time::Duration;
+
+    use mio::{Events, Interest, Poll, Token};
+
+    use super::*;
+
+    /// A server-side connection whose client sent `bytes` and then its FIN,
+    /// returned once the poller has reported the FIN.
+    fn connection_after_half_close(bytes: &[u8]) -> Connection {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let mut stream = TcpStream::from_std(accepted);
+        client.write_all(bytes).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+
+        let mut poll = Poll::new().unwrap();
+        poll.registry()
+            .register(&mut stream, Token(0), Interest::READABLE)
+            .unwrap();
+        let mut events = Events::with_capacity(4);
+        let mut fin_reported = false;
+        for _ in 0..100 {
+            poll.poll(&mut events, Some(Duration::from_millis(100)))
+                .unwrap();
+            if events.iter().any(|event| event.is_read_closed()) {
+                fin_reported = true;
+                break;
+            }
+        }
+        assert!(fin_reported, "the poller never reported the FIN");
+        Connection::new(stream, 0)
+    }
+
+    #[test]
+    fn a_short_read_before_a_reported_fin_asks_to_read_again() {
+        let mut connection = connection_after_half_close(b"PING\n");
+        connection.note_peer_closed();
+        assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::MoreMaybe);
+        assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::Closed);
+        assert_eq!(
+            &connection.input[connection.start..connection.end],
+            b"PING\n"
+        );
+    }
+
+    #[test]
+    fn without_a_fin_a_short_read_drains() {
+        let mut connection = connection_after_half_close(b"PING\n");
+        // The same socket, had the FIN not been reported yet.
+        assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::Drained);
     }
 }

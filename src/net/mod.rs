@@ -9,7 +9,9 @@
 //!
 //! Readiness from mio is edge-triggered, so a client whose read filled its
 //! buffer, or that was paused by backpressure, is remembered and read again
-//! without waiting for a new event.
+//! without waiting for a new event. So is one whose FIN was reported together
+//! with data (a half-close right after the last request): no later event
+//! would announce the EOF behind that data.
 
 mod connection;
 mod peer;
@@ -19,6 +21,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -217,7 +220,7 @@ impl Server {
                 Err(error) => return Err(ServerError::Poll(error)),
             }
             for event in events.iter() {
-                self.dispatch(event.token(), event.is_readable(), event.is_writable());
+                self.dispatch(event);
             }
             self.retry_reads();
             self.fire_timers();
@@ -244,21 +247,24 @@ impl Server {
         Duration::from_millis(until_ms.min(MAX_POLL_TIMEOUT_MS))
     }
 
-    fn dispatch(&mut self, token: Token, readable: bool, writable: bool) {
-        match token {
+    fn dispatch(&mut self, event: &Event) {
+        match event.token() {
             LISTENER => self.accept_all(),
             SIGNALS => self.drain_signals(),
-            Token(key) => match self.endpoints.get(key) {
-                Some(Endpoint::Client(_)) => {
-                    if writable {
+            Token(key) => match self.endpoints.get_mut(key) {
+                Some(Endpoint::Client(connection)) => {
+                    if event.is_read_closed() {
+                        connection.note_peer_closed();
+                    }
+                    if event.is_writable() {
                         self.queue_flush(key);
                     }
-                    if readable {
+                    if event.is_readable() || event.is_read_closed() {
                         self.read_and_execute(key);
                     }
                 }
                 Some(Endpoint::Inbound(_)) => self.service_inbound(key),
-                Some(Endpoint::Outbound { .. }) => self.service_outbound(key, writable),
+                Some(Endpoint::Outbound { .. }) => self.service_outbound(key, event.is_writable()),
                 None => {}
             },
         }

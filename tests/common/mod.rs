@@ -4,8 +4,8 @@
 //! a fixed time and hopes.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -47,11 +47,20 @@ impl ServerProcess {
 
     pub fn start_on_port(port: u16, data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
         let mut command = Command::new(server_binary());
+        command.args(server_args(port, data_dir, extra_args));
+        Self::spawn(command, data_dir)
+    }
+
+    /// Starts the server through `sh -c SCRIPT`, where the script ends in
+    /// `exec "$0" "$@"` and `$0 $@` are the binary and its arguments; used to
+    /// set resource limits or signal dispositions that survive the `exec`.
+    pub fn start_in_shell(script: &str, data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        let mut command = Command::new("sh");
         command
-            .arg(port.to_string())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(extra_args);
+            .arg("-c")
+            .arg(script)
+            .arg(server_binary())
+            .args(server_args(0, data_dir, extra_args));
         Self::spawn(command, data_dir)
     }
 
@@ -100,7 +109,10 @@ impl ServerProcess {
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-        panic!("server never printed '{needle}'; stderr: {:#?}", self.stderr_seen);
+        panic!(
+            "server never printed '{needle}'; stderr: {:#?}",
+            self.stderr_seen
+        );
     }
 
     /// Collects the rest of stderr (after the process exited).
@@ -113,6 +125,19 @@ impl ServerProcess {
 
     pub fn connect(&self) -> Connection {
         Connection::open(self.address)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.data_dir.join("kvstore.log")
+    }
+
+    /// SIGTERM, then waits for a clean exit and its "log synced" line.
+    pub fn stop(&mut self) {
+        self.signal("TERM");
+        let status = self.wait_exit();
+        let stderr = self.drain_stderr();
+        assert_eq!(status.code(), Some(0), "stderr: {stderr}");
+        assert!(stderr.contains("log synced"), "stderr: {stderr}");
     }
 
     pub fn pid(&self) -> u32 {
@@ -148,7 +173,10 @@ impl ServerProcess {
     /// Resident memory of the server process, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .unwrap();
         let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kib * 1024
     }
@@ -174,6 +202,47 @@ fn forward_lines(stderr: impl Read + Send + 'static) -> Receiver<String> {
     receiver
 }
 
+fn server_args(port: u16, data_dir: &Path, extra_args: &[&str]) -> Vec<std::ffi::OsString> {
+    let mut args = vec![
+        port.to_string().into(),
+        "--data-dir".into(),
+        data_dir.into(),
+    ];
+    args.extend(extra_args.iter().map(Into::into));
+    args
+}
+
+/// A port that was free a moment ago (bind port 0, read it, let it go).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Raises this process's soft limit on open files to at least `wanted`
+/// (children, such as servers spawned afterwards, inherit it). Panics if the
+/// hard limit does not allow it.
+pub fn raise_open_file_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read or write the struct passed.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
+    if limit.rlim_cur >= wanted {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= wanted,
+        "the hard limit on open files ({}) is below the {wanted} this test needs",
+        limit.rlim_max
+    );
+    limit.rlim_cur = wanted;
+    // SAFETY: as above.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
+}
+
 /// Runs the server binary to completion (for start-up errors) and returns
 /// its exit status and stderr.
 pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
@@ -182,7 +251,10 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
         .stdin(Stdio::null())
         .output()
         .expect("run kvstore-server");
-    (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 /// A raw TCP client connection speaking the line protocol.
@@ -206,7 +278,9 @@ impl Connection {
     /// One reply line, with its `\n`.
     pub fn read_line(&mut self) -> Vec<u8> {
         let mut line = Vec::new();
-        self.reader.read_until(b'\n', &mut line).expect("read reply");
+        self.reader
+            .read_until(b'\n', &mut line)
+            .expect("read reply");
         line
     }
 
@@ -223,7 +297,22 @@ impl Connection {
     /// Reads until the server closes; returns everything that arrived.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();
-        self.reader.read_to_end(&mut rest).expect("read until close");
+        self.reader
+            .read_to_end(&mut rest)
+            .expect("read until close");
+        rest
+    }
+
+    /// Reads until the server closes, which may come as an EOF or, when the
+    /// server closed with our bytes still unread, as a reset. Returns what
+    /// arrived before.
+    pub fn read_until_closed(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::ConnectionReset => {}
+            Err(error) => panic!("read until close: {error}; got {rest:?} first"),
+        }
         rest
     }
 
