@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvstore::node::{Node, ReplyQueue};
+use kvstore::node::{Node, NodeConfig, ReplyQueue};
 use kvstore::protocol::{self, Framed};
 use kvstore::store::Store;
 
@@ -81,7 +81,8 @@ fn store(criterion: &mut Criterion) {
 /// record buffer, as one connection's turn would run it (minus syscalls).
 fn node_turn(criterion: &mut Criterion) {
     let batch = pipelined_batch();
-    let mut node = Node::new();
+    let mut node = Node::new(NodeConfig::single(1), 8);
+    node.start(0);
     let mut replies = ReplyQueue::new();
     let mut log_buffer = Vec::new();
     let mut group = criterion.benchmark_group("node");
@@ -91,15 +92,19 @@ fn node_turn(criterion: &mut Criterion) {
             let mut rest = &batch[..];
             while let Framed::Line { line, consumed } = protocol::next_line(rest, 1 << 20) {
                 if let Ok(request) = protocol::parse(line) {
-                    node.handle(request, &mut replies);
+                    node.handle_request(request, &mut replies);
                 }
                 rest = &rest[consumed..];
             }
-            if let Some(written) = node.take_unwritten(&mut log_buffer) {
-                node.on_log_released(written.last_index);
+            node.end_turn(0);
+            if let Some(write) = node.pending_log_write() {
+                log_buffer.extend_from_slice(write.bytes);
+                let last_index = write.last_index;
+                node.log_written();
+                node.on_log_released(last_index);
             }
             log_buffer.clear();
-            let sendable = replies.sendable(node.released_index()).len();
+            let sendable = replies.sendable(node.released()).len();
             replies.consume(sendable);
             sendable
         })

@@ -31,6 +31,7 @@ fn encode_batch(out: &mut Vec<u8>, first_index: u64, batch_size: u64, value: &[u
         let entry = Entry {
             epoch: 1,
             index,
+            commit: index - 1,
             op: Op::Put { key: &key, value },
         };
         encode(&entry, out);

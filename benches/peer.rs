@@ -20,6 +20,7 @@ fn put_records() -> Vec<u8> {
         let entry = Entry {
             epoch: 3,
             index,
+            commit: index - 1,
             op: Op::Put {
                 key: &key,
                 value: &value,

@@ -344,6 +344,7 @@ fn a_client_that_does_not_read_is_held_back_not_buffered() {
             let entry = Entry {
                 epoch: 1,
                 index: 0,
+                commit: 0,
                 op,
             };
             full_log_bytes += log::encoded_len(&entry) as u64;

@@ -166,11 +166,12 @@ fn shutdown_by_signal_keeps_everything(signal: &str) {
     let stderr = server.drain_stderr();
     assert_eq!(status.code(), Some(0), "stderr: {stderr}");
     assert!(stderr.contains("shutting down"), "stderr: {stderr}");
-    assert!(stderr.contains("log synced at index 3"), "stderr: {stderr}");
+    // Index 1 is the Noop the node appended when it became leader.
+    assert!(stderr.contains("log synced at index 4"), "stderr: {stderr}");
     assert_eq!(client.read_to_end(), b"");
 
     let mut restarted = ServerProcess::start(dir.path(), &[]);
-    restarted.wait_for_stderr("3 records replayed");
+    restarted.wait_for_stderr("4 records replayed");
     let mut client = restarted.connect();
     assert_eq!(client.request(b"GET a"), b"NOT_FOUND");
     assert_eq!(client.request(b"GET b"), b"2");
@@ -238,8 +239,9 @@ fn a_torn_tail_is_cut_with_a_warning_and_the_records_before_it_kept() {
     }
     server.stop();
     let log_path = server.log_path();
+    // A leader's Noop, then the three writes.
     let (offsets, length) = record_offsets(&log_path);
-    assert_eq!(offsets.len(), 3);
+    assert_eq!(offsets.len(), 4);
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(&log_path)
@@ -250,14 +252,14 @@ fn a_torn_tail_is_cut_with_a_warning_and_the_records_before_it_kept() {
     let mut restarted = ServerProcess::start(dir.path(), &[]);
     let warning = restarted.wait_for_stderr("torn write");
     assert!(
-        warning.contains(&format!("torn write at byte {}", offsets[2])),
+        warning.contains(&format!("torn write at byte {}", offsets[3])),
         "{warning}"
     );
     assert!(
         warning.contains(&log_path.display().to_string()),
         "{warning}"
     );
-    restarted.wait_for_stderr("2 records replayed");
+    restarted.wait_for_stderr("3 records replayed");
     let mut client = restarted.connect();
     assert_eq!(client.request(b"GET k1"), b"v1");
     assert_eq!(client.request(b"GET k2"), b"v2");
@@ -265,10 +267,11 @@ fn a_torn_tail_is_cut_with_a_warning_and_the_records_before_it_kept() {
     // The log is whole again: new writes follow the kept records.
     assert_eq!(client.request(b"PUT k4 v4"), b"OK");
     restarted.stop();
+    // The kept three, the second run's Noop, and k4.
     let (offsets, _) = record_offsets(&log_path);
-    assert_eq!(offsets.len(), 3);
+    assert_eq!(offsets.len(), 5);
     let mut again = ServerProcess::start(dir.path(), &[]);
-    again.wait_for_stderr("3 records replayed, last index 3");
+    again.wait_for_stderr("5 records replayed, last index 5");
     assert_eq!(again.connect().request(b"GET k4"), b"v4");
 }
 
@@ -285,6 +288,7 @@ fn a_corrupt_record_in_the_middle_stops_the_server_naming_file_and_offset() {
         let entry = Entry {
             epoch: 1,
             index,
+            commit: 0,
             op: Op::Put {
                 key: key.as_bytes(),
                 value: value.as_bytes(),
@@ -352,7 +356,8 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
     );
 
     let mut restarted = ServerProcess::start(dir.path(), &[]);
-    restarted.wait_for_stderr(&format!("{} records replayed", acknowledged.len()));
+    // Plus the Noop the node appended when it became leader.
+    restarted.wait_for_stderr(&format!("{} records replayed", acknowledged.len() + 1));
     let mut client = restarted.connect();
     for key in &acknowledged {
         assert_eq!(

@@ -32,13 +32,15 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), String> {
-    let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
     // Election jitter must differ between processes; std's hasher seed is random.
     let seed = RandomState::new().hash_one(config.id);
     let node_config = NodeConfig::from_config(&config, seed);
-    let mut node = Node::new(node_config, promised_epoch, LOG_HEADER_BYTES);
+    let mut node = Node::new(node_config, LOG_HEADER_BYTES);
+    // The log first: it creates the data dir and locks it.
     let (log, replay) = LogFile::open(&config.data_dir, |_, entry| node.replay(entry))
         .map_err(|e| e.to_string())?;
+    let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
+    node.restore_promised_epoch(promised_epoch);
     let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
     eprintln!(
         "kvstore: node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",

@@ -506,6 +506,7 @@ mod tests {
             let entry = Entry {
                 epoch: 2,
                 index,
+                commit: 0,
                 op: Op::Put {
                     key: b"key",
                     value: b"\x00value\xff\n",

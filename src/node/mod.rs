@@ -214,9 +214,10 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node that has promised `promised_epoch` and whose log file is
-    /// `log_file_bytes` long before replay adds its records.
-    pub fn new(config: NodeConfig, promised_epoch: u64, log_file_bytes: u64) -> Node {
+    /// A node whose log file is `log_file_bytes` long before replay adds
+    /// its records.
+    pub fn new(config: NodeConfig, log_file_bytes: u64) -> Node {
+        let promised_epoch = 0;
         let random_state = config.seed | 1;
         Node {
             config,
@@ -256,6 +257,12 @@ impl Node {
         if self.config.cluster_size == 1 {
             self.log.evict_through(self.commit_index);
         }
+    }
+
+    /// Restores the epoch an earlier run promised (before [`Node::start`]).
+    pub fn restore_promised_epoch(&mut self, epoch: u64) {
+        self.promised_epoch = self.promised_epoch.max(epoch);
+        self.seen_epoch = self.seen_epoch.max(epoch);
     }
 
     /// Ends replay and starts the node's timers (a one-node cluster elects
@@ -551,5 +558,141 @@ impl Node {
     /// The record at `index`, if it is still in memory (for tests).
     pub fn record(&self, index: u64) -> Option<&[u8]> {
         self.log.record(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::parse;
+
+    fn single_node() -> Node {
+        let mut node = Node::new(NodeConfig::single(1), 8);
+        node.start(0);
+        write_log(&mut node);
+        node
+    }
+
+    /// What the driver does with the log at the end of a turn.
+    fn write_log(node: &mut Node) -> Vec<u8> {
+        node.end_turn(0);
+        let Some(write) = node.pending_log_write() else {
+            return Vec::new();
+        };
+        let bytes = write.bytes.to_vec();
+        let last_index = write.last_index;
+        node.log_written();
+        node.on_log_released(last_index);
+        bytes
+    }
+
+    fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
+        node.handle_request(parse(line).unwrap(), queue)
+    }
+
+    #[test]
+    fn a_single_node_elects_itself_and_commits_a_noop() {
+        let mut node = Node::new(NodeConfig::single(1), 8);
+        node.start(0);
+        assert_eq!(node.leading_epoch(), Some(1));
+        assert_eq!(node.outbox().persist_epoch, Some(1));
+        let bytes = write_log(&mut node);
+        let (entry, _) = crate::log::decode(&bytes).unwrap();
+        assert_eq!((entry.epoch, entry.index, entry.op), (1, 1, Op::Noop));
+        assert_eq!(node.commit_index(), 1);
+    }
+
+    #[test]
+    fn a_write_is_acknowledged_only_once_its_record_is_durable() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        run(&mut node, &mut queue, b"PING");
+        assert_eq!(queue.sendable(node.released()), b"");
+        let bytes = write_log(&mut node);
+        let (entry, _) = crate::log::decode(&bytes).unwrap();
+        assert_eq!(
+            entry.op,
+            Op::Put {
+                key: b"k",
+                value: b"v"
+            }
+        );
+        assert_eq!(queue.sendable(node.released()), b"OK\nPONG\n");
+    }
+
+    #[test]
+    fn a_read_of_an_undurable_write_waits_for_it() {
+        let mut node = single_node();
+        let mut writer = ReplyQueue::new();
+        let mut reader = ReplyQueue::new();
+        run(&mut node, &mut writer, b"PUT k v");
+        run(&mut node, &mut reader, b"GET k");
+        assert_eq!(reader.sendable(node.released()), b"");
+        write_log(&mut node);
+        assert_eq!(reader.sendable(node.released()), b"v\n");
+    }
+
+    #[test]
+    fn replayed_records_are_served_without_waiting() {
+        let mut node = Node::new(NodeConfig::single(1), 8);
+        node.replay(&Entry {
+            epoch: 3,
+            index: 1,
+            commit: 0,
+            op: Op::Put {
+                key: b"k",
+                value: b"old",
+            },
+        });
+        node.start(0);
+        write_log(&mut node);
+        assert_eq!(node.leading_epoch(), Some(4));
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"GET k");
+        run(&mut node, &mut queue, b"GET missing");
+        assert_eq!(queue.sendable(node.released()), b"old\nNOT_FOUND\n");
+        assert_eq!(
+            node.log_memory_bytes(),
+            0,
+            "a single node keeps no log in memory"
+        );
+    }
+
+    #[test]
+    fn delete_of_a_missing_key_is_not_logged() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        let before = node.last_index();
+        run(&mut node, &mut queue, b"DEL nothing");
+        assert_eq!(node.last_index(), before);
+        run(&mut node, &mut queue, b"PUT a 1");
+        run(&mut node, &mut queue, b"DEL a");
+        assert_eq!(node.last_index(), before + 2);
+        write_log(&mut node);
+        assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\nOK\nOK\n");
+    }
+
+    #[test]
+    fn quit_closes_without_a_reply() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        assert_eq!(run(&mut node, &mut queue, b"quit"), Flow::Close);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_follower_redirects_writes_and_reads_locally() {
+        let mut config = NodeConfig::single(1);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        node.start(0);
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        run(&mut node, &mut queue, b"GET k");
+        assert_eq!(
+            queue.sendable(node.released()),
+            b"NOT_LEADER -1\nNOT_FOUND\n"
+        );
     }
 }
