@@ -39,7 +39,7 @@ use crate::config::{
     DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, FollowerReads, Replication,
 };
 use crate::log::{Entry, Op};
-use crate::protocol::{Reply, Request};
+use crate::protocol::{Reply, Request, RoleReply};
 use crate::store::Store;
 use log_tail::LogTail;
 use replication::Progress;
@@ -286,6 +286,9 @@ impl Node {
             Request::Put { key, value } => self.write(Op::Put { key, value }, replies),
             Request::Del { key } => self.delete(key, replies),
             Request::Ping => replies.push(Reply::Pong, Gate::OPEN, self.released()),
+            Request::Role => {
+                replies.push(Reply::Role(self.role_reply()), Gate::OPEN, self.released())
+            }
             Request::Quit => return Flow::Close,
         }
         Flow::Continue
@@ -418,6 +421,22 @@ impl Node {
         if self.config.cluster_size == 1 {
             // Nobody will ever ask for these records again.
             self.log.evict_through(commit_index);
+        }
+    }
+
+    fn role_reply(&self) -> RoleReply {
+        let role = match self.role {
+            Role::Follower { .. } => "follower",
+            Role::Electing { .. } => "electing",
+            Role::Candidate { .. } => "candidate",
+            Role::Adopting { .. } => "adopting",
+            Role::Leader { .. } => "leader",
+        };
+        RoleReply {
+            role,
+            leader: self.known_leader(),
+            epoch: self.promised_epoch,
+            commit_index: self.commit_index,
         }
     }
 

@@ -40,10 +40,19 @@ fn strip_carriage_return(line: &[u8]) -> &[u8] {
 /// A parsed request; keys and values borrow from the connection's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'buf> {
-    Put { key: &'buf [u8], value: &'buf [u8] },
-    Get { key: &'buf [u8] },
-    Del { key: &'buf [u8] },
+    Put {
+        key: &'buf [u8],
+        value: &'buf [u8],
+    },
+    Get {
+        key: &'buf [u8],
+    },
+    Del {
+        key: &'buf [u8],
+    },
     Ping,
+    /// This node's role, the leader it knows, its epoch and commit index.
+    Role,
     Quit,
 }
 
@@ -105,6 +114,8 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
         single_key(arguments, DEL_USAGE).map(|key| Request::Del { key })
     } else if command.eq_ignore_ascii_case(b"PING") {
         no_arguments(arguments, "PING").map(|()| Request::Ping)
+    } else if command.eq_ignore_ascii_case(b"ROLE") {
+        no_arguments(arguments, "ROLE").map(|()| Request::Role)
     } else if command.eq_ignore_ascii_case(b"QUIT") {
         no_arguments(arguments, "QUIT").map(|()| Request::Quit)
     } else if PEER_COMMANDS
@@ -219,6 +230,7 @@ mod tests {
         assert_eq!(parse(b"DEL k"), Ok(Request::Del { key: b"k" }));
         assert_eq!(parse(b"ping"), Ok(Request::Ping));
         assert_eq!(parse(b"QUIT"), Ok(Request::Quit));
+        assert_eq!(parse(b"role"), Ok(Request::Role));
     }
 
     #[test]

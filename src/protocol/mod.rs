@@ -9,6 +9,7 @@
 //! GET <key>\n           -> <value> | NOT_FOUND
 //! DEL <key>\n           -> OK | NOT_FOUND
 //! PING\n                -> PONG
+//! ROLE\n                -> <leader|follower|electing|candidate|adopting> <leader-id|-1> <epoch> <commit-index>
 //! QUIT\n                -> (connection closed, no reply)
 //! anything else         -> ERR <reason>
 //! ```
@@ -19,4 +20,4 @@ mod line;
 mod reply;
 
 pub use line::{Framed, ParseError, Request, next_line, parse};
-pub use reply::{ErrorReply, Reply};
+pub use reply::{ErrorReply, Reply, RoleReply};

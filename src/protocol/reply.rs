@@ -17,6 +17,16 @@ pub enum Reply<'a> {
     /// This node does not take the request; `None` while no leader is known.
     NotLeader(Option<(u64, SocketAddr)>),
     Error(ErrorReply),
+    Role(RoleReply),
+}
+
+/// The answer to `ROLE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoleReply {
+    pub role: &'static str,
+    pub leader: Option<u64>,
+    pub epoch: u64,
+    pub commit_index: u64,
 }
 
 /// The reasons behind `ERR <reason>`.
@@ -82,6 +92,14 @@ impl Reply<'_> {
             Reply::Error(reason) => {
                 let _ = writeln!(out, "ERR {reason}");
             }
+            Reply::Role(role) => {
+                let leader = role.leader.map_or(-1, |id| id as i128);
+                let _ = writeln!(
+                    out,
+                    "{} {leader} {} {}",
+                    role.role, role.epoch, role.commit_index
+                );
+            }
         }
     }
 }
@@ -113,6 +131,13 @@ mod tests {
             encoded(Reply::Error(ErrorReply::Parse(ParseError::EmptyKey))),
             b"ERR empty key\n"
         );
+        let role = RoleReply {
+            role: "follower",
+            leader: None,
+            epoch: 4,
+            commit_index: 9,
+        };
+        assert_eq!(encoded(Reply::Role(role)), b"follower -1 4 9\n");
         assert_eq!(
             encoded(Reply::Error(ErrorReply::LineTooLong { max_line_bytes: 8 })),
             b"ERR line too long (limit 8 bytes)\n"

@@ -4,6 +4,8 @@
 //! a fixed time and hopes.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -314,6 +316,23 @@ impl Connection {
             Err(error) => panic!("read until close: {error}; got {rest:?} first"),
         }
         rest
+    }
+
+    /// Reads up to `count` reply lines (without `\n`), stopping early if
+    /// the server closes the connection or resets it.
+    pub fn read_until_closed_or_lines(&mut self, count: usize) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        while lines.len() < count {
+            let mut line = Vec::new();
+            match self.reader.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    line.pop();
+                    lines.push(line);
+                }
+            }
+        }
+        lines
     }
 
     pub fn shutdown_write(&self) {

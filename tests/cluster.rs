@@ -1,0 +1,256 @@
+//! Real processes in a cluster on loopback: replication, redirects,
+//! failover under kill -9 and SIGSTOP, restarts, and forged peer traffic.
+
+mod common;
+
+use std::time::Duration;
+
+use common::cluster::Cluster;
+use common::wait_until;
+use kvstore::client::{Client, ClientOptions};
+
+fn client(cluster: &Cluster, node: usize) -> Client {
+    let options = ClientOptions {
+        timeout: Duration::from_secs(10),
+        max_redirects: 200,
+        ..ClientOptions::default()
+    };
+    Client::connect(&cluster.address(node).to_string(), options).unwrap()
+}
+
+/// PUTs through `node` (redirects followed) until `count` were acknowledged;
+/// returns the acknowledged (key, value) pairs. Writes whose outcome is
+/// unknown are retried under a new key, never assumed.
+fn write_acknowledged(
+    cluster: &Cluster,
+    node: usize,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, String)> {
+    let mut acknowledged = Vec::new();
+    let mut attempt = 0;
+    let mut connection = client(cluster, node);
+    while acknowledged.len() < count {
+        attempt += 1;
+        assert!(attempt < count * 20, "too many failed writes");
+        let (key, value) = (format!("{prefix}{attempt}"), format!("v{attempt}"));
+        match connection.put(key.as_bytes(), value.as_bytes()) {
+            Ok(reply) if reply == b"OK" => acknowledged.push((key, value)),
+            _ => connection = client(cluster, node),
+        }
+    }
+    acknowledged
+}
+
+fn assert_all_readable(cluster: &Cluster, node: usize, pairs: &[(String, String)]) {
+    let mut connection = client(cluster, node);
+    for (key, value) in pairs {
+        let read = connection.get(key.as_bytes()).unwrap();
+        assert_eq!(
+            read.as_deref(),
+            Some(value.as_bytes()),
+            "acknowledged {key} lost"
+        );
+    }
+}
+
+#[test]
+fn writes_replicate_and_followers_redirect() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    // The highest id (port) leads.
+    assert_eq!(cluster.ports[leader], *cluster.ports.iter().max().unwrap());
+    let follower = (leader + 1) % 3;
+    let mut raw = cluster.connect(follower);
+    let expected = format!(
+        "NOT_LEADER {} {}",
+        cluster.ports[leader],
+        cluster.address(leader)
+    );
+    assert_eq!(raw.request(b"PUT k v"), expected.as_bytes());
+    assert_eq!(raw.request(b"DEL k"), expected.as_bytes());
+
+    let mut redirected = client(&cluster, follower);
+    assert_eq!(redirected.put(b"k", b"replicated").unwrap(), b"OK");
+    for node in 0..3 {
+        cluster.wait_for_value(node, "k", b"replicated");
+    }
+}
+
+#[test]
+fn forged_peer_commands_are_refused() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    for node in 0..3 {
+        let mut raw = cluster.connect(node);
+        assert_eq!(
+            raw.request(b"REPL_PUT forged v"),
+            b"ERR peer command refused on a client connection"
+        );
+        assert_eq!(
+            raw.request(b"COORDINATOR 12345"),
+            b"ERR peer command refused on a client connection"
+        );
+    }
+    // A handshake from an address that is not a configured peer is cut off.
+    let mut impostor = cluster.connect(leader);
+    impostor.send(b"KVPEER 1 99 127.0.0.1:1\n");
+    assert_eq!(impostor.read_until_closed(), b"");
+    // A handshake that is not the first line is refused.
+    let mut late = cluster.connect(leader);
+    assert_eq!(late.request(b"PING"), b"PONG");
+    let refusal = late.request(b"KVPEER 1 99 127.0.0.1:1");
+    assert!(
+        refusal.starts_with(b"ERR bad peer handshake"),
+        "{refusal:?}"
+    );
+    assert_eq!(cluster.connect(leader).request(b"GET forged"), b"NOT_FOUND");
+}
+
+#[test]
+fn killing_the_leader_elects_a_new_one_that_loses_nothing() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let survivors: Vec<usize> = (0..3).filter(|&node| node != leader).collect();
+    let before = write_acknowledged(&cluster, survivors[0], "before", 50);
+    cluster.kill9(leader);
+
+    let new_leader = cluster.wait_for_leader(&survivors);
+    let after = write_acknowledged(&cluster, survivors[0], "after", 20);
+    assert_all_readable(&cluster, new_leader, &before);
+    assert_all_readable(&cluster, new_leader, &after);
+
+    // The old leader comes back, catches up, and being the highest id leads again.
+    cluster.start_node(leader);
+    cluster.wait_for_leader_to_be(leader, &[0, 1, 2]);
+    assert_all_readable(&cluster, leader, &before);
+    assert_all_readable(&cluster, leader, &after);
+}
+
+#[test]
+fn a_paused_leader_neither_acknowledges_nor_serves_stale_reads() {
+    // With local follower reads a node that knows it follows may serve its
+    // lagging copy; redirect makes every read linearizable.
+    let mut cluster = Cluster::start(3, &["--follower-reads", "redirect"]);
+    let old_leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let mut setup = client(&cluster, old_leader);
+    assert_eq!(setup.put(b"k", b"old").unwrap(), b"OK");
+    let mut stale_connection = cluster.connect(old_leader);
+    assert_eq!(stale_connection.request(b"PING"), b"PONG");
+
+    cluster.signal(old_leader, "STOP");
+    let others: Vec<usize> = (0..3).filter(|&node| node != old_leader).collect();
+    let new_leader = cluster.wait_for_leader(&others);
+    let mut fresh = client(&cluster, new_leader);
+    assert_eq!(fresh.put(b"k", b"new").unwrap(), b"OK");
+
+    // Requests wait in the paused leader's socket; it reads them on resume,
+    // still believing it leads.
+    stale_connection.send(b"PUT k stale\nGET k\n");
+    cluster.signal(old_leader, "CONT");
+    let answers = stale_connection.read_until_closed_or_lines(2);
+    for answer in &answers {
+        assert_ne!(
+            answer.as_slice(),
+            b"OK",
+            "a deposed leader acknowledged a write"
+        );
+        assert_ne!(
+            answer.as_slice(),
+            b"old",
+            "a deposed leader served a stale read"
+        );
+        assert_ne!(
+            answer.as_slice(),
+            b"stale",
+            "a deposed leader served its own lost write"
+        );
+    }
+    // Once it rejoins, the value is the one the real leader accepted.
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    cluster.wait_for_value(leader, "k", b"new");
+}
+
+#[test]
+fn a_minority_never_acknowledges_a_write() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let followers: Vec<usize> = (0..3).filter(|&node| node != leader).collect();
+    for &node in &followers {
+        cluster.signal(node, "STOP");
+    }
+    let mut lonely = cluster.connect(leader);
+    lonely.send(b"PUT k minority\n");
+    // No OK: the write's outcome is unknown once its leader steps down.
+    let answers = lonely.read_until_closed_or_lines(1);
+    let refused: &[u8] =
+        b"ERR leadership lost; earlier requests on this connection may or may not have been applied";
+    assert_eq!(answers, vec![refused.to_vec()]);
+    // The leader steps down: it no longer hears from a majority.
+    wait_until("the cut-off leader to step down", || {
+        cluster
+            .role(leader)
+            .is_some_and(|role| role.role != "leader")
+    });
+    for &node in &followers {
+        cluster.signal(node, "CONT");
+    }
+    // It may or may not have been applied, but the cluster agrees which.
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let value = cluster.connect(leader).request(b"GET k");
+    assert!(value == b"NOT_FOUND" || value == b"minority", "{value:?}");
+    for node in 0..3 {
+        cluster.wait_for_value(node, "k", &value);
+    }
+}
+
+#[test]
+fn all_nodes_killed_at_once_lose_nothing() {
+    let mut cluster = Cluster::start(3, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let acknowledged = write_acknowledged(&cluster, leader, "key", 100);
+    for node in 0..3 {
+        cluster.kill9(node);
+    }
+    for node in 0..3 {
+        cluster.start_node(node);
+    }
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    assert_all_readable(&cluster, leader, &acknowledged);
+}
+
+#[test]
+fn five_nodes_survive_losing_two_including_the_leader() {
+    let mut cluster = Cluster::start(5, &[]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2, 3, 4]);
+    let before = write_acknowledged(&cluster, leader, "before", 30);
+    let other = (leader + 1) % 5;
+    cluster.kill9(leader);
+    cluster.kill9(other);
+    let survivors: Vec<usize> = (0..5)
+        .filter(|&node| node != leader && node != other)
+        .collect();
+    let new_leader = cluster.wait_for_leader(&survivors);
+    let after = write_acknowledged(&cluster, new_leader, "after", 30);
+    assert_all_readable(&cluster, new_leader, &before);
+    assert_all_readable(&cluster, new_leader, &after);
+}
+
+#[test]
+fn follower_reads_redirect_sends_reads_to_the_leader() {
+    let cluster = Cluster::start(3, &["--follower-reads", "redirect"]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let follower = (leader + 1) % 3;
+    let expected = format!(
+        "NOT_LEADER {} {}",
+        cluster.ports[leader],
+        cluster.address(leader)
+    );
+    assert_eq!(
+        cluster.connect(follower).request(b"GET k"),
+        expected.as_bytes()
+    );
+    let mut redirected = client(&cluster, follower);
+    assert_eq!(redirected.put(b"k", b"v").unwrap(), b"OK");
+    assert_eq!(redirected.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+}
