@@ -27,3 +27,20 @@ pub mod node;
 pub mod protocol;
 pub mod store;
 pub mod timer;
+
+/// Prints one status line, `kvstore: <message>`, to stderr in a single
+/// write, so the lines of nodes sharing a terminal or pipe never interleave.
+#[macro_export]
+macro_rules! status {
+    ($($argument:tt)*) => {
+        $crate::print_status(format_args!($($argument)*))
+    };
+}
+
+#[doc(hidden)]
+pub fn print_status(message: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let line = format!("kvstore: {message}\n");
+    // Nothing sensible is left to do if stderr is gone.
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}

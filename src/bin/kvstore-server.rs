@@ -18,14 +18,14 @@ fn main() -> ExitCode {
     let config = match ServerArgs::parse().into_config() {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("kvstore: {error}");
+            kvstore::status!("{error}");
             return ExitCode::from(2);
         }
     };
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("kvstore: {message}");
+            kvstore::status!("{message}");
             ExitCode::from(1)
         }
     }
@@ -42,8 +42,8 @@ fn run(config: Config) -> Result<(), String> {
     let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
     node.restore_promised_epoch(promised_epoch);
     let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
-    eprintln!(
-        "kvstore: node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",
+    kvstore::status!(
+        "node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",
         config.id,
         server.local_addr(),
         config.data_dir.display(),

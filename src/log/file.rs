@@ -358,7 +358,7 @@ fn check_header(file: &File, path: &Path) -> Result<(), LogError> {
         });
     }
     if file_bytes > 0 {
-        eprintln!(
+        crate::status!(
             "warning: log {}: header is incomplete ({file_bytes} of {LOG_HEADER_BYTES} bytes, \
              an interrupted creation); rewriting it",
             path.display()
@@ -395,7 +395,7 @@ fn replay_file(
         });
     }
     let truncated_bytes = cursor.file_bytes - tail_start;
-    eprintln!(
+    crate::status!(
         "warning: log {}: torn write at byte {tail_start} ({reason}); \
          dropping the last {truncated_bytes} bytes",
         path.display()
@@ -646,7 +646,7 @@ impl Progress {
         if replayed_bytes < self.next_report_bytes {
             return;
         }
-        eprintln!(
+        crate::status!(
             "replaying log: {} MiB of {} MiB",
             replayed_bytes / MEBIBYTE,
             self.file_bytes / MEBIBYTE

@@ -272,7 +272,7 @@ impl Server {
 
     fn drain_signals(&mut self) {
         for signal in self.signals.pending() {
-            eprintln!("kvstore: received signal {signal}, shutting down");
+            crate::status!("received signal {signal}, shutting down");
             self.stop_requested = true;
         }
     }
@@ -288,7 +288,7 @@ impl Server {
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
                     // EMFILE and friends: keep serving the clients we have.
-                    eprintln!("kvstore: accept failed: {error}");
+                    crate::status!("accept failed: {error}");
                     return;
                 }
             }
@@ -313,7 +313,7 @@ impl Server {
             .registry()
             .register(&mut stream, Token(key), interest)
         {
-            eprintln!("kvstore: cannot register a connection: {error}");
+            crate::status!("cannot register a connection: {error}");
             return;
         }
         let mut connection = Connection::new(stream, now_ms);
@@ -407,9 +407,10 @@ impl Server {
     fn accept_peer(&mut self, key: usize, hello: Hello) {
         let known = self.links.iter().any(|link| link.address == hello.address);
         if !known || hello.id == self.config.id {
-            eprintln!(
-                "kvstore: refused peer handshake from node {} at {}: not in PEERS",
-                hello.id, hello.address
+            crate::status!(
+                "refused peer handshake from node {} at {}: not in PEERS",
+                hello.id,
+                hello.address
             );
             return self.close(key);
         }
@@ -457,7 +458,7 @@ impl Server {
         self.frames = frames;
         if let Err(error) = outcome {
             if !matches!(error, PeerError::Closed) {
-                eprintln!("kvstore: dropping an inbound peer connection: {error}");
+                crate::status!("dropping an inbound peer connection: {error}");
             }
             self.close(key);
         }
@@ -525,7 +526,7 @@ impl Server {
             Ok(None) => {}
             Err(error) => {
                 if matches!(connection.state, LinkState::Ready { .. }) {
-                    eprintln!("kvstore: lost peer {}: {error}", self.links[link].address);
+                    crate::status!("lost peer {}: {error}", self.links[link].address);
                 }
                 self.close(key);
             }
@@ -539,9 +540,10 @@ impl Server {
             .enumerate()
             .any(|(other, known)| other != link && known.id == Some(hello.id));
         if hello.id == self.config.id || duplicate {
-            eprintln!(
-                "kvstore: peer {} says it is node {}, an id already taken; ids must be unique",
-                self.links[link].address, hello.id
+            crate::status!(
+                "peer {} says it is node {}, an id already taken; ids must be unique",
+                self.links[link].address,
+                hello.id
             );
             return self.close(key);
         }
@@ -779,8 +781,8 @@ impl Server {
         if self.log_dirty {
             self.log.sync_data().map_err(ServerError::Log)?;
         }
-        eprintln!(
-            "kvstore: log synced at index {}, {} client connections closed, bye",
+        crate::status!(
+            "log synced at index {}, {} client connections closed, bye",
             self.node.last_index(),
             self.clients
         );
