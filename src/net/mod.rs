@@ -15,15 +15,17 @@
 
 mod connection;
 mod peer;
+mod syncer;
 
 use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
@@ -36,9 +38,11 @@ use crate::protocol::{ErrorReply, Reply};
 use crate::timer::{TimerId, TimerWheel};
 use connection::{Connection, Executed, ReadOutcome};
 use peer::{InboundPeer, LinkState, OutboundLink, PeerError};
+use syncer::Syncer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const SYNCED: Token = Token(usize::MAX - 3);
 const EVENT_CAPACITY: usize = 1024;
 /// The poll timeout when no timer is armed (and the cap otherwise).
 const MAX_POLL_TIMEOUT_MS: u64 = 1000;
@@ -113,6 +117,8 @@ pub struct Server {
     own_hello: Hello,
     node: Node,
     log: LogFile,
+    /// fdatasync off the loop thread, for `--fsync always`.
+    syncer: Syncer,
     timers: TimerWheel<TimerEvent>,
     node_timers: [Option<TimerId>; 2],
     started: Instant,
@@ -153,6 +159,9 @@ impl Server {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Signals)?;
+        let waker = Waker::new(registry, SYNCED).map_err(ServerError::Poll)?;
+        let log_file = log.try_clone_file().map_err(ServerError::Log)?;
+        let syncer = Syncer::spawn(log_file, Arc::new(waker)).map_err(ServerError::Log)?;
         let links = config
             .peers
             .iter()
@@ -178,6 +187,7 @@ impl Server {
             own_hello,
             node,
             log,
+            syncer,
             timers: TimerWheel::new(0),
             node_timers: [None, None],
             started: Instant::now(),
@@ -251,6 +261,7 @@ impl Server {
         match event.token() {
             LISTENER => self.accept_all(),
             SIGNALS => self.drain_signals(),
+            SYNCED => self.collect_syncs(),
             Token(key) => match self.endpoints.get_mut(key) {
                 Some(Endpoint::Client(connection)) => {
                     if event.is_read_closed() {
@@ -686,6 +697,9 @@ impl Server {
         Ok(())
     }
 
+    /// Writes the turn's records in one write(2). Under `--fsync always`
+    /// the syncer makes them durable and the core hears of it later; under
+    /// the weaker policies they are released once written.
     fn commit_log(&mut self) -> io::Result<()> {
         if let Some(error) = self.sync_failure.take() {
             return Err(error);
@@ -694,18 +708,38 @@ impl Server {
             return Ok(());
         };
         if let Some(length) = write.truncate_file_to {
+            // A sync in flight covered records this cut replaces: its
+            // result must not be reported (reporting less is always safe;
+            // the sync requested below covers everything kept).
+            self.syncer.wait_idle()?;
             self.log.truncate(length)?;
         }
         self.log.append(write.bytes)?;
         let last_index = write.last_index;
         self.node.log_written();
         match self.config.fsync {
-            FsyncPolicy::Always => self.log.sync_data()?,
-            FsyncPolicy::Interval => self.log_dirty = true,
-            FsyncPolicy::Never => {}
+            FsyncPolicy::Always => self.syncer.request(last_index),
+            FsyncPolicy::Interval => {
+                self.log_dirty = true;
+                self.node.on_log_released(last_index);
+            }
+            FsyncPolicy::Never => self.node.on_log_released(last_index),
         }
-        self.node.on_log_released(last_index);
         Ok(())
+    }
+
+    /// The syncer finished: tell the core what is durable.
+    fn collect_syncs(&mut self) {
+        loop {
+            match self.syncer.completed() {
+                Ok(Some(index)) => self.node.on_log_released(index),
+                Ok(None) => return,
+                Err(error) => {
+                    self.sync_failure = Some(error);
+                    return;
+                }
+            }
+        }
     }
 
     /// Writes every reply the core has released to its client.
@@ -778,9 +812,13 @@ impl Server {
         }
         self.config.fsync = FsyncPolicy::Always;
         self.end_turn()?;
+        if let Some(index) = self.syncer.wait_idle().map_err(ServerError::Log)? {
+            self.node.on_log_released(index);
+        }
         if self.log_dirty {
             self.log.sync_data().map_err(ServerError::Log)?;
         }
+        self.release_replies();
         crate::status!(
             "log synced at index {}, {} client connections closed, bye",
             self.node.last_index(),

@@ -11,7 +11,10 @@
 //! - `records[..handed_off]` has been handed to the disk (written or being
 //!   written); the rest is what the next log write must append, after
 //!   truncating the file to `truncate_file_to` if set;
-//! - `durable_index <= last_index`.
+//! - `durable_index <= last_index`;
+//! - after a truncation, until the next hand-off, no durability report may
+//!   raise `durable_index` past the cut (`durable_ceiling`): a sync that was
+//!   in flight covered the records the cut removed, not their replacements.
 
 use std::collections::VecDeque;
 
@@ -47,6 +50,7 @@ pub struct LogTail {
     handed_off: usize,
     truncate_file_to: Option<u64>,
     durable_index: u64,
+    durable_ceiling: Option<u64>,
 }
 
 impl LogTail {
@@ -63,6 +67,7 @@ impl LogTail {
             handed_off: 0,
             truncate_file_to: None,
             durable_index: 0,
+            durable_ceiling: None,
         }
     }
 
@@ -185,6 +190,7 @@ impl LogTail {
         self.last_index = index;
         self.last_epoch = self.epoch_at(index).unwrap_or(0);
         self.durable_index = self.durable_index.min(index);
+        self.durable_ceiling = Some(self.durable_ceiling.map_or(index, |at| at.min(index)));
     }
 
     /// What the next log write must do, if anything.
@@ -201,14 +207,19 @@ impl LogTail {
     }
 
     /// The pending write has been handed to the disk.
+    /// The driver has also waited out any sync that was in flight before a
+    /// truncation, so durability reports are trustworthy again.
     pub fn mark_handed_off(&mut self) {
         self.handed_off = self.records.len();
         self.truncate_file_to = None;
+        self.durable_ceiling = None;
     }
 
     /// The disk has made everything up to `index` durable.
     pub fn mark_durable(&mut self, index: u64) {
-        self.durable_index = self.durable_index.max(index.min(self.last_index));
+        let ceiling = self.durable_ceiling.unwrap_or(u64::MAX);
+        let index = index.min(self.last_index).min(ceiling);
+        self.durable_index = self.durable_index.max(index);
     }
 
     /// Forgets records up to `index` (they stay on disk). Cheap when it
@@ -286,6 +297,24 @@ mod tests {
         assert_eq!(tail.durable_index(), 1);
         assert_eq!(tail.epoch_at(2), Some(2));
         assert_eq!(tail.last_epoch(), 2);
+    }
+
+    #[test]
+    fn a_sync_from_before_a_truncation_cannot_vouch_for_replacements() {
+        let mut tail = LogTail::new(8);
+        put(&mut tail, 1);
+        put(&mut tail, 1);
+        put(&mut tail, 1);
+        tail.mark_handed_off();
+        // A sync of index 3 is in flight when records 2 and 3 are replaced.
+        tail.truncate_after(1);
+        put(&mut tail, 2);
+        put(&mut tail, 2);
+        tail.mark_durable(3);
+        assert_eq!(tail.durable_index(), 1);
+        tail.mark_handed_off();
+        tail.mark_durable(3);
+        assert_eq!(tail.durable_index(), 3);
     }
 
     #[test]
