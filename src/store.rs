@@ -3,17 +3,56 @@
 //! Owns the current value of every key. Knows nothing of logs, epochs or
 //! connections: the core decides when an operation is applied.
 //!
+//! Each pair lives in one heap allocation, `[key length: u32 LE][key][value]`,
+//! held in a `hashbrown::HashTable`: one malloc per key instead of two, and a
+//! 16-byte slot instead of 32. That is most of the memory a key costs.
+//!
 //! Keys come from clients, so an attacker can choose them. hashbrown's default
 //! hasher (foldhash) is seeded randomly per process, so colliding keys cannot be
-//! precomputed (hash flooding); it is also faster than SipHash.
+//! precomputed (hash flooding); it is also much faster than SipHash.
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::log::Op;
 
+const KEY_LENGTH_BYTES: usize = 4;
+
+/// One pair in its single allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPair(Box<[u8]>);
+
+impl StoredPair {
+    fn new(key: &[u8], value: &[u8]) -> Self {
+        // Keys are bounded by the line limit, far below 4 GiB.
+        let key_length = u32::try_from(key.len()).expect("key length fits in u32");
+        let mut bytes = Vec::with_capacity(KEY_LENGTH_BYTES + key.len() + value.len());
+        bytes.extend_from_slice(&key_length.to_le_bytes());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        StoredPair(bytes.into_boxed_slice())
+    }
+
+    fn key_end(&self) -> usize {
+        let mut length = [0u8; KEY_LENGTH_BYTES];
+        length.copy_from_slice(&self.0[..KEY_LENGTH_BYTES]);
+        KEY_LENGTH_BYTES + u32::from_le_bytes(length) as usize
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.0[KEY_LENGTH_BYTES..self.key_end()]
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.0[self.key_end()..]
+    }
+}
+
 #[derive(Default)]
 pub struct Store {
-    map: HashMap<Box<[u8]>, Box<[u8]>>,
+    table: HashTable<StoredPair>,
+    hasher: DefaultHashBuilder,
 }
 
 impl Store {
@@ -21,75 +60,75 @@ impl Store {
         Self::default()
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        self.map.get(key).map(|value| &**value)
+        self.table
+            .find(self.hash(key), |pair| pair.key() == key)
+            .map(StoredPair::value)
     }
 
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
-        // Look up first so that overwriting a key does not allocate a key.
-        match self.map.get_mut(key) {
-            Some(existing) => *existing = value.into(),
-            None => {
-                self.map.insert(key.into(), value.into());
-            }
-        }
+        self.replace(key, Some(StoredPair::new(key, value)));
     }
 
     /// Removes `key`; returns whether it was there.
     pub fn del(&mut self, key: &[u8]) -> bool {
-        self.map.remove(key).is_some()
+        self.replace(key, None).is_some()
     }
 
-    /// Applies `op` and returns what it replaced, so a leader can take back
-    /// an uncommitted write if it loses its leadership.
-    pub fn apply_returning_previous(&mut self, op: &Op<'_>) -> Option<Box<[u8]>> {
-        match *op {
-            Op::Put { key, value } => match self.map.get_mut(key) {
-                Some(existing) => Some(std::mem::replace(existing, value.into())),
-                None => {
-                    self.map.insert(key.into(), value.into());
-                    None
-                }
+    /// Sets `key` to `pair` (or removes it) and returns what was there.
+    fn replace(&mut self, key: &[u8], pair: Option<StoredPair>) -> Option<StoredPair> {
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        match self.table.find_entry(hash, |stored| stored.key() == key) {
+            Ok(mut occupied) => match pair {
+                Some(pair) => Some(std::mem::replace(occupied.get_mut(), pair)),
+                None => Some(occupied.remove().0),
             },
-            Op::Del { key } => self.map.remove(key),
-            Op::Noop => None,
-        }
-    }
-
-    /// Puts back what [`Self::apply_returning_previous`] returned.
-    pub fn restore(&mut self, key: &[u8], previous: Option<Box<[u8]>>) {
-        match previous {
-            Some(value) => {
-                self.map.insert(key.into(), value);
-            }
-            None => {
-                self.map.remove(key);
+            Err(_) => {
+                if let Some(pair) = pair {
+                    self.table
+                        .insert_unique(hash, pair, |stored| hasher.hash_one(stored.key()));
+                }
+                None
             }
         }
     }
 
     /// Applies a logged operation (on replay and on commit).
     pub fn apply(&mut self, op: &Op<'_>) {
+        self.apply_returning_previous(op);
+    }
+
+    /// Applies `op` and returns what it replaced, so a leader can take back
+    /// an uncommitted write if it loses its leadership.
+    pub fn apply_returning_previous(&mut self, op: &Op<'_>) -> Option<StoredPair> {
         match *op {
-            Op::Put { key, value } => self.put(key, value),
-            Op::Del { key } => {
-                self.del(key);
-            }
-            Op::Noop => {}
+            Op::Put { key, value } => self.replace(key, Some(StoredPair::new(key, value))),
+            Op::Del { key } => self.replace(key, None),
+            Op::Noop => None,
         }
     }
 
+    /// Puts back what [`Self::apply_returning_previous`] returned for `key`.
+    pub fn restore(&mut self, key: &[u8], previous: Option<StoredPair>) {
+        self.replace(key, previous);
+    }
+
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
     /// Every pair, in no particular order (for comparing replicas in tests).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.map.iter().map(|(key, value)| (&**key, &**value))
+        self.table.iter().map(|pair| (pair.key(), pair.value()))
     }
 }
 
@@ -108,6 +147,45 @@ mod tests {
         assert!(store.del(b"k"));
         assert!(!store.del(b"k"));
         assert!(store.is_empty());
+    }
+
+    #[test]
+    fn keys_and_values_of_any_bytes_and_lengths_stay_apart() {
+        let mut store = Store::new();
+        store.put(b"", b"empty key");
+        store.put(b"ab", b"");
+        store.put(b"a", b"b");
+        store.put(b"\x00\xff", b"\x02\x00\x00\x00ab");
+        assert_eq!(store.get(b""), Some(&b"empty key"[..]));
+        assert_eq!(store.get(b"ab"), Some(&b""[..]));
+        assert_eq!(store.get(b"a"), Some(&b"b"[..]));
+        assert_eq!(store.get(b"\x00\xff"), Some(&b"\x02\x00\x00\x00ab"[..]));
+        let mut pairs: Vec<_> = store.iter().collect();
+        pairs.sort();
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(pairs[0], (&b""[..], &b"empty key"[..]));
+    }
+
+    #[test]
+    fn many_keys_survive_growth() {
+        let mut store = Store::new();
+        for index in 0..10_000u32 {
+            store.put(&index.to_le_bytes(), &index.to_be_bytes());
+        }
+        for index in 0..10_000u32 {
+            assert_eq!(
+                store.get(&index.to_le_bytes()),
+                Some(&index.to_be_bytes()[..])
+            );
+        }
+        for index in (0..10_000u32).step_by(2) {
+            assert!(store.del(&index.to_le_bytes()));
+        }
+        assert_eq!(store.len(), 5_000);
+        assert_eq!(
+            store.get(&1u32.to_le_bytes()),
+            Some(&1u32.to_be_bytes()[..])
+        );
     }
 
     #[test]

@@ -169,7 +169,7 @@ struct LogPosition {
 struct Undo {
     index: u64,
     key: Box<[u8]>,
-    previous: Option<Box<[u8]>>,
+    previous: Option<crate::store::StoredPair>,
 }
 
 /// A follower's acknowledgement that waits for its records to be durable.
