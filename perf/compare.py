@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Side-by-side load comparison of kvstore and Redis on loopback, in one run.
+
+    perf/compare.py                    # all comparisons, 2 rounds, 10 s per measurement
+    perf/compare.py --rounds 3 --duration 5 --only fsync-never
+
+For each comparison (A vs B) and each shape (50 clients x pipeline 1, and
+x pipeline 32; 50% GET, 100-byte values, 100,000 preloaded keys) it measures
+A, B, A, B, ... so drift on a noisy machine shows, starting every server
+itself on a spare port with a fresh data dir and stopping it by PID. Servers
+run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
+It prints a table of median ops/s and p99 with the ratio A/B, and appends it
+to perf/RESULTS.md with the date, commit and machine.
+
+Comparisons:
+  fsync-never   kvstore --fsync never         vs Redis appendonly no
+  fsync-always  kvstore --fsync always        vs Redis appendonly yes, appendfsync always
+  cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
+
+Redis comes from the OS packages: installed with apt-get if missing, and run
+as our own process, never the system service.
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "perf" / "RESULTS.md"
+SERVER = ROOT / "target" / "release" / "kvstore-server"
+BENCH = ROOT / "target" / "release" / "kvstore-bench"
+CLIENTS = 50
+KEYSPACE = 100_000
+VALUE_SIZE = 100
+GET_RATIO = 0.5
+SHAPES = [1, 32]
+START_TIMEOUT_S = 30
+
+
+def log(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def pinned(cpu, command):
+    """Prefix `command` with taskset when the machine has a CPU to spare."""
+    if shutil.which("taskset") and os.cpu_count() >= 2:
+        return ["taskset", "-c", str(cpu)] + command
+    return command
+
+
+def wait_for_port(port, process, what):
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with status {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+class Servers:
+    """Processes started for one measurement; stopped by PID."""
+
+    def __init__(self):
+        self.processes = []
+        self.directory = tempfile.TemporaryDirectory(prefix="kvstore-perf-")
+
+    def spawn(self, command, port, what):
+        process = subprocess.Popen(
+            pinned(0, command),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.directory.name,
+        )
+        self.processes.append(process)
+        wait_for_port(port, process, what)
+
+    def stop(self):
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.directory.cleanup()
+
+
+def start_kvstore(servers, fsync, nodes=1):
+    ports = [free_port() for _ in range(nodes)]
+    for port in ports:
+        peers = ",".join(f"127.0.0.1:{other}" for other in ports if other != port)
+        command = [str(SERVER), str(port)]
+        if peers:
+            command.append(peers)
+        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}"]
+        servers.spawn(command, port, f"kvstore-server {port}")
+    # Any node will do: the load generator follows NOT_LEADER to the leader.
+    return f"127.0.0.1:{ports[0]}", "line"
+
+
+def start_redis(servers, appendonly, appendfsync="everysec"):
+    port = free_port()
+    command = [
+        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
+        "--save", "", "--appendonly", appendonly, "--appendfsync", appendfsync,
+        "--dir", servers.directory.name, "--daemonize", "no", "--protected-mode", "no",
+    ]
+    servers.spawn(command, port, "redis-server")
+    return f"127.0.0.1:{port}", "resp"
+
+
+SYSTEMS = {
+    "kvstore fsync never": lambda servers: start_kvstore(servers, "never"),
+    "redis appendonly no": lambda servers: start_redis(servers, "no"),
+    "kvstore fsync always": lambda servers: start_kvstore(servers, "always"),
+    "redis appendfsync always": lambda servers: start_redis(servers, "yes", "always"),
+    "kvstore 3-node sync cluster": lambda servers: start_kvstore(servers, "always", nodes=3),
+    "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
+}
+
+COMPARISONS = {
+    "fsync-never": ("kvstore fsync never", "redis appendonly no"),
+    "fsync-always": ("kvstore fsync always", "redis appendfsync always"),
+    "cluster": ("kvstore 3-node sync cluster", "kvstore 1 node"),
+}
+
+
+def run_bench(address, proto, pipeline, duration):
+    command = pinned(1, [
+        str(BENCH), "--addr", address, "--proto", proto,
+        "--clients", str(CLIENTS), "--pipeline", str(pipeline),
+        "--duration", str(duration), "--get-ratio", str(GET_RATIO),
+        "--keyspace", str(KEYSPACE), "--value-size", str(VALUE_SIZE), "--preload",
+    ])
+    output = subprocess.run(command, capture_output=True, text=True, timeout=duration * 10 + 120)
+    if output.returncode != 0:
+        raise RuntimeError(f"kvstore-bench failed: {output.stderr.strip()}")
+    for line in output.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return dict(field.split("=", 1) for field in line.split()[1:])
+    raise RuntimeError("kvstore-bench printed no RESULT line")
+
+
+def measure(system, pipeline, duration):
+    servers = Servers()
+    try:
+        address, proto = SYSTEMS[system](servers)
+        result = run_bench(address, proto, pipeline, duration)
+    finally:
+        servers.stop()
+    ops = float(result["ops_per_sec"])
+    p99 = float(result["p99_us"])
+    errors = int(result["errors"])
+    log(f"  {system:<28} pipeline {pipeline:>2}: {ops:>12,.0f} ops/s  p99 {p99:>8,.0f} us  errors {errors}")
+    return ops, p99, errors
+
+
+def compare(name, rounds, duration):
+    first, second = COMPARISONS[name]
+    rows = []
+    for pipeline in SHAPES:
+        samples = {first: [], second: []}
+        for round_number in range(rounds):
+            log(f"{name}, pipeline {pipeline}, round {round_number + 1}/{rounds}")
+            for system in (first, second):
+                samples[system].append(measure(system, pipeline, duration))
+        rows.append((name, pipeline, first, second, samples))
+    return rows
+
+
+def median(samples, field):
+    return statistics.median(sample[field] for sample in samples)
+
+
+def table(rows):
+    lines = [
+        "| comparison | clients x pipeline | A | A ops/s | A p99 µs | B | B ops/s | B p99 µs | A/B ops/s | A rounds (ops/s) | B rounds (ops/s) |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for name, pipeline, first, second, samples in rows:
+        a, b = samples[first], samples[second]
+        ratio = median(a, 0) / median(b, 0) if median(b, 0) else float("nan")
+        rounds_a = ", ".join(f"{sample[0]:,.0f}" for sample in a)
+        rounds_b = ", ".join(f"{sample[0]:,.0f}" for sample in b)
+        errors = sum(sample[2] for sample in a + b)
+        note = f" ({errors} errors)" if errors else ""
+        lines.append(
+            f"| {name}{note} | {CLIENTS} x {pipeline} | {first} | {median(a, 0):,.0f} | {median(a, 1):,.0f} "
+            f"| {second} | {median(b, 0):,.0f} | {median(b, 1):,.0f} | **{ratio:.2f}x** | {rounds_a} | {rounds_b} |"
+        )
+    return "\n".join(lines)
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip() or "unknown"
+    return f"nproc {os.cpu_count()}, {model}", commit
+
+
+def ensure_redis():
+    if shutil.which("redis-server"):
+        return
+    log("redis-server is missing; installing the OS package")
+    prefix = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
+    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-server"], check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per shape (default 2)")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
+    parser.add_argument("--only", choices=sorted(COMPARISONS), action="append", help="run only these comparisons")
+    parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
+    arguments = parser.parse_args()
+
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+    names = arguments.only or list(COMPARISONS)
+    if any("redis" in " ".join(COMPARISONS[name]) for name in names):
+        ensure_redis()
+    rows = []
+    for name in names:
+        rows += compare(name, arguments.rounds, arguments.duration)
+    machine_line, commit = machine()
+    report = (
+        f"\n## {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
+        f"{machine_line}; {CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE}-byte values, "
+        f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
+        f"(A B A B), medians shown. Command: `perf/compare.py --rounds {arguments.rounds} "
+        f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or []) + "`\n\n"
+        + table(rows) + "\n"
+    )
+    print(report)
+    if not arguments.no_record:
+        with RESULTS.open("a") as results:
+            results.write(report)
+        log(f"appended to {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
