@@ -270,3 +270,90 @@ fn not_leader_during_the_run_is_an_error_and_never_resent() {
         "{stdout}"
     );
 }
+
+/// Reads one RESP array of bulk strings (a command); `None` at the end.
+fn read_resp_command(reader: &mut impl BufRead) -> Option<Vec<Vec<u8>>> {
+    let count = read_resp_header(reader, b'*')?;
+    (0..count)
+        .map(|_| {
+            let length = read_resp_header(reader, b'$')?;
+            let mut argument = vec![0; length + 2];
+            reader.read_exact(&mut argument).ok()?;
+            assert_eq!(argument.split_off(length), b"\r\n");
+            Some(argument)
+        })
+        .collect()
+}
+
+/// `<kind><number>\r\n`.
+fn read_resp_header(reader: &mut impl BufRead, kind: u8) -> Option<usize> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).ok()?;
+    let number = line.strip_prefix(&[kind])?.strip_suffix(b"\r\n")?;
+    std::str::from_utf8(number).ok()?.parse().ok()
+}
+
+/// A fake Redis: SET gets `+OK`; GET alternately gets a bulk string that
+/// holds `\r\n` and a nil. Each reply is written in two pieces so the
+/// client sees bulk strings split across reads.
+fn serve_fake_redis(listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        thread::spawn(move || {
+            let mut writer = stream.try_clone().unwrap();
+            let _ = writer.set_nodelay(true);
+            let mut reader = BufReader::new(stream);
+            let mut gets = 0_u64;
+            while let Some(command) = read_resp_command(&mut reader) {
+                let reply: &[u8] = match command[0].as_slice() {
+                    b"SET" => b"+OK\r\n",
+                    b"GET" => {
+                        gets += 1;
+                        if gets.is_multiple_of(2) {
+                            b"$-1\r\n"
+                        } else {
+                            b"$6\r\nab\r\ncd\r\n"
+                        }
+                    }
+                    _ => b"-ERR unknown command\r\n",
+                };
+                let (first, second) = reply.split_at(reply.len() / 2);
+                if writer.write_all(first).is_err() || writer.write_all(second).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn resp_drives_a_redis_like_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || serve_fake_redis(listener));
+    let output = run_bench(&[
+        "--addr",
+        &address,
+        "--proto",
+        "resp",
+        "--requests",
+        "2000",
+        "--clients",
+        "2",
+        "--pipeline",
+        "4",
+        "--warmup",
+        "0",
+    ]);
+    let result = result_of(&output);
+    assert_eq!(number(&result, "ops"), 2000);
+    assert_eq!(number(&result, "errors"), 0, "{}", text(&output.stdout));
+    assert_eq!(result["proto"], "resp");
+    let stdout = text(&output.stdout);
+    let misses = stdout
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("GET misses"))
+        .and_then(|count| count.trim().parse::<u64>().ok())
+        .expect("a GET misses row");
+    assert!((100..1000).contains(&misses), "{misses} misses: {stdout}");
+}

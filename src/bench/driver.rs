@@ -33,7 +33,8 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct DriverSettings {
     pub address: SocketAddr,
     pub clients: usize,
-    pub pipeline: usize,
+    /// The deepest pipeline of any phase: connection buffers are sized for it.
+    pub deepest_pipeline: usize,
     pub protocol: Protocol,
     pub value_size: usize,
     pub seed: u64,
@@ -43,6 +44,8 @@ pub struct DriverSettings {
 pub struct Phase {
     /// Shown on the progress line.
     pub label: &'static str,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
     pub source: Source,
     /// Stop sending at this time (the phase still waits for its replies).
     pub deadline: Option<Instant>,
@@ -131,8 +134,8 @@ impl Driver {
         });
         match started {
             Ok(stream) => {
-                let pipeline = self.settings.pipeline;
-                let connection = Connection::new(stream, random, pipeline, &self.encoder);
+                let depth = self.settings.deepest_pipeline;
+                let connection = Connection::new(stream, random, depth, &self.encoder);
                 self.connections.push(Some(connection));
             }
             Err(error) => {
@@ -296,7 +299,6 @@ impl Driver {
             readable,
             phase,
             &self.encoder,
-            self.settings.pipeline,
             self.settings.protocol,
         );
         match turn {
@@ -323,7 +325,6 @@ fn take_turn(
     readable: bool,
     phase: &mut Phase,
     encoder: &RequestEncoder,
-    pipeline: usize,
     protocol: Protocol,
 ) -> Result<TurnOutcome, ConnectionError> {
     let mut answered = 0;
@@ -337,7 +338,7 @@ fn take_turn(
     if readable {
         answered = connection.parse_replies(protocol, now, &mut phase.tally)?;
     }
-    let queued = connection.fill_pipeline(pipeline, &mut phase.source, encoder, now);
+    let queued = connection.fill_pipeline(phase.pipeline, &mut phase.source, encoder, now);
     connection.write_once()?;
     Ok(TurnOutcome {
         answered,

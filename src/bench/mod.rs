@@ -37,6 +37,10 @@ use report::Tally;
 pub use wire::Protocol;
 use workload::{Mix, Operation, Source};
 
+/// Requests in flight per connection while preloading, when `--pipeline`
+/// is shallower: the preload is setup, not measurement, so it goes fast.
+pub const PRELOAD_PIPELINE: usize = 64;
+
 /// Why a run could not be made. Each ends the process with status 1.
 #[derive(Debug)]
 pub enum BenchError {
@@ -135,12 +139,12 @@ pub fn run(options: &Options) -> Result<Report, BenchError> {
     }
     let mix = Mix::new(options.get_ratio, options.keyspace);
     if options.preload {
-        preload(&mut driver, options.keyspace)?;
+        preload(&mut driver, options)?;
     }
     if !options.warmup.is_zero() {
-        warm_up(&mut driver, mix, options.warmup)?;
+        warm_up(&mut driver, mix, options)?;
     }
-    let (tally, elapsed) = measure(&mut driver, mix, options.limit)?;
+    let (tally, elapsed) = measure(&mut driver, mix, options)?;
     Ok(Report {
         address,
         protocol: options.protocol,
@@ -195,16 +199,27 @@ fn driver_settings(options: &Options, address: SocketAddr) -> DriverSettings {
     DriverSettings {
         address,
         clients: options.clients,
-        pipeline: options.pipeline,
+        deepest_pipeline: options.pipeline.max(preload_pipeline(options)),
         protocol: options.protocol,
         value_size: options.value_size,
         seed: options.seed,
     }
 }
 
-fn preload(driver: &mut Driver, keyspace: u64) -> Result<(), BenchError> {
+/// The preload's pipeline depth (0 without a preload).
+fn preload_pipeline(options: &Options) -> usize {
+    if options.preload {
+        options.pipeline.max(PRELOAD_PIPELINE)
+    } else {
+        0
+    }
+}
+
+fn preload(driver: &mut Driver, options: &Options) -> Result<(), BenchError> {
+    let keyspace = options.keyspace;
     let mut phase = Phase {
         label: "preload",
+        pipeline: preload_pipeline(options),
         source: Source::preload(keyspace),
         deadline: None,
         total: Some(keyspace),
@@ -220,11 +235,12 @@ fn preload(driver: &mut Driver, keyspace: u64) -> Result<(), BenchError> {
     Ok(())
 }
 
-fn warm_up(driver: &mut Driver, mix: Mix, warmup: Duration) -> Result<(), BenchError> {
+fn warm_up(driver: &mut Driver, mix: Mix, options: &Options) -> Result<(), BenchError> {
     let mut phase = Phase {
         label: "warmup",
+        pipeline: options.pipeline,
         source: Source::mixed(mix, None),
-        deadline: Some(Instant::now() + warmup),
+        deadline: Some(Instant::now() + options.warmup),
         total: None,
         tally: Tally::new(false),
     };
@@ -237,14 +253,15 @@ fn warm_up(driver: &mut Driver, mix: Mix, warmup: Duration) -> Result<(), BenchE
 fn measure(
     driver: &mut Driver,
     mix: Mix,
-    limit: RunLimit,
+    options: &Options,
 ) -> Result<(Tally, Duration), BenchError> {
-    let (requests, deadline, total) = match limit {
+    let (requests, deadline, total) = match options.limit {
         RunLimit::Requests(requests) => (Some(requests), None, Some(requests)),
         RunLimit::Duration(duration) => (None, Some(Instant::now() + duration), None),
     };
     let mut phase = Phase {
         label: "run",
+        pipeline: options.pipeline,
         source: Source::mixed(mix, requests),
         deadline,
         total,

@@ -38,32 +38,32 @@ pub const MAX_VALUE_SIZE: u64 = 1_000_000;
 #[command(name = "kvstore-bench", version)]
 pub struct BenchArgs {
     /// Any node of the server, as host:port.
-    #[arg(long, default_value = DEFAULT_ADDRESS)]
+    #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_ADDRESS)]
     pub addr: String,
     /// Connections, all driven by one thread.
-    #[arg(long, default_value_t = DEFAULT_CLIENTS,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CLIENTS,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_CLIENTS))]
     pub clients: usize,
     /// Requests in flight per connection.
-    #[arg(long, default_value_t = 1,
+    #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = RangedU64ValueParser::<usize>::new().range(1..=MAX_PIPELINE))]
     pub pipeline: usize,
     /// Length of the measured run in seconds (fractions allowed) [default: 10].
-    #[arg(long, value_parser = parse_positive_seconds)]
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_seconds)]
     pub duration: Option<Duration>,
     /// Measure exactly this many requests instead of a duration; wins over
     /// --duration if both are given.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub requests: Option<u64>,
     /// Fraction of requests that are GETs (the rest are PUTs), 0 to 1.
-    #[arg(long, default_value_t = 0.5, value_parser = parse_ratio)]
+    #[arg(long, value_name = "F", default_value_t = 0.5, value_parser = parse_ratio)]
     pub get_ratio: f64,
     /// Number of distinct keys (`key:00000000` ...), chosen uniformly.
-    #[arg(long, default_value_t = DEFAULT_KEYSPACE,
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEYSPACE,
           value_parser = clap::value_parser!(u64).range(1..=MAX_KEYSPACE))]
     pub keyspace: u64,
     /// Bytes per PUT value.
-    #[arg(long, default_value_t = DEFAULT_VALUE_SIZE,
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_VALUE_SIZE,
           value_parser = RangedU64ValueParser::<usize>::new().range(0..=MAX_VALUE_SIZE))]
     pub value_size: usize,
     /// Before measuring, PUT every key once (pipelined), so GETs hit.
@@ -73,10 +73,10 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Line)]
     pub proto: Protocol,
     /// Seed of the key and operation choice; each connection derives its own stream.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub seed: u64,
     /// Seconds of load before measuring (not counted); 0 skips it.
-    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
     pub warmup: Duration,
 }
 
