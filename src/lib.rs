@@ -16,9 +16,12 @@
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files.
 //! - [`client`]: a small blocking client that follows `NOT_LEADER` redirects.
+//! - [`mod@bench`]: the load generator behind `kvstore-bench`: one event loop,
+//!   many pipelined connections, latency percentiles.
 //!
 //! See `docs/ARCHITECTURE.md` for the path of one request.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod log;
