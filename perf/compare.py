@@ -17,6 +17,8 @@ Comparisons:
   fsync-always  kvstore --fsync always        vs Redis appendonly yes, appendfsync always
   cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
 
+  memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
+
 Redis comes from the OS packages: installed with apt-get if missing, and run
 as our own process, never the system service.
 """
@@ -176,6 +178,51 @@ def measure(system, pipeline, duration):
     return ops, p99, errors
 
 
+MEMORY_KEYS = 1_000_000
+
+
+def rss_bytes(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def measure_memory(system):
+    """Resident memory of the server after preloading MEMORY_KEYS keys."""
+    servers = Servers()
+    try:
+        address, proto = SYSTEMS[system](servers)
+        before = rss_bytes(servers.processes[0].pid)
+        command = pinned(1, [
+            str(BENCH), "--addr", address, "--proto", proto, "--clients", "8",
+            "--pipeline", "64", "--requests", "1", "--get-ratio", "1",
+            "--keyspace", str(MEMORY_KEYS), "--value-size", str(VALUE_SIZE), "--preload",
+        ])
+        subprocess.run(command, capture_output=True, check=True, timeout=600)
+        after = rss_bytes(servers.processes[0].pid)
+    finally:
+        servers.stop()
+    log(f"  {system:<28} RSS {before / 2**20:,.1f} MiB empty, {after / 2**20:,.1f} MiB with {MEMORY_KEYS:,} keys")
+    return before, after
+
+
+def memory_table():
+    lines = [
+        f"| memory, {MEMORY_KEYS:,} keys x {VALUE_SIZE} B | RSS empty | RSS loaded | bytes per key |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    results = {}
+    for system in ("kvstore fsync never", "redis appendonly no"):
+        before, after = measure_memory(system)
+        results[system] = after
+        per_key = (after - before) / MEMORY_KEYS
+        lines.append(f"| {system} | {before / 2**20:,.1f} MiB | {after / 2**20:,.1f} MiB | {per_key:,.0f} |")
+    ratio = results["kvstore fsync never"] / results["redis appendonly no"]
+    lines.append(f"| kvstore / Redis | | **{ratio:.2f}x** | |")
+    return "\n".join(lines)
+
+
 def compare(name, rounds, duration):
     first, second = COMPARISONS[name]
     rows = []
@@ -240,17 +287,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per shape (default 2)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
-    parser.add_argument("--only", choices=sorted(COMPARISONS), action="append", help="run only these comparisons")
+    parser.add_argument("--only", choices=sorted(COMPARISONS) + ["memory"], action="append",
+                        help="run only these comparisons")
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
     arguments = parser.parse_args()
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
-    names = arguments.only or list(COMPARISONS)
-    if any("redis" in " ".join(COMPARISONS[name]) for name in names):
-        ensure_redis()
+    names = arguments.only or list(COMPARISONS) + ["memory"]
+    ensure_redis()
     rows = []
     for name in names:
-        rows += compare(name, arguments.rounds, arguments.duration)
+        if name != "memory":
+            rows += compare(name, arguments.rounds, arguments.duration)
+    memory = memory_table() if "memory" in names else ""
     machine_line, commit = machine()
     report = (
         f"\n## {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
@@ -258,7 +307,8 @@ def main():
         f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
         f"(A B A B), medians shown. Command: `perf/compare.py --rounds {arguments.rounds} "
         f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or []) + "`\n\n"
-        + table(rows) + "\n"
+        + (table(rows) + "\n" if rows else "")
+        + ("\n" + memory + "\n" if memory else "")
     )
     print(report)
     if not arguments.no_record:
