@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -17,9 +17,7 @@ use mio::net::TcpStream;
 use super::report::Tally;
 use super::wire::{MAX_REPLY_BYTES, Parsed, Protocol, ReplyError, RequestEncoder, parse_reply};
 use super::workload::{Key, Operation, Source, Xorshift};
-
-/// Bytes asked of the kernel per read; the input buffer starts at this size.
-pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+use crate::net::{ReadBuffer, ReadOutcome as BufferRead};
 
 /// Why a connection was given up. Each one counts as an error of the run.
 #[derive(Debug)]
@@ -73,15 +71,11 @@ struct InFlight {
 pub struct Connection {
     stream: TcpStream,
     connected: bool,
-    /// The server's FIN was reported; a short read no longer means drained.
-    peer_closed: bool,
     /// `output[written..]` is queued and not yet accepted by the kernel.
     output: Vec<u8>,
     written: usize,
-    /// `input[start..end]` is received and not yet parsed.
-    input: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Received and not yet parsed.
+    input: ReadBuffer,
     /// Oldest first: replies come back in request order.
     in_flight: VecDeque<InFlight>,
     random: Xorshift,
@@ -98,12 +92,9 @@ impl Connection {
         Connection {
             stream,
             connected: false,
-            peer_closed: false,
             output: Vec::with_capacity(pipeline * encoder.longest_request()),
             written: 0,
-            input: vec![0; READ_CHUNK_BYTES],
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(),
             in_flight: VecDeque::with_capacity(pipeline),
             random,
         }
@@ -142,55 +133,18 @@ impl Connection {
 
     /// The kernel reported the server's FIN (it may sit behind unread data).
     pub fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
+        self.input.note_peer_closed();
     }
 
     /// One read(2) into the input buffer.
     pub fn read_once(&mut self) -> Result<ReadOutcome, ConnectionError> {
-        self.make_room()?;
-        loop {
-            match self.stream.read(&mut self.input[self.end..]) {
-                Ok(0) => return Err(ConnectionError::Closed),
-                Ok(count) => {
-                    self.end += count;
-                    let filled = self.end == self.input.len();
-                    return Ok(if filled || self.peer_closed {
-                        ReadOutcome::MoreMaybe
-                    } else {
-                        ReadOutcome::Drained
-                    });
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(ReadOutcome::Drained);
-                }
-                Err(error) => return Err(ConnectionError::Io(error)),
-            }
+        match self.input.read_once(&mut self.stream, MAX_REPLY_BYTES) {
+            Ok(BufferRead::MoreMaybe) => Ok(ReadOutcome::MoreMaybe),
+            Ok(BufferRead::Drained) => Ok(ReadOutcome::Drained),
+            Ok(BufferRead::Closed) => Err(ConnectionError::Closed),
+            Ok(BufferRead::Full) => Err(ConnectionError::Reply(ReplyError::TooLong)),
+            Err(error) => Err(ConnectionError::Io(error)),
         }
-    }
-
-    /// Makes room at the end of the input: rewind when all is parsed, move
-    /// a partial reply to the front, or grow for a reply longer than the
-    /// buffer.
-    fn make_room(&mut self) -> Result<(), ConnectionError> {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.end < self.input.len() {
-            return Ok(());
-        }
-        if self.start > 0 {
-            self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            return Ok(());
-        }
-        if self.input.len() > MAX_REPLY_BYTES {
-            return Err(ConnectionError::Reply(ReplyError::TooLong));
-        }
-        self.input.resize(self.input.len() * 2, 0);
-        Ok(())
     }
 
     /// Parses every whole reply received, matching each with the oldest
@@ -204,8 +158,7 @@ impl Connection {
     ) -> Result<usize, ConnectionError> {
         let mut parsed = 0;
         loop {
-            let buffered = &self.input[self.start..self.end];
-            match parse_reply(protocol, buffered).map_err(ConnectionError::Reply)? {
+            match parse_reply(protocol, self.input.buffered()).map_err(ConnectionError::Reply)? {
                 Parsed::Incomplete => return Ok(parsed),
                 Parsed::Complete { reply, consumed } => {
                     let request = self
@@ -214,7 +167,7 @@ impl Connection {
                         .ok_or(ConnectionError::Unsolicited)?;
                     let latency = now.saturating_duration_since(request.queued_at);
                     tally.record(request.operation, reply, latency);
-                    self.start += consumed;
+                    self.input.consume(consumed);
                     parsed += 1;
                 }
             }

@@ -1,6 +1,6 @@
 //! One client connection: its socket, its unparsed input and its replies.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 
 use mio::net::TcpStream;
 
@@ -9,22 +9,10 @@ use crate::node::{Flow, Gate, Node, ReplyQueue};
 use crate::protocol::{self, ErrorReply, Framed, Reply};
 use crate::timer::TimerId;
 
-/// Bytes asked of the kernel per read; the buffer starts at this size.
-pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+use super::read_buffer::{ReadBuffer, ReadOutcome};
 /// Stop executing a client's requests while this many reply bytes are
 /// unsent, so a client that never reads cannot grow the server's memory.
 pub const MAX_UNSENT_REPLY_BYTES: usize = 256 * 1024;
-
-/// How a read went.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadOutcome {
-    /// Read some bytes; the socket may hold more (the buffer filled up).
-    MoreMaybe,
-    /// Read until the socket was empty.
-    Drained,
-    /// The client closed its side (half-close or full close).
-    Closed,
-}
 
 /// What executing the buffered lines found.
 #[derive(Debug, PartialEq, Eq)]
@@ -37,20 +25,14 @@ pub enum Executed {
 
 pub struct Connection {
     pub stream: TcpStream,
-    /// `input[start..end]` is received and not yet executed.
-    input: Vec<u8>,
-    start: usize,
-    end: usize,
+    /// Received and not yet executed.
+    input: ReadBuffer,
     pub replies: ReplyQueue,
     /// No more requests will be executed (QUIT, a protocol error, or EOF
     /// after the last whole line): close once every reply has been written.
     pub closing: bool,
     /// The client closed its sending side; buffered whole lines still run.
     pub read_closed: bool,
-    /// The kernel reported the client's FIN (read-closed readiness). With
-    /// edge-triggered readiness that report does not repeat, so from now on a
-    /// short read does not mean the socket is drained: read until EOF.
-    peer_closed: bool,
     /// Reading stopped because replies backed up; resumes when they drain.
     pub paused: bool,
     /// Queued for the end-of-turn flush.
@@ -67,13 +49,10 @@ impl Connection {
     pub fn new(stream: TcpStream, now_ms: u64) -> Self {
         Connection {
             stream,
-            input: Vec::new(),
-            start: 0,
-            end: 0,
+            input: ReadBuffer::new(),
             replies: ReplyQueue::new(),
             closing: false,
             read_closed: false,
-            peer_closed: false,
             paused: false,
             flush_queued: false,
             waiting: false,
@@ -95,72 +74,27 @@ impl Connection {
 
     /// The client's FIN has arrived (it may sit behind unread data).
     pub fn note_peer_closed(&mut self) {
-        self.peer_closed = true;
+        self.input.note_peer_closed();
     }
 
     /// One read(2) into the input buffer. A buffer holding an incomplete line
     /// grows, up to `max_line_bytes` plus a terminator; past that, framing
     /// reports the line as too long before another read is needed.
     pub fn read_once(&mut self, max_line_bytes: usize) -> io::Result<ReadOutcome> {
-        self.make_room(max_line_bytes);
-        loop {
-            match self.stream.read(&mut self.input[self.end..]) {
-                Ok(0) => return Ok(ReadOutcome::Closed),
-                Ok(count) => {
-                    self.end += count;
-                    let filled = self.end == self.input.len();
-                    // After a short read only the EOF may be left, and no
-                    // new event will announce it.
-                    return Ok(if filled || self.peer_closed {
-                        ReadOutcome::MoreMaybe
-                    } else {
-                        ReadOutcome::Drained
-                    });
-                }
-                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    return Ok(ReadOutcome::Drained);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-    }
-
-    fn make_room(&mut self, max_line_bytes: usize) {
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
-        if self.input.len() < READ_CHUNK_BYTES {
-            self.input.resize(READ_CHUNK_BYTES, 0);
-        }
-        if self.end < self.input.len() {
-            return;
-        }
-        if self.start > 0 {
-            self.input.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        } else {
-            // One line fills the buffer: grow, bounded by the line limit.
-            let limit = max_line_bytes + 2;
-            let grown = (self.input.len() * 2).min(limit.max(self.input.len() + 1));
-            self.input.resize(grown, 0);
-        }
+        self.input.read_once(&mut self.stream, max_line_bytes + 2)
     }
 
     /// Executes every whole line in the buffer, stopping early when replies
     /// back up or the connection is closing.
     pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) -> Executed {
         while !self.closing && !self.is_backpressured() {
-            let buffered = &self.input[self.start..self.end];
-            match protocol::next_line(buffered, max_line_bytes) {
+            match protocol::next_line(self.input.buffered(), max_line_bytes) {
                 Framed::Line { line, consumed } => {
                     let first = !self.executed_any;
                     self.executed_any = true;
                     if line.starts_with(HANDSHAKE_PREFIX) {
                         if let (true, Ok(hello)) = (first, message::parse_hello(line)) {
-                            self.start += consumed;
+                            self.input.consume(consumed);
                             return Executed::PeerHandshake(hello);
                         }
                         self.refuse(ErrorReply::BadHandshake, node);
@@ -174,7 +108,7 @@ impl Connection {
                             Flow::Continue
                         }
                     };
-                    self.start += consumed;
+                    self.input.consume(consumed);
                     self.closing = flow == Flow::Close;
                 }
                 Framed::Incomplete => {
@@ -187,7 +121,7 @@ impl Connection {
                 Framed::TooLong => self.refuse(ErrorReply::LineTooLong { max_line_bytes }, node),
             }
         }
-        self.release_idle_buffer();
+        self.input.shrink_if_idle();
         Executed::Requests
     }
 
@@ -200,24 +134,13 @@ impl Connection {
 
     /// The socket and whatever arrived after the handshake line.
     pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        let rest = self.input[self.start..self.end].to_vec();
-        (self.stream, rest)
+        (self.stream, self.input.into_rest())
     }
 
     /// Stops reading and drops what was not executed (memory released now).
     pub fn close_input(&mut self) {
         self.closing = true;
-        self.input = Vec::new();
-        self.start = 0;
-        self.end = 0;
-    }
-
-    fn release_idle_buffer(&mut self) {
-        if self.start == self.end && self.input.len() > READ_CHUNK_BYTES {
-            self.input = Vec::new();
-            self.start = 0;
-            self.end = 0;
-        }
+        self.input.discard();
     }
 
     /// One write(2) of whatever replies may leave. Returns whether every
@@ -286,10 +209,7 @@ mod tests {
         connection.note_peer_closed();
         assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::MoreMaybe);
         assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::Closed);
-        assert_eq!(
-            &connection.input[connection.start..connection.end],
-            b"PING\n"
-        );
+        assert_eq!(connection.input.buffered(), b"PING\n");
     }
 
     #[test]

@@ -15,7 +15,10 @@
 
 mod connection;
 mod peer;
+mod read_buffer;
 mod syncer;
+
+pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
 
 use std::fmt;
 use std::io::{self, Write};
@@ -36,7 +39,7 @@ use crate::node::message::{self, Envelope, Hello, NodeId};
 use crate::node::{Gate, Node, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
 use crate::timer::{TimerId, TimerWheel};
-use connection::{Connection, Executed, ReadOutcome};
+use connection::{Connection, Executed};
 use peer::{InboundPeer, LinkState, OutboundLink, PeerError};
 use syncer::Syncer;
 
