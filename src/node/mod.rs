@@ -586,8 +586,57 @@ mod tests {
         bytes
     }
 
-    fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
+    pub(super) fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
         node.handle_request(parse(line).unwrap(), queue)
+    }
+
+    /// A message from `from` in `epoch`.
+    pub(super) fn from_peer(from: NodeId, epoch: u64, message: Message) -> Envelope {
+        Envelope {
+            from,
+            epoch,
+            message,
+        }
+    }
+
+    /// Takes the messages the node has queued.
+    pub(super) fn sent(node: &mut Node) -> Vec<(NodeId, Envelope)> {
+        std::mem::take(&mut node.outbox().messages)
+    }
+
+    /// Node 3 of a three-node cluster, leading epoch 1 on node 1's promise,
+    /// its Noop durable on itself and both followers, and its outbox empty.
+    pub(super) fn leader_of_three() -> Node {
+        let mut config = NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        node.start(0);
+        for peer in [1, 2] {
+            let address = SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
+            node.peer_up(peer, address, 0);
+        }
+        node.on_timer(TimerKind::Election, 1000);
+        let promise = Message::Promise {
+            last_epoch: 0,
+            last_index: 0,
+            commit_index: 0,
+        };
+        node.handle_message(from_peer(1, 1, promise), 1000);
+        assert_eq!(node.leading_epoch(), Some(1));
+        write_log(&mut node);
+        for peer in [1, 2] {
+            let ack = Message::Ack {
+                success: true,
+                match_index: 1,
+                round: 0,
+            };
+            node.handle_message(from_peer(peer, 1, ack), 1000);
+        }
+        assert_eq!(node.commit_index(), 1);
+        sent(&mut node);
+        node.outbox().timers.clear();
+        node.outbox().persist_epoch = None;
+        node
     }
 
     #[test]
