@@ -11,7 +11,9 @@
 //! - `records[..handed_off]` has been handed to the disk (written or being
 //!   written); the rest is what the next log write must append, after
 //!   truncating the file to `truncate_file_to` if set;
-//! - `durable_index <= last_index`.
+//! - `durable_index <= handed_off_index <= last_index`: nothing counts as
+//!   durable that was not handed to the disk, and a truncation of handed-off
+//!   records takes them out of what a sync still in flight will cover.
 
 use std::collections::VecDeque;
 
@@ -45,6 +47,8 @@ pub struct LogTail {
     /// File offset of `records[0]`.
     file_offset: u64,
     handed_off: usize,
+    /// The last record in `records[..handed_off]`.
+    handed_off_index: u64,
     truncate_file_to: Option<u64>,
     durable_index: u64,
 }
@@ -61,6 +65,7 @@ impl LogTail {
             last_epoch: 0,
             file_offset: file_bytes,
             handed_off: 0,
+            handed_off_index: 0,
             truncate_file_to: None,
             durable_index: 0,
         }
@@ -118,6 +123,7 @@ impl LogTail {
     /// Records read back from the disk at start-up are written and durable.
     pub fn mark_replayed(&mut self) {
         self.handed_off = self.records.len();
+        self.handed_off_index = self.last_index;
         self.durable_index = self.last_index;
     }
 
@@ -184,6 +190,7 @@ impl LogTail {
         self.slots.truncate(keep);
         self.last_index = index;
         self.last_epoch = self.epoch_at(index).unwrap_or(0);
+        self.handed_off_index = self.handed_off_index.min(index);
         self.durable_index = self.durable_index.min(index);
     }
 
@@ -203,12 +210,16 @@ impl LogTail {
     /// The pending write has been handed to the disk.
     pub fn mark_handed_off(&mut self) {
         self.handed_off = self.records.len();
+        self.handed_off_index = self.last_index;
         self.truncate_file_to = None;
     }
 
-    /// The disk has made everything up to `index` durable.
+    /// The disk has made everything up to `index` durable: the records of
+    /// the writes handed off before the sync began, except those cut since
+    /// (a sync still in flight when they were truncated does not cover the
+    /// records that replace them, which are not even written yet).
     pub fn mark_durable(&mut self, index: u64) {
-        self.durable_index = self.durable_index.max(index.min(self.last_index));
+        self.durable_index = self.durable_index.max(index.min(self.handed_off_index));
     }
 
     /// Forgets records up to `index` (they stay on disk). Cheap when it
@@ -286,6 +297,26 @@ mod tests {
         assert_eq!(tail.durable_index(), 1);
         assert_eq!(tail.epoch_at(2), Some(2));
         assert_eq!(tail.last_epoch(), 2);
+    }
+
+    #[test]
+    fn a_sync_in_flight_across_a_truncation_covers_only_what_is_left() {
+        let mut tail = LogTail::new(8);
+        for _ in 0..3 {
+            put(&mut tail, 1);
+        }
+        let written = tail.pending_write().unwrap().last_index;
+        tail.mark_handed_off();
+        // While that write's sync is in flight, a new leader cuts record 3
+        // and sends another in its place; the driver has not written it.
+        tail.truncate_after(2);
+        put(&mut tail, 2);
+        tail.mark_durable(written);
+        assert_eq!(tail.durable_index(), 2, "the new record 3 is not on disk");
+        assert!(tail.pending_write().unwrap().truncate_file_to.is_some());
+        tail.mark_handed_off();
+        tail.mark_durable(3);
+        assert_eq!(tail.durable_index(), 3);
     }
 
     #[test]

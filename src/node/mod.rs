@@ -462,7 +462,10 @@ impl Node {
     }
 
     /// The log is durable (or written, under a weaker fsync policy) up to
-    /// `index`.
+    /// `index`: the last index of the writes handed off before the sync
+    /// began. A driver whose sync completes after later turns may pass that
+    /// write's `last_index` even if the log was cut meanwhile; records cut
+    /// since their write are not counted as durable.
     pub fn on_log_released(&mut self, index: u64) {
         self.log.mark_durable(index);
         if self.is_serving_leader() {
