@@ -4,9 +4,12 @@
 //!
 //! # How a node is driven
 //!
-//! Exactly as the reactor in `src/net` drives it. Every input (one peer
-//! frame, one timer, one client request, one sync completion, a peer going
-//! up or down) is one turn, and the turn ends with:
+//! Exactly as the reactor in `src/net` drives it. Inputs (a peer frame, a
+//! timer, a client request, a sync completion, a peer going up or down)
+//! that reach a node at the same virtual millisecond (now and then, within
+//! the next two) share one turn, as the events of one poll do in the
+//! reactor; a crash between an input and the end of its turn loses the
+//! turn's outputs. The turn ends with:
 //! 1. `Node::end_turn`;
 //! 2. the outbox: persist the promised epoch (synchronously, before any
 //!    message leaves), arm timers (a new deadline replaces the previous one
@@ -188,6 +191,11 @@ enum Event {
         kind: TimerKind,
         generation: u64,
     },
+    /// The node's turn ends (see `input_taken`).
+    EndTurn {
+        node: NodeId,
+        incarnation: u64,
+    },
     /// The disk finished an fdatasync.
     SyncDone {
         node: NodeId,
@@ -261,6 +269,7 @@ impl Event {
         match self {
             Event::Deliver { to, .. } => Some(*to),
             Event::Timer { node, .. }
+            | Event::EndTurn { node, .. }
             | Event::Released { node, .. }
             | Event::PeerDown { node, .. }
             | Event::Dial { node, .. } => Some(*node),
@@ -308,6 +317,10 @@ struct SimNode {
     persisted_epoch: u64,
     timer_generation: [u64; 2],
     syncing: bool,
+    /// An input was taken and the turn has not ended yet.
+    turn_pending: bool,
+    /// Outbox messages already checked by `check_new_acks`.
+    acks_checked: usize,
     /// Until then, syncs take 5-200 ms instead of 0-5 ms.
     slow_disk_until: u64,
     leadership_losses: u64,
@@ -352,6 +365,7 @@ struct World {
     rng_disk: Rng,
     rng_faults: Rng,
     rng_clients: Rng,
+    rng_turns: Rng,
     next_fault: u64,
     weather_fault: u64,
     chaos_over: bool,
@@ -382,6 +396,8 @@ impl World {
                 persisted_epoch: 0,
                 timer_generation: [0; 2],
                 syncing: false,
+                turn_pending: false,
+                acks_checked: 0,
                 slow_disk_until: 0,
                 leadership_losses: 0,
                 checked_commit: 0,
@@ -409,6 +425,7 @@ impl World {
             rng_disk: root.fork(2),
             rng_faults: root.fork(3),
             rng_clients: root.fork(4),
+            rng_turns: root.fork(5),
             next_fault: 1,
             weather_fault: 0,
             chaos_over: false,
@@ -531,6 +548,14 @@ impl World {
                 self.trace(|| format!("n{node} timer {kind:?}"));
                 let now = self.now;
                 self.core_mut(node).on_timer(kind, now);
+                self.input_taken(node)
+            }
+            Event::EndTurn { node, incarnation } => {
+                let sim = self.node_mut(node);
+                if sim.incarnation != incarnation || sim.core.is_none() {
+                    return Ok(());
+                }
+                sim.turn_pending = false;
                 self.end_turn(node)
             }
             Event::SyncDone {
@@ -559,7 +584,7 @@ impl World {
                 self.trace(|| format!("n{node} synced through {last_index}"));
                 self.node_mut(node).syncing = false;
                 self.core_mut(node).on_log_released(last_index);
-                self.end_turn(node)
+                self.input_taken(node)
             }
             Event::PeerDown {
                 node,
@@ -572,7 +597,7 @@ impl World {
                 self.trace(|| format!("n{node} peer_down n{peer}"));
                 let now = self.now;
                 self.core_mut(node).peer_down(peer, now);
-                self.end_turn(node)?;
+                self.input_taken(node)?;
                 let delay = self.network.link(node, peer).retry_delay_ms;
                 self.schedule(
                     now + delay,
@@ -679,6 +704,8 @@ impl World {
         sim.syncing = false;
         sim.leadership_losses = 0;
         sim.checked_commit = 0;
+        sim.turn_pending = false;
+        sim.acks_checked = 0;
         for peer in self.ids() {
             if peer != id {
                 let at = self.now + self.rng_network.range(1, 5);
@@ -693,7 +720,73 @@ impl World {
                 );
             }
         }
-        self.end_turn(id)
+        self.input_taken(id)
+    }
+
+    /// An input was handed to node `id`: its turn ends soon, together with
+    /// whatever other inputs reach it first. The reactor handles every event
+    /// one poll returns before it ends the turn; here inputs at the same
+    /// virtual millisecond (or, now and then, the next two) share a turn.
+    fn input_taken(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.check_new_acks(id)?;
+        let sim = self.node_mut(id);
+        if sim.turn_pending {
+            return Ok(());
+        }
+        sim.turn_pending = true;
+        let incarnation = sim.incarnation;
+        let at = if self.rng_turns.chance(200) {
+            self.now + self.rng_turns.range(1, 2)
+        } else {
+            self.now
+        };
+        self.schedule(
+            at,
+            Event::EndTurn {
+                node: id,
+                incarnation,
+            },
+        );
+        Ok(())
+    }
+
+    /// A follower acknowledges only records its disk holds durably. Checked
+    /// right after the input that queued the Ack: later inputs of the same
+    /// turn may cut the log before the Ack leaves, and it then speaks of the
+    /// log as it was (its envelope carries the epoch of that moment).
+    fn check_new_acks(&mut self, id: NodeId) -> Result<(), Failure> {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_mut().expect("a live node");
+        let messages = &core.outbox().messages;
+        let new = sim.acks_checked..messages.len();
+        sim.acks_checked = messages.len();
+        let acks: Vec<u64> = messages[new]
+            .iter()
+            .filter_map(|(_, envelope)| match envelope.message {
+                Message::Ack {
+                    success: true,
+                    match_index,
+                    ..
+                } if match_index > 0 => Some(match_index),
+                _ => None,
+            })
+            .collect();
+        for match_index in acks {
+            let durable = sim.disk.durable_record(match_index);
+            let record = core.record(match_index);
+            if durable != record {
+                return fail(
+                    ViolationKind::AcknowledgedNotDurable,
+                    format!(
+                        "node {id} acknowledges index {match_index} ({}) but its disk holds {} \
+                         durably",
+                        record.map_or("-".into(), describe_record),
+                        durable.map_or("nothing".into(), describe_record)
+                    ),
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The end of a turn, in the reactor's order (see the module doc).
@@ -710,6 +803,8 @@ impl World {
     }
 
     fn carry_out_outbox(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.check_new_acks(id)?;
+        self.node_mut(id).acks_checked = 0;
         let outbox = self.core_mut(id).outbox();
         let epoch = outbox.persist_epoch.take();
         let timers = std::mem::take(&mut outbox.timers);
@@ -753,29 +848,6 @@ impl World {
                 ViolationKind::Protocol,
                 format!("node {from} sent {envelope:?} to {to}"),
             );
-        }
-        if let Message::Ack {
-            success: true,
-            match_index,
-            ..
-        } = envelope.message
-            && match_index > 0
-        {
-            let sim = self.node(from);
-            let core = sim.core.as_ref().expect("a live node");
-            if sim.disk.durable_record(match_index) != core.record(match_index) {
-                return fail(
-                    ViolationKind::AcknowledgedNotDurable,
-                    format!(
-                        "node {from} acknowledges index {match_index} ({}) but its disk holds {} \
-                         durably",
-                        core.record(match_index).map_or("-".into(), describe_record),
-                        sim.disk
-                            .durable_record(match_index)
-                            .map_or("nothing".into(), describe_record)
-                    ),
-                );
-            }
         }
         let link = self.network.link(from, to);
         if !link.up {
@@ -841,7 +913,7 @@ impl World {
         self.trace(|| format!("n{to} <- n{from} {}", describe(&envelope)));
         let now = self.now;
         self.core_mut(to).handle_message(envelope, now);
-        self.end_turn(to)
+        self.input_taken(to)
     }
 
     fn write_log(&mut self, id: NodeId) -> Result<(), Failure> {
@@ -970,7 +1042,7 @@ impl World {
         self.trace(|| format!("n{id} peer_up n{peer}"));
         let now = self.now;
         self.core_mut(id).peer_up(peer, client_address(peer), now);
-        self.end_turn(id)
+        self.input_taken(id)
     }
 
     /// Breaks the connection `from -> to`, telling `from` if it is alive.
@@ -1252,7 +1324,7 @@ impl World {
         conn.requests.push_back(request_id);
         core.handle_request(request, &mut conn.queue);
         self.trace(|| format!("n{id} executes #{request_id}"));
-        self.end_turn(id)
+        self.input_taken(id)
     }
 
     fn receive_reply(&mut self, conn_id: ConnId, bytes: &[u8]) -> Result<(), Failure> {
@@ -1586,10 +1658,12 @@ impl World {
         sim.paused = false;
         sim.backlog.clear();
         sim.syncing = false;
+        sim.turn_pending = false;
+        sim.acks_checked = 0;
         sim.disk.crash(keep);
         for peer in self.ids() {
             if peer != id {
-                self.network.break_link(id, peer);
+                self.network.close_link(id, peer);
                 self.break_link(peer, id);
             }
         }

@@ -5,7 +5,9 @@
 //! `from` completed its handshake with `to` (the core got `peer_up`), and
 //! goes down when the connection breaks (the core gets `peer_down`); every
 //! break starts a new generation, and frames still in flight on an older
-//! generation are lost with their connection.
+//! generation are lost with their connection (a reset). When the sender
+//! crashes, its frames already in flight are still delivered, as a kernel
+//! sends what was written before closing the dead process's sockets.
 //!
 //! On top of connections, two kinds of partition:
 //! - silent: frames on a blocked directed link vanish while the connection
@@ -102,6 +104,13 @@ impl Network {
         let link = self.link_mut(from, to);
         link.generation += 1;
         std::mem::replace(&mut link.up, false)
+    }
+
+    /// The process at `from` died: its kernel closes the connection after
+    /// sending what was already written, so frames in flight still arrive
+    /// (after the crash, maybe after a restart) but nothing new is sent.
+    pub fn close_link(&mut self, from: NodeId, to: NodeId) {
+        self.link_mut(from, to).up = false;
     }
 
     /// Whether a frame `from -> to` vanishes in a silent partition.
