@@ -488,6 +488,11 @@ impl Node {
 
     fn promise(&mut self, epoch: u64) {
         debug_assert!(epoch > self.promised_epoch);
+        // An acknowledgement still waiting for the disk answers the leader
+        // of the older epoch. Sent now, it would carry the new epoch (the
+        // envelope's) and vouch for a log the new epoch's leader never sent,
+        // even if that leader is the same node, restarted.
+        self.pending_ack = None;
         self.promised_epoch = epoch;
         self.seen_epoch = self.seen_epoch.max(epoch);
         self.outbox.persist_epoch = Some(epoch);

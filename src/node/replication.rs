@@ -493,6 +493,51 @@ mod tests {
     }
 
     #[test]
+    fn an_ack_waiting_for_the_disk_is_dropped_when_a_newer_epoch_is_promised() {
+        let mut config = crate::node::NodeConfig::single(1);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        node.start(0);
+        for peer in [2, 3] {
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)), 0);
+        }
+        // Node 3 leads epoch 1 and sends record 1; it is not durable yet.
+        let mut records = Vec::new();
+        log::encode(
+            &log::Entry {
+                epoch: 1,
+                index: 1,
+                commit: 0,
+                op: log::Op::Noop,
+            },
+            &mut records,
+        );
+        let append = Message::Append {
+            prev_index: 0,
+            prev_epoch: 0,
+            commit_index: 0,
+            round: 7,
+            records,
+        };
+        node.handle_message(from_peer(3, 1, append), 10);
+        assert!(sent(&mut node).is_empty(), "nothing is durable to ack");
+        // Node 3 restarts and runs for epoch 2; node 1 promises it.
+        let coordinator = Message::Coordinator { commit_index: 0 };
+        node.handle_message(from_peer(3, 2, coordinator), 20);
+        assert_eq!(node.promised_epoch(), 2);
+        let write = node.pending_log_write().unwrap().last_index;
+        node.log_written();
+        node.on_log_released(write);
+        // An Ack now would say, in epoch 2, that node 1 holds node 3's
+        // epoch-2 log up to index 1: node 3 would count it.
+        let acks: Vec<_> = sent(&mut node)
+            .into_iter()
+            .filter(|(_, envelope)| matches!(envelope.message, Message::Ack { .. }))
+            .collect();
+        assert!(acks.is_empty(), "stale ack sent: {acks:?}");
+    }
+
+    #[test]
     fn a_read_round_goes_to_each_follower_once_until_a_heartbeat() {
         let mut node = leader_of_three();
         let mut queue = ReplyQueue::new();
