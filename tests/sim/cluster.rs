@@ -15,7 +15,8 @@
 //!    message leaves), arm timers (a new deadline replaces the previous one
 //!    of its kind), put messages on the network;
 //! 3. the log write: truncate the file if asked, append the bytes, and start
-//!    a sync that completes 0-5 ms later as an event of its own; only then
+//!    a sync that completes 0-5 ms later (5-300 ms on a slow disk) as an
+//!    event of its own; only then
 //!    does the node hear `on_log_released`. At most one sync is in flight per
 //!    node: while one is, the turn writes nothing and the records wait for
 //!    the first turn after it completes (its own turn, in fact);
@@ -26,17 +27,25 @@
 //! 6. the replies `released()` lets out go to the clients.
 //!
 //! The simulator's own checks run between 5 and 6, so that a reply
-//! released in a turn is judged against what that turn committed.
+//! released in a turn is judged against what that turn committed: one
+//! leader per epoch, one committed log (every node's committed prefix
+//! agrees, and each committed record is durable on a majority of disks),
+//! commit indexes that never go back, promises that are persisted, stores
+//! equal to what the log says (committed prefix; a leader's whole log), and
+//! every OK to a PUT names a committed record. Acks are checked as they
+//! are queued: durable on the sender's disk, and equal to the leader's log.
 //!
 //! # Faults
 //!
 //! Crashes (the un-synced tail of the log is lost, or partly kept as a torn
-//! tail; restart replays the file and the persisted epoch), pauses (SIGSTOP:
-//! the node's events wait until it resumes), partitions (silent or refusing
-//! connections, symmetric or one-way), broken connections, and network
-//! weather (loss, duplication, long delays). After the chaos phase every
-//! fault heals, the cluster must converge, and each client reads every key
-//! through the leader.
+//! tail; restart replays the file and the persisted epoch; some crashes are
+//! aimed right after a promise, a log write or an election), pauses
+//! (SIGSTOP: the node's events wait until it resumes), partitions (silent or
+//! refusing connections, symmetric or one-way), broken connections, slow
+//! disks and network weather (loss, duplication, long delays). After the
+//! chaos phase every fault heals, the cluster must converge on the highest
+//! id with equal logs and stores, and each client reads every key through
+//! the leader; the whole client history must then be linearizable.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -321,7 +330,7 @@ struct SimNode {
     turn_pending: bool,
     /// Outbox messages already checked by `check_new_acks`.
     acks_checked: usize,
-    /// Until then, syncs take 5-200 ms instead of 0-5 ms.
+    /// Until then, syncs take 5-300 ms instead of 0-5 ms.
     slow_disk_until: u64,
     leadership_losses: u64,
     /// Committed records of this incarnation already checked.
@@ -760,18 +769,20 @@ impl World {
         let messages = &core.outbox().messages;
         let new = sim.acks_checked..messages.len();
         sim.acks_checked = messages.len();
-        let acks: Vec<u64> = messages[new]
+        let acks: Vec<(NodeId, u64, u64)> = messages[new]
             .iter()
-            .filter_map(|(_, envelope)| match envelope.message {
+            .filter_map(|(to, envelope)| match envelope.message {
                 Message::Ack {
                     success: true,
                     match_index,
                     ..
-                } if match_index > 0 => Some(match_index),
+                } if match_index > 0 => Some((*to, envelope.epoch, match_index)),
                 _ => None,
             })
             .collect();
-        for match_index in acks {
+        let sim = &self.nodes[(id - 1) as usize];
+        let core = sim.core.as_ref().expect("a live node");
+        for (to, epoch, match_index) in acks {
             let durable = sim.disk.durable_record(match_index);
             let record = core.record(match_index);
             if durable != record {
@@ -782,6 +793,26 @@ impl World {
                          durably",
                         record.map_or("-".into(), describe_record),
                         durable.map_or("nothing".into(), describe_record)
+                    ),
+                );
+            }
+            // Log matching: an Ack in epoch E to E's leader says this log
+            // equals the leader's up to the index.
+            let leader_record = (self.leaders.get(&epoch) == Some(&to))
+                .then(|| self.node(to).core.as_ref())
+                .flatten()
+                .filter(|leader| leader.leading_epoch() == Some(epoch))
+                .and_then(|leader| leader.record(match_index));
+            if let Some(leader_record) = leader_record
+                && Some(leader_record) != record
+            {
+                return fail(
+                    ViolationKind::Protocol,
+                    format!(
+                        "node {id} tells node {to}, leader of epoch {epoch}, that it holds its log \
+                         through {match_index}, but holds {} where the leader has {}",
+                        record.map_or("nothing".into(), describe_record),
+                        describe_record(leader_record)
                     ),
                 );
             }
@@ -938,7 +969,7 @@ impl World {
         sim.syncing = true;
         let incarnation = sim.incarnation;
         let at = if self.now < sim.slow_disk_until {
-            self.now + self.rng_disk.range(5, 200)
+            self.now + self.rng_disk.range(5, 300)
         } else {
             self.now + self.rng_disk.range(0, 5)
         };
@@ -1528,11 +1559,11 @@ impl World {
         let leader = self.leader();
         let roll = self.rng_faults.below(100);
         match roll {
-            0..15 => self.crash(random_node),
-            15..30 => self.crash(leader.unwrap_or(random_node)),
-            30..40 => self.pause(random_node),
-            40..48 => self.pause(leader.unwrap_or(random_node)),
-            48..63 => {
+            0..13 => self.crash(random_node),
+            13..26 => self.crash(leader.unwrap_or(random_node)),
+            26..34 => self.pause(random_node),
+            34..41 => self.pause(leader.unwrap_or(random_node)),
+            41..54 => {
                 let ids = self.ids();
                 let side: BTreeSet<NodeId> = ids
                     .iter()
@@ -1542,12 +1573,12 @@ impl World {
                 self.partition(fault, &side);
                 Ok(())
             }
-            63..73 => {
+            54..63 => {
                 let side = BTreeSet::from([leader.unwrap_or(random_node)]);
                 self.partition(fault, &side);
                 Ok(())
             }
-            73..80 => {
+            63..69 => {
                 // One-way black holes on random links.
                 let mut links = BTreeSet::new();
                 for from in self.ids() {
@@ -1564,15 +1595,15 @@ impl World {
                 self.schedule(heal, Event::Heal { fault });
                 Ok(())
             }
-            80..84 => {
-                let until = self.now + self.rng_faults.range(200, 2000);
+            69..79 => {
+                let until = self.now + self.rng_faults.range(200, 3000);
                 self.trace(|| {
                     format!("fault #{fault}: n{random_node}'s disk is slow until {until}")
                 });
                 self.node_mut(random_node).slow_disk_until = until;
                 Ok(())
             }
-            84..92 => {
+            79..87 => {
                 let other = 1 + (random_node + self.rng_faults.range(0, nodes - 2)) % nodes;
                 self.trace(|| format!("fault #{fault}: connections n{random_node}-n{other} break"));
                 self.stats.link_breaks += 1;
