@@ -6,6 +6,12 @@
 //! client retries the same operation elsewhere and records nothing. A reply
 //! it never gets (timeout, connection reset, `ERR` after a lost leadership)
 //! is recorded with an unknown outcome.
+//!
+//! With `FollowerReads::Local` a follower answers a GET from its own copy,
+//! which may lag: such reads are not linearizable by design and stay out of
+//! the history. What they return is still checked, since after every turn
+//! the simulator requires a follower's store to be exactly the committed
+//! log applied up to its commit index.
 
 use std::collections::VecDeque;
 
