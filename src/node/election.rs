@@ -81,6 +81,12 @@ impl Node {
     }
 
     pub(super) fn become_candidate(&mut self, now_ms: u64) {
+        // A leader that runs again (to bully a lower candidate) leaves its
+        // epoch first: the new one may adopt another log, so its
+        // uncommitted writes are taken back and its held replies voided.
+        if self.is_serving_leader() {
+            self.step_down(now_ms);
+        }
         let epoch = self.promised_epoch.max(self.seen_epoch) + 1;
         self.promise(epoch);
         let mut promises = BTreeMap::new();
@@ -362,4 +368,27 @@ enum Refusal {
     Sticky,
     /// This node outranks the candidate and takes over instead.
     Bully,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{from_peer, leader_of_three, run};
+    use super::*;
+    use crate::node::ReplyQueue;
+
+    #[test]
+    fn a_leader_that_bullies_a_lower_candidate_leaves_its_epoch_first() {
+        let mut node = leader_of_three();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        assert_eq!(node.store().get(b"k"), Some(&b"v"[..]));
+        let coordinator = Message::Coordinator { commit_index: 0 };
+        node.handle_message(from_peer(2, 2, coordinator), 1100);
+        // It runs for a new epoch, which may adopt another log: the PUT is
+        // not committed, so it is taken back and its held OK is void.
+        assert!(matches!(node.role, Role::Candidate { epoch: 3, .. }));
+        assert_eq!(node.leading_epoch(), None);
+        assert_eq!(node.leadership_losses(), 1);
+        assert_eq!(node.store().get(b"k"), None);
+    }
 }

@@ -11,10 +11,14 @@
 //! - `records[..handed_off]` has been handed to the disk (written or being
 //!   written); the rest is what the next log write must append, after
 //!   truncating the file to `truncate_file_to` if set;
-//! - `durable_index <= last_index`;
-//! - after a truncation, until the next hand-off, no durability report may
-//!   raise `durable_index` past the cut (`durable_ceiling`): a sync that was
-//!   in flight covered the records the cut removed, not their replacements.
+//! - `durable_index <= handed_off_index <= last_index`: nothing counts as
+//!   durable that was not handed to the disk, and a truncation of handed-off
+//!   records takes them out of what a sync still in flight will cover.
+//!
+//! A durability report must name an index handed off before its sync began.
+//! A driver may hand off more while a sync runs (the reactor's syncer does),
+//! but before cutting the file it must wait out the syncs in flight and drop
+//! their results: they covered records that are being replaced.
 
 use std::collections::VecDeque;
 
@@ -48,9 +52,10 @@ pub struct LogTail {
     /// File offset of `records[0]`.
     file_offset: u64,
     handed_off: usize,
+    /// The last record in `records[..handed_off]`.
+    handed_off_index: u64,
     truncate_file_to: Option<u64>,
     durable_index: u64,
-    durable_ceiling: Option<u64>,
 }
 
 impl LogTail {
@@ -65,9 +70,9 @@ impl LogTail {
             last_epoch: 0,
             file_offset: file_bytes,
             handed_off: 0,
+            handed_off_index: 0,
             truncate_file_to: None,
             durable_index: 0,
-            durable_ceiling: None,
         }
     }
 
@@ -123,6 +128,7 @@ impl LogTail {
     /// Records read back from the disk at start-up are written and durable.
     pub fn mark_replayed(&mut self) {
         self.handed_off = self.records.len();
+        self.handed_off_index = self.last_index;
         self.durable_index = self.last_index;
     }
 
@@ -189,8 +195,8 @@ impl LogTail {
         self.slots.truncate(keep);
         self.last_index = index;
         self.last_epoch = self.epoch_at(index).unwrap_or(0);
+        self.handed_off_index = self.handed_off_index.min(index);
         self.durable_index = self.durable_index.min(index);
-        self.durable_ceiling = Some(self.durable_ceiling.map_or(index, |at| at.min(index)));
     }
 
     /// What the next log write must do, if anything.
@@ -207,19 +213,18 @@ impl LogTail {
     }
 
     /// The pending write has been handed to the disk.
-    /// The driver has also waited out any sync that was in flight before a
-    /// truncation, so durability reports are trustworthy again.
     pub fn mark_handed_off(&mut self) {
         self.handed_off = self.records.len();
+        self.handed_off_index = self.last_index;
         self.truncate_file_to = None;
-        self.durable_ceiling = None;
     }
 
-    /// The disk has made everything up to `index` durable.
+    /// The disk has made everything up to `index` durable: the records of
+    /// the writes handed off before the sync began, except those cut since
+    /// (a sync still in flight when they were truncated does not cover the
+    /// records that replace them, which are not even written yet).
     pub fn mark_durable(&mut self, index: u64) {
-        let ceiling = self.durable_ceiling.unwrap_or(u64::MAX);
-        let index = index.min(self.last_index).min(ceiling);
-        self.durable_index = self.durable_index.max(index);
+        self.durable_index = self.durable_index.max(index.min(self.handed_off_index));
     }
 
     /// Forgets records up to `index` (they stay on disk). Cheap when it
@@ -297,6 +302,26 @@ mod tests {
         assert_eq!(tail.durable_index(), 1);
         assert_eq!(tail.epoch_at(2), Some(2));
         assert_eq!(tail.last_epoch(), 2);
+    }
+
+    #[test]
+    fn a_sync_in_flight_across_a_truncation_covers_only_what_is_left() {
+        let mut tail = LogTail::new(8);
+        for _ in 0..3 {
+            put(&mut tail, 1);
+        }
+        let written = tail.pending_write().unwrap().last_index;
+        tail.mark_handed_off();
+        // While that write's sync is in flight, a new leader cuts record 3
+        // and sends another in its place; the driver has not written it.
+        tail.truncate_after(2);
+        put(&mut tail, 2);
+        tail.mark_durable(written);
+        assert_eq!(tail.durable_index(), 2, "the new record 3 is not on disk");
+        assert!(tail.pending_write().unwrap().truncate_file_to.is_some());
+        tail.mark_handed_off();
+        tail.mark_durable(3);
+        assert_eq!(tail.durable_index(), 3);
     }
 
     #[test]

@@ -481,7 +481,10 @@ impl Node {
     }
 
     /// The log is durable (or written, under a weaker fsync policy) up to
-    /// `index`.
+    /// `index`: the last index of the writes handed off before the sync
+    /// began. A driver whose sync completes after later turns may pass that
+    /// write's `last_index` even if the log was cut meanwhile; records cut
+    /// since their write are not counted as durable.
     pub fn on_log_released(&mut self, index: u64) {
         self.log.mark_durable(index);
         if self.is_serving_leader() {
@@ -504,6 +507,11 @@ impl Node {
 
     fn promise(&mut self, epoch: u64) {
         debug_assert!(epoch > self.promised_epoch);
+        // An acknowledgement still waiting for the disk answers the leader
+        // of the older epoch. Sent now, it would carry the new epoch (the
+        // envelope's) and vouch for a log the new epoch's leader never sent,
+        // even if that leader is the same node, restarted.
+        self.pending_ack = None;
         self.promised_epoch = epoch;
         self.seen_epoch = self.seen_epoch.max(epoch);
         self.outbox.persist_epoch = Some(epoch);
@@ -605,8 +613,57 @@ mod tests {
         bytes
     }
 
-    fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
+    pub(super) fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
         node.handle_request(parse(line).unwrap(), queue)
+    }
+
+    /// A message from `from` in `epoch`.
+    pub(super) fn from_peer(from: NodeId, epoch: u64, message: Message) -> Envelope {
+        Envelope {
+            from,
+            epoch,
+            message,
+        }
+    }
+
+    /// Takes the messages the node has queued.
+    pub(super) fn sent(node: &mut Node) -> Vec<(NodeId, Envelope)> {
+        std::mem::take(&mut node.outbox().messages)
+    }
+
+    /// Node 3 of a three-node cluster, leading epoch 1 on node 1's promise,
+    /// its Noop durable on itself and both followers, and its outbox empty.
+    pub(super) fn leader_of_three() -> Node {
+        let mut config = NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        node.start(0);
+        for peer in [1, 2] {
+            let address = SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
+            node.peer_up(peer, address, 0);
+        }
+        node.on_timer(TimerKind::Election, 1000);
+        let promise = Message::Promise {
+            last_epoch: 0,
+            last_index: 0,
+            commit_index: 0,
+        };
+        node.handle_message(from_peer(1, 1, promise), 1000);
+        assert_eq!(node.leading_epoch(), Some(1));
+        write_log(&mut node);
+        for peer in [1, 2] {
+            let ack = Message::Ack {
+                success: true,
+                match_index: 1,
+                round: 0,
+            };
+            node.handle_message(from_peer(peer, 1, ack), 1000);
+        }
+        assert_eq!(node.commit_index(), 1);
+        sent(&mut node);
+        node.outbox().timers.clear();
+        node.outbox().persist_epoch = None;
+        node
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub(super) struct Progress {
     next_index: u64,
     /// The follower's log matches ours, durably, up to here.
     match_index: u64,
+    /// The last read round sent to it (retransmitted by heartbeats).
+    sent_round: u64,
     acked_round: u64,
     last_ack_ms: Option<u64>,
 }
@@ -39,6 +41,7 @@ impl Progress {
         Progress {
             next_index,
             match_index: 0,
+            sent_round: 0,
             acked_round: 0,
             last_ack_ms: None,
         }
@@ -234,7 +237,11 @@ impl Node {
         let unacknowledged = progress.next_index.saturating_sub(progress.match_index + 1);
         let has_new =
             progress.next_index <= last_index && unacknowledged < MAX_UNACKNOWLEDGED_RECORDS;
-        let round_due = progress.acked_round < round;
+        // A round goes out once per follower; heartbeats carry it again if
+        // it was lost. Resending it on every turn until it is acknowledged
+        // would answer each Ack with more Appends: a message storm that
+        // grows with the number of followers.
+        let round_due = progress.sent_round < round;
         if !has_new && !heartbeat && !round_due {
             return;
         }
@@ -252,6 +259,7 @@ impl Node {
         let Some(prev_epoch) = self.log.epoch_at(prev_index) else {
             return;
         };
+        progress.sent_round = round;
         let message = Message::Append {
             prev_index,
             prev_epoch,
@@ -466,4 +474,91 @@ fn kth_largest(values: &mut [u64], k: usize) -> u64 {
     }
     values.sort_unstable_by(|a, b| b.cmp(a));
     values[k - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{from_peer, leader_of_three, run, sent};
+    use super::*;
+    use crate::node::ReplyQueue;
+
+    fn rounds_sent_to(messages: &[(NodeId, Envelope)], to: NodeId) -> Vec<u64> {
+        messages
+            .iter()
+            .filter_map(|(id, envelope)| match envelope.message {
+                Message::Append { round, .. } if *id == to => Some(round),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_waiting_for_the_disk_is_dropped_when_a_newer_epoch_is_promised() {
+        let mut config = crate::node::NodeConfig::single(1);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        node.start(0);
+        for peer in [2, 3] {
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)), 0);
+        }
+        // Node 3 leads epoch 1 and sends record 1; it is not durable yet.
+        let mut records = Vec::new();
+        log::encode(
+            &log::Entry {
+                epoch: 1,
+                index: 1,
+                commit: 0,
+                op: log::Op::Noop,
+            },
+            &mut records,
+        );
+        let append = Message::Append {
+            prev_index: 0,
+            prev_epoch: 0,
+            commit_index: 0,
+            round: 7,
+            records,
+        };
+        node.handle_message(from_peer(3, 1, append), 10);
+        assert!(sent(&mut node).is_empty(), "nothing is durable to ack");
+        // Node 3 restarts and runs for epoch 2; node 1 promises it.
+        let coordinator = Message::Coordinator { commit_index: 0 };
+        node.handle_message(from_peer(3, 2, coordinator), 20);
+        assert_eq!(node.promised_epoch(), 2);
+        let write = node.pending_log_write().unwrap().last_index;
+        node.log_written();
+        node.on_log_released(write);
+        // An Ack now would say, in epoch 2, that node 1 holds node 3's
+        // epoch-2 log up to index 1: node 3 would count it.
+        let acks: Vec<_> = sent(&mut node)
+            .into_iter()
+            .filter(|(_, envelope)| matches!(envelope.message, Message::Ack { .. }))
+            .collect();
+        assert!(acks.is_empty(), "stale ack sent: {acks:?}");
+    }
+
+    #[test]
+    fn a_read_round_goes_to_each_follower_once_until_a_heartbeat() {
+        let mut node = leader_of_three();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"GET k");
+        node.end_turn(1001);
+        let first = sent(&mut node);
+        assert_eq!(rounds_sent_to(&first, 1), [1]);
+        assert_eq!(rounds_sent_to(&first, 2), [1]);
+        // Node 1 answers first. Node 2's answer is on its way: sending it
+        // the round again on every Ack would answer each Ack with Appends.
+        let ack = Message::Ack {
+            success: true,
+            match_index: 1,
+            round: 1,
+        };
+        node.handle_message(from_peer(1, 1, ack), 1002);
+        node.end_turn(1002);
+        assert!(sent(&mut node).is_empty());
+        assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\n");
+        // A lost round is carried again by the next heartbeat.
+        node.on_timer(TimerKind::Heartbeat, 1050);
+        assert_eq!(rounds_sent_to(&sent(&mut node), 2), [1]);
+    }
 }

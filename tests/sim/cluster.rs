@@ -1,0 +1,1977 @@
+//! The world: N cores of `kvstore::node::Node`, their disks, the network
+//! between them, clients, a virtual clock and one event queue, all driven
+//! from one seed.
+//!
+//! # How a node is driven
+//!
+//! Exactly as the reactor in `src/net` drives it. Inputs (a peer frame, a
+//! timer, a client request, a sync completion, a peer going up or down)
+//! that reach a node at the same virtual millisecond (now and then, within
+//! the next two) share one turn, as the events of one poll do in the
+//! reactor; a crash between an input and the end of its turn loses the
+//! turn's outputs. The turn ends with:
+//! 1. `Node::end_turn`;
+//! 2. the outbox: persist the promised epoch (synchronously, before any
+//!    message leaves), arm timers (a new deadline replaces the previous one
+//!    of its kind), put messages on the network;
+//! 3. the log write: truncate the file if asked, append the bytes, and start
+//!    a sync that completes 0-5 ms later (5-300 ms on a slow disk) as an
+//!    event of its own; only then
+//!    does the node hear `on_log_released`. At most one sync is in flight per
+//!    node: while one is, the turn writes nothing and the records wait for
+//!    the first turn after it completes (its own turn, in fact);
+//! 4. the outbox again (acknowledgements of durable records);
+//! 5. if `leadership_losses()` changed, every held reply of the node is
+//!    voided (the client reads `ERR`, an unknown outcome) and that
+//!    connection closes, as `refuse_held_replies` does;
+//! 6. the replies `released()` lets out go to the clients.
+//!
+//! The simulator's own checks run between 5 and 6, so that a reply
+//! released in a turn is judged against what that turn committed: one
+//! leader per epoch, one committed log (every node's committed prefix
+//! agrees, and each committed record is durable on a majority of disks),
+//! commit indexes that never go back, promises that are persisted, stores
+//! equal to what the log says (committed prefix; a leader's whole log), and
+//! every OK to a PUT names a committed record. Acks are checked as they
+//! are queued: durable on the sender's disk, and equal to the leader's log.
+//!
+//! # Faults
+//!
+//! Crashes (the un-synced tail of the log is lost, or partly kept as a torn
+//! tail; restart replays the file and the persisted epoch; some crashes are
+//! aimed right after a promise, a log write or an election), pauses
+//! (SIGSTOP: the node's events wait until it resumes), partitions (silent or
+//! refusing connections, symmetric or one-way), broken connections, slow
+//! disks and network weather (loss, duplication, long delays). After the
+//! chaos phase every fault heals, the cluster must converge on the highest
+//! id with equal logs and stores, and each client reads every key through
+//! the leader; the whole client history must then be linearizable.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::panic::{self, AssertUnwindSafe};
+
+use kvstore::config::{FollowerReads, Replication};
+use kvstore::log;
+use kvstore::node::message::{decode_frame, encode_frame};
+use kvstore::node::{Envelope, Gate, Message, Node, NodeConfig, NodeId, ReplyQueue, TimerKind};
+use kvstore::protocol::{self, ErrorReply, Reply, Request};
+
+use super::checks::{
+    CommittedLog, Failure, StoreImage, Violation, ViolationKind, apply_record, describe_image,
+    describe_record, fail,
+};
+use super::disk::Disk;
+use super::linearizability::{self, Event as HistoryEvent, History, Operation, Outcome, Verdict};
+use super::network::{FIRST_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS, Network, Weather};
+use super::rng::{Rng, TraceHasher, mix};
+use super::workload::{
+    Client, ConnId, InFlight, Phase, ReplyLine, fits, parse_reply, request_line,
+};
+
+/// A request with no reply after this long has an unknown outcome.
+const REQUEST_TIMEOUT_MS: u64 = 1000;
+/// After healing, how long the cluster may take to converge.
+const CONVERGENCE_DEADLINE_MS: u64 = 20_000;
+/// How many trace lines a failure report shows.
+const TRACE_TAIL: usize = 50;
+/// Bytes of the log header, before the first record.
+const LOG_HEADER_BYTES: u64 = 8;
+
+/// What a run simulates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: usize,
+    pub clients: usize,
+    pub keys: usize,
+    pub follower_reads: FollowerReads,
+    pub unsafe_skip_log_adoption: bool,
+    /// How long faults are injected (virtual ms) before everything heals.
+    pub chaos_ms: u64,
+    /// Print every trace line as it happens.
+    pub print_trace: bool,
+}
+
+impl Options {
+    pub fn new(nodes: usize) -> Options {
+        Options {
+            nodes,
+            clients: if nodes >= 5 { 5 } else { 4 },
+            keys: 4,
+            follower_reads: FollowerReads::Local,
+            unsafe_skip_log_adoption: false,
+            chaos_ms: 5000,
+            print_trace: false,
+        }
+    }
+
+    /// The environment variables that make the `replay` test run this.
+    pub fn replay_env(&self, seed: u64) -> String {
+        let mut env = format!("KVSTORE_SIM_SEED={seed} KVSTORE_SIM_NODES={}", self.nodes);
+        if self.follower_reads == FollowerReads::Redirect {
+            env.push_str(" KVSTORE_SIM_FOLLOWER_READS=redirect");
+        }
+        if self.unsafe_skip_log_adoption {
+            env.push_str(" KVSTORE_SIM_UNSAFE_SKIP_LOG_ADOPTION=1");
+        }
+        if self.clients != Options::new(self.nodes).clients {
+            let _ = write!(env, " KVSTORE_SIM_CLIENTS={}", self.clients);
+        }
+        if self.chaos_ms != Options::new(self.nodes).chaos_ms {
+            let _ = write!(env, " KVSTORE_SIM_CHAOS_MS={}", self.chaos_ms);
+        }
+        env
+    }
+}
+
+/// What a run did, for the tests that check the simulator is not vacuous.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub trace_hash: u64,
+    pub events: u64,
+    pub end_ms: u64,
+    /// PUT and DEL that got OK.
+    pub acknowledged_writes: u64,
+    /// Operations recorded with a definite outcome.
+    pub completed: u64,
+    pub unknown: u64,
+    /// Follower reads answered locally (not linearizable by design).
+    pub local_reads: u64,
+    /// Distinct epochs that had a serving leader.
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    pub pauses: u64,
+    pub partitions: u64,
+    pub link_breaks: u64,
+    pub torn_tails: u64,
+    pub messages: u64,
+    pub committed: u64,
+}
+
+/// Runs one seed to its end; a failed check comes back as a `Violation`
+/// (also when the core panics).
+pub fn run(seed: u64, options: &Options) -> Result<Stats, Violation> {
+    let mut world = World::new(seed, options.clone());
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| world.simulate()));
+    let failure = match outcome {
+        Ok(Ok(())) => {
+            world.stats.trace_hash = world.hasher.finish();
+            world.stats.end_ms = world.now;
+            world.stats.committed = world.committed.len();
+            return Ok(world.stats);
+        }
+        Ok(Err(failure)) => failure,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|text| (*text).to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".to_string());
+            Failure {
+                kind: ViolationKind::CorePanicked,
+                detail: message,
+            }
+        }
+    };
+    Err(Violation {
+        seed,
+        replay_env: options.replay_env(seed),
+        kind: failure.kind,
+        detail: failure.detail,
+        at_ms: world.now,
+        trace_tail: world.trace.iter().cloned().collect(),
+    })
+}
+
+#[derive(Debug)]
+enum Event {
+    /// A peer frame arrives on the link `from -> to` of `generation`.
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        generation: u64,
+        frame: Vec<u8>,
+    },
+    Timer {
+        node: NodeId,
+        incarnation: u64,
+        kind: TimerKind,
+        generation: u64,
+    },
+    /// The node's turn ends (see `input_taken`).
+    EndTurn {
+        node: NodeId,
+        incarnation: u64,
+    },
+    /// The disk finished an fdatasync.
+    SyncDone {
+        node: NodeId,
+        incarnation: u64,
+        last_index: u64,
+    },
+    /// The node's fdatasync returned (later than `SyncDone` if paused).
+    Released {
+        node: NodeId,
+        incarnation: u64,
+        last_index: u64,
+    },
+    /// `node`'s connection to `peer` broke.
+    PeerDown {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
+    /// `node` dials `peer`.
+    Dial {
+        node: NodeId,
+        incarnation: u64,
+        peer: NodeId,
+    },
+    Request {
+        conn: ConnId,
+        request_id: u64,
+        line: Vec<u8>,
+    },
+    Reply {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// The client learns its connection is gone (the node crashed).
+    ConnReset {
+        conn: ConnId,
+    },
+    ClientWake {
+        client: usize,
+    },
+    ClientTimeout {
+        client: usize,
+        request_id: u64,
+    },
+    /// Time to inject the next fault.
+    Fault,
+    /// A crash aimed at a moment of interest (see `maybe_crash_soon`).
+    CrashSoon {
+        node: NodeId,
+        incarnation: u64,
+    },
+    Restart {
+        node: NodeId,
+    },
+    Resume {
+        node: NodeId,
+    },
+    Heal {
+        fault: u64,
+    },
+    WeatherEnds {
+        fault: u64,
+    },
+    EndChaos,
+    Probe,
+}
+
+impl Event {
+    /// The node an event is an input to (it waits while that node is paused).
+    fn target(&self, conns: &BTreeMap<ConnId, Conn>) -> Option<NodeId> {
+        match self {
+            Event::Deliver { to, .. } => Some(*to),
+            Event::Timer { node, .. }
+            | Event::EndTurn { node, .. }
+            | Event::Released { node, .. }
+            | Event::PeerDown { node, .. }
+            | Event::Dial { node, .. } => Some(*node),
+            Event::Request { conn, .. } => conns.get(conn).map(|conn| conn.node),
+            _ => None,
+        }
+    }
+}
+
+struct Scheduled {
+    time: u64,
+    sequence: u64,
+    event: Event,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, other: &Self) -> bool {
+        (self.time, self.sequence) == (other.time, other.sequence)
+    }
+}
+
+impl Eq for Scheduled {}
+
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Scheduled {
+    /// Reversed: the heap pops the earliest (time, sequence) first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+struct SimNode {
+    id: NodeId,
+    core: Option<Node>,
+    incarnation: u64,
+    paused: bool,
+    /// Inputs that arrived while paused, in order.
+    backlog: Vec<Event>,
+    disk: Disk,
+    persisted_epoch: u64,
+    timer_generation: [u64; 2],
+    syncing: bool,
+    /// An input was taken and the turn has not ended yet.
+    turn_pending: bool,
+    /// Outbox messages already checked by `check_new_acks`.
+    acks_checked: usize,
+    /// Until then, syncs take 5-300 ms instead of 0-5 ms.
+    slow_disk_until: u64,
+    leadership_losses: u64,
+    /// Committed records of this incarnation already checked.
+    checked_commit: u64,
+}
+
+/// A client's connection to a node, with its reply queue.
+struct Conn {
+    client: usize,
+    node: NodeId,
+    incarnation: u64,
+    queue: ReplyQueue,
+    open: bool,
+    /// After `ERR`: send what is queued, take nothing more, then close.
+    closing: bool,
+    /// Requests executed on this connection whose replies are not yet sent.
+    requests: VecDeque<u64>,
+    /// When the last bytes sent on it arrive (the connection is FIFO).
+    last_arrival: u64,
+}
+
+struct World {
+    seed: u64,
+    options: Options,
+    now: u64,
+    queue: BinaryHeap<Scheduled>,
+    sequence: u64,
+    nodes: Vec<SimNode>,
+    network: Network,
+    conns: BTreeMap<ConnId, Conn>,
+    next_conn: ConnId,
+    clients: Vec<Client>,
+    next_request: u64,
+    /// Requests a follower answered from its local copy.
+    local_reads: BTreeSet<u64>,
+    history: History,
+    committed: CommittedLog,
+    /// Which node led each epoch.
+    leaders: BTreeMap<u64, NodeId>,
+    rng_network: Rng,
+    rng_disk: Rng,
+    rng_faults: Rng,
+    rng_clients: Rng,
+    rng_turns: Rng,
+    next_fault: u64,
+    weather_fault: u64,
+    chaos_over: bool,
+    chaos_ended_at: u64,
+    finished: bool,
+    trace: VecDeque<String>,
+    hasher: TraceHasher,
+    stats: Stats,
+}
+
+fn client_address(id: NodeId) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, id as u8)), 7000)
+}
+
+impl World {
+    fn new(seed: u64, options: Options) -> World {
+        let mut root = Rng::new(seed);
+        let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
+        let nodes = ids
+            .iter()
+            .map(|&id| SimNode {
+                id,
+                core: None,
+                incarnation: 0,
+                paused: false,
+                backlog: Vec::new(),
+                disk: Disk::new(),
+                persisted_epoch: 0,
+                timer_generation: [0; 2],
+                syncing: false,
+                turn_pending: false,
+                acks_checked: 0,
+                slow_disk_until: 0,
+                leadership_losses: 0,
+                checked_commit: 0,
+            })
+            .collect();
+        let clients = (0..options.clients)
+            .map(|index| Client::new(index as u64 + 1))
+            .collect();
+        World {
+            seed,
+            now: 0,
+            queue: BinaryHeap::new(),
+            sequence: 0,
+            nodes,
+            network: Network::new(&ids),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            clients,
+            next_request: 1,
+            local_reads: BTreeSet::new(),
+            history: History::default(),
+            committed: CommittedLog::default(),
+            leaders: BTreeMap::new(),
+            rng_network: root.fork(1),
+            rng_disk: root.fork(2),
+            rng_faults: root.fork(3),
+            rng_clients: root.fork(4),
+            rng_turns: root.fork(5),
+            next_fault: 1,
+            weather_fault: 0,
+            chaos_over: false,
+            chaos_ended_at: 0,
+            finished: false,
+            trace: VecDeque::with_capacity(TRACE_TAIL + 1),
+            hasher: TraceHasher::default(),
+            stats: Stats::default(),
+            options,
+        }
+    }
+
+    fn schedule(&mut self, time: u64, event: Event) {
+        self.sequence += 1;
+        self.queue.push(Scheduled {
+            time: time.max(self.now),
+            sequence: self.sequence,
+            event,
+        });
+    }
+
+    fn trace(&mut self, line: impl FnOnce() -> String) {
+        let line = format!("t={} {}", self.now, line());
+        self.hasher.write(line.as_bytes());
+        self.hasher.write(b"\n");
+        if self.options.print_trace {
+            println!("{line}");
+        }
+        if self.trace.len() == TRACE_TAIL {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
+    fn node(&self, id: NodeId) -> &SimNode {
+        &self.nodes[(id - 1) as usize]
+    }
+
+    fn node_mut(&mut self, id: NodeId) -> &mut SimNode {
+        &mut self.nodes[(id - 1) as usize]
+    }
+
+    fn core_mut(&mut self, id: NodeId) -> &mut Node {
+        self.node_mut(id).core.as_mut().expect("a live node")
+    }
+
+    fn ids(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|node| node.id).collect()
+    }
+
+    fn is_up(&self, id: NodeId) -> bool {
+        self.node(id).core.is_some()
+    }
+
+    // -----------------------------------------------------------------------
+    // The run
+
+    fn simulate(&mut self) -> Result<(), Failure> {
+        for id in self.ids() {
+            self.boot(id)?;
+        }
+        for client in 0..self.clients.len() {
+            let at = self.rng_clients.range(0, 50);
+            self.schedule(at, Event::ClientWake { client });
+        }
+        let first_fault = self.rng_faults.range(200, 1000);
+        self.schedule(first_fault, Event::Fault);
+        self.schedule(self.options.chaos_ms, Event::EndChaos);
+        while let Some(scheduled) = self.queue.pop() {
+            self.now = scheduled.time;
+            self.stats.events += 1;
+            self.dispatch(scheduled.event)?;
+            if self.finished {
+                break;
+            }
+            if self.chaos_over && self.now > self.chaos_ended_at + CONVERGENCE_DEADLINE_MS {
+                let state = self.describe_cluster();
+                return fail(
+                    ViolationKind::NoConvergence,
+                    format!(
+                        "no convergence {CONVERGENCE_DEADLINE_MS} ms after healing: {}; {state}",
+                        self.convergence().err().unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        if !self.finished {
+            return fail(ViolationKind::NoConvergence, "the event queue ran dry");
+        }
+        self.final_checks()
+    }
+
+    fn dispatch(&mut self, event: Event) -> Result<(), Failure> {
+        if let Some(target) = event.target(&self.conns)
+            && self.node(target).paused
+        {
+            self.node_mut(target).backlog.push(event);
+            return Ok(());
+        }
+        match event {
+            Event::Deliver {
+                from,
+                to,
+                generation,
+                frame,
+            } => self.deliver(from, to, generation, &frame),
+            Event::Timer {
+                node,
+                incarnation,
+                kind,
+                generation,
+            } => {
+                let sim = self.node(node);
+                if sim.incarnation != incarnation
+                    || sim.core.is_none()
+                    || sim.timer_generation[kind as usize] != generation
+                {
+                    return Ok(());
+                }
+                self.trace(|| format!("n{node} timer {kind:?}"));
+                let now = self.now;
+                self.core_mut(node).on_timer(kind, now);
+                self.input_taken(node)
+            }
+            Event::EndTurn { node, incarnation } => {
+                let sim = self.node_mut(node);
+                if sim.incarnation != incarnation || sim.core.is_none() {
+                    return Ok(());
+                }
+                sim.turn_pending = false;
+                self.end_turn(node)
+            }
+            Event::SyncDone {
+                node,
+                incarnation,
+                last_index,
+            } => {
+                if self.node(node).incarnation != incarnation {
+                    return Ok(());
+                }
+                self.node_mut(node).disk.sync();
+                self.dispatch(Event::Released {
+                    node,
+                    incarnation,
+                    last_index,
+                })
+            }
+            Event::Released {
+                node,
+                incarnation,
+                last_index,
+            } => {
+                if self.node(node).incarnation != incarnation {
+                    return Ok(());
+                }
+                self.trace(|| format!("n{node} synced through {last_index}"));
+                self.node_mut(node).syncing = false;
+                self.core_mut(node).on_log_released(last_index);
+                self.input_taken(node)
+            }
+            Event::PeerDown {
+                node,
+                incarnation,
+                peer,
+            } => {
+                if self.node(node).incarnation != incarnation || !self.is_up(node) {
+                    return Ok(());
+                }
+                self.trace(|| format!("n{node} peer_down n{peer}"));
+                let now = self.now;
+                self.core_mut(node).peer_down(peer, now);
+                self.input_taken(node)?;
+                let delay = self.network.link(node, peer).retry_delay_ms;
+                self.schedule(
+                    now + delay,
+                    Event::Dial {
+                        node,
+                        incarnation,
+                        peer,
+                    },
+                );
+                Ok(())
+            }
+            Event::Dial {
+                node,
+                incarnation,
+                peer,
+            } => self.dial(node, incarnation, peer),
+            Event::Request {
+                conn,
+                request_id,
+                line,
+            } => self.execute_request(conn, request_id, &line),
+            Event::Reply { conn, bytes } => self.receive_reply(conn, &bytes),
+            Event::ConnReset { conn } => {
+                self.connection_reset(conn);
+                Ok(())
+            }
+            Event::ClientWake { client } => {
+                self.client_wake(client);
+                Ok(())
+            }
+            Event::ClientTimeout { client, request_id } => {
+                self.client_timeout(client, request_id);
+                Ok(())
+            }
+            Event::Fault => self.inject_fault(),
+            Event::CrashSoon { node, incarnation } => {
+                if self.chaos_over || self.node(node).incarnation != incarnation {
+                    return Ok(());
+                }
+                self.trace(|| format!("n{node}: crash aimed at a moment of interest"));
+                self.crash(node)
+            }
+            Event::Restart { node } => self.restart(node),
+            Event::Resume { node } => {
+                self.resume(node);
+                Ok(())
+            }
+            Event::Heal { fault } => {
+                if self.network.heal(fault) {
+                    self.trace(|| format!("partition #{fault} heals"));
+                }
+                Ok(())
+            }
+            Event::WeatherEnds { fault } => {
+                if self.weather_fault == fault {
+                    self.trace(|| format!("weather #{fault} ends"));
+                    self.network.weather = Weather::CALM;
+                }
+                Ok(())
+            }
+            Event::EndChaos => self.end_chaos(),
+            Event::Probe => self.probe(),
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Driving a node
+
+    fn boot(&mut self, id: NodeId) -> Result<(), Failure> {
+        let incarnation = self.node(id).incarnation;
+        let reopened = self
+            .node_mut(id)
+            .disk
+            .reopen()
+            .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
+        let config = NodeConfig {
+            id,
+            cluster_size: self.options.nodes,
+            replication: Replication::Sync,
+            follower_reads: self.options.follower_reads,
+            heartbeat_ms: 50,
+            election_timeout_ms: 300,
+            seed: mix(self.seed ^ (id << 48) ^ incarnation.wrapping_mul(0x9e37_79b9)),
+            unsafe_skip_log_adoption: self.options.unsafe_skip_log_adoption,
+        };
+        let mut core = Node::new(config, LOG_HEADER_BYTES);
+        for record in &reopened.records {
+            let (entry, _) = log::decode(record).expect("reopen checked every record");
+            core.replay(&entry);
+        }
+        let persisted = self.node(id).persisted_epoch;
+        core.restore_promised_epoch(persisted);
+        core.start(self.now);
+        let records = reopened.records.len();
+        let torn = reopened.torn_bytes;
+        self.trace(|| {
+            format!(
+                "n{id} starts (incarnation {incarnation}): {records} records replayed, \
+                 {torn} torn bytes cut, epoch {persisted}"
+            )
+        });
+        let sim = self.node_mut(id);
+        sim.core = Some(core);
+        sim.syncing = false;
+        sim.leadership_losses = 0;
+        sim.checked_commit = 0;
+        sim.turn_pending = false;
+        sim.acks_checked = 0;
+        for peer in self.ids() {
+            if peer != id {
+                let at = self.now + self.rng_network.range(1, 5);
+                self.network.link_mut(id, peer).retry_delay_ms = FIRST_RETRY_DELAY_MS;
+                self.schedule(
+                    at,
+                    Event::Dial {
+                        node: id,
+                        incarnation,
+                        peer,
+                    },
+                );
+            }
+        }
+        self.input_taken(id)
+    }
+
+    /// An input was handed to node `id`: its turn ends soon, together with
+    /// whatever other inputs reach it first. The reactor handles every event
+    /// one poll returns before it ends the turn; here inputs at the same
+    /// virtual millisecond (or, now and then, the next two) share a turn.
+    fn input_taken(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.check_new_acks(id)?;
+        let sim = self.node_mut(id);
+        if sim.turn_pending {
+            return Ok(());
+        }
+        sim.turn_pending = true;
+        let incarnation = sim.incarnation;
+        let at = if self.rng_turns.chance(200) {
+            self.now + self.rng_turns.range(1, 2)
+        } else {
+            self.now
+        };
+        self.schedule(
+            at,
+            Event::EndTurn {
+                node: id,
+                incarnation,
+            },
+        );
+        Ok(())
+    }
+
+    /// A follower acknowledges only records its disk holds durably. Checked
+    /// right after the input that queued the Ack: later inputs of the same
+    /// turn may cut the log before the Ack leaves, and it then speaks of the
+    /// log as it was (its envelope carries the epoch of that moment).
+    fn check_new_acks(&mut self, id: NodeId) -> Result<(), Failure> {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_mut().expect("a live node");
+        let messages = &core.outbox().messages;
+        let new = sim.acks_checked..messages.len();
+        sim.acks_checked = messages.len();
+        let acks: Vec<(NodeId, u64, u64)> = messages[new]
+            .iter()
+            .filter_map(|(to, envelope)| match envelope.message {
+                Message::Ack {
+                    success: true,
+                    match_index,
+                    ..
+                } if match_index > 0 => Some((*to, envelope.epoch, match_index)),
+                _ => None,
+            })
+            .collect();
+        let sim = &self.nodes[(id - 1) as usize];
+        let core = sim.core.as_ref().expect("a live node");
+        for (to, epoch, match_index) in acks {
+            let durable = sim.disk.durable_record(match_index);
+            let record = core.record(match_index);
+            if durable != record {
+                return fail(
+                    ViolationKind::AcknowledgedNotDurable,
+                    format!(
+                        "node {id} acknowledges index {match_index} ({}) but its disk holds {} \
+                         durably",
+                        record.map_or("-".into(), describe_record),
+                        durable.map_or("nothing".into(), describe_record)
+                    ),
+                );
+            }
+            // Log matching: an Ack in epoch E to E's leader says this log
+            // equals the leader's up to the index.
+            let leader_record = (self.leaders.get(&epoch) == Some(&to))
+                .then(|| self.node(to).core.as_ref())
+                .flatten()
+                .filter(|leader| leader.leading_epoch() == Some(epoch))
+                .and_then(|leader| leader.record(match_index));
+            if let Some(leader_record) = leader_record
+                && Some(leader_record) != record
+            {
+                return fail(
+                    ViolationKind::Protocol,
+                    format!(
+                        "node {id} tells node {to}, leader of epoch {epoch}, that it holds its log \
+                         through {match_index}, but holds {} where the leader has {}",
+                        record.map_or("nothing".into(), describe_record),
+                        describe_record(leader_record)
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The end of a turn, in the reactor's order (see the module doc).
+    fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
+        let now = self.now;
+        self.core_mut(id).end_turn(now);
+        self.carry_out_outbox(id)?;
+        self.write_log(id)?;
+        self.carry_out_outbox(id)?;
+        self.void_held_replies_if_deposed(id);
+        self.observe(id)?;
+        self.release_replies(id);
+        Ok(())
+    }
+
+    fn carry_out_outbox(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.check_new_acks(id)?;
+        self.node_mut(id).acks_checked = 0;
+        let outbox = self.core_mut(id).outbox();
+        let epoch = outbox.persist_epoch.take();
+        let timers = std::mem::take(&mut outbox.timers);
+        let messages = std::mem::take(&mut outbox.messages);
+        if let Some(epoch) = epoch {
+            let persisted = self.node(id).persisted_epoch;
+            if epoch < persisted {
+                return fail(
+                    ViolationKind::Protocol,
+                    format!("node {id} persisted epoch {epoch} after {persisted}"),
+                );
+            }
+            self.node_mut(id).persisted_epoch = epoch;
+            self.trace(|| format!("n{id} persists epoch {epoch}"));
+            self.maybe_crash_soon(id, 30);
+        }
+        let incarnation = self.node(id).incarnation;
+        for (kind, deadline_ms) in timers {
+            let sim = self.node_mut(id);
+            sim.timer_generation[kind as usize] += 1;
+            let generation = sim.timer_generation[kind as usize];
+            self.schedule(
+                deadline_ms,
+                Event::Timer {
+                    node: id,
+                    incarnation,
+                    kind,
+                    generation,
+                },
+            );
+        }
+        for (to, envelope) in messages {
+            self.send(id, to, &envelope)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, envelope: &Envelope) -> Result<(), Failure> {
+        if envelope.from != from || to == from || to == 0 || to > self.options.nodes as NodeId {
+            return fail(
+                ViolationKind::Protocol,
+                format!("node {from} sent {envelope:?} to {to}"),
+            );
+        }
+        let link = self.network.link(from, to);
+        if !link.up {
+            self.trace(|| format!("n{from} -> n{to} dropped (no link): {}", describe(envelope)));
+            return Ok(());
+        }
+        self.stats.messages += 1;
+        let mut frame = Vec::new();
+        encode_frame(envelope, &mut frame);
+        let now = self.now;
+        let arrivals = self.network.arrivals(&mut self.rng_network, now);
+        self.trace(|| {
+            format!(
+                "n{from} -> n{to} {} (arrives {arrivals:?})",
+                describe(envelope)
+            )
+        });
+        for at in arrivals {
+            self.schedule(
+                at,
+                Event::Deliver {
+                    from,
+                    to,
+                    generation: link.generation,
+                    frame: frame.clone(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn deliver(
+        &mut self,
+        from: NodeId,
+        to: NodeId,
+        generation: u64,
+        frame: &[u8],
+    ) -> Result<(), Failure> {
+        if self.network.link(from, to).generation != generation || !self.is_up(to) {
+            return Ok(());
+        }
+        if self.network.is_silenced(from, to) {
+            self.trace(|| format!("n{from} -> n{to} frame lost in a partition"));
+            return Ok(());
+        }
+        let envelope = match decode_frame(frame) {
+            Ok(Some((envelope, used))) if used == frame.len() => envelope,
+            other => {
+                return fail(
+                    ViolationKind::Protocol,
+                    format!("a frame from {from} did not decode: {other:?}"),
+                );
+            }
+        };
+        let mut again = Vec::new();
+        encode_frame(&envelope, &mut again);
+        if again != frame {
+            return fail(
+                ViolationKind::Protocol,
+                format!("a frame from {from} does not re-encode to itself: {envelope:?}"),
+            );
+        }
+        self.trace(|| format!("n{to} <- n{from} {}", describe(&envelope)));
+        let now = self.now;
+        self.core_mut(to).handle_message(envelope, now);
+        self.input_taken(to)
+    }
+
+    fn write_log(&mut self, id: NodeId) -> Result<(), Failure> {
+        if self.node(id).syncing {
+            return Ok(());
+        }
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_mut().expect("a live node");
+        let Some(write) = core.pending_log_write() else {
+            return Ok(());
+        };
+        let truncate = write.truncate_file_to;
+        let last_index = write.last_index;
+        let bytes = write.bytes.len();
+        if let Some(length) = truncate {
+            sim.disk
+                .truncate(length)
+                .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
+        }
+        sim.disk.append(write.bytes);
+        core.log_written();
+        sim.syncing = true;
+        let incarnation = sim.incarnation;
+        let at = if self.now < sim.slow_disk_until {
+            self.now + self.rng_disk.range(5, 300)
+        } else {
+            self.now + self.rng_disk.range(0, 5)
+        };
+        self.trace(|| {
+            format!("n{id} writes {bytes} log bytes through {last_index} (truncate {truncate:?})")
+        });
+        self.maybe_crash_soon(id, 10);
+        self.schedule(
+            at,
+            Event::SyncDone {
+                node: id,
+                incarnation,
+                last_index,
+            },
+        );
+        Ok(())
+    }
+
+    /// `refuse_held_replies`: a deposed leader's held replies are void.
+    fn void_held_replies_if_deposed(&mut self, id: NodeId) {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let losses = sim.core.as_ref().expect("a live node").leadership_losses();
+        if losses == sim.leadership_losses {
+            return;
+        }
+        sim.leadership_losses = losses;
+        let incarnation = sim.incarnation;
+        let mut voided = Vec::new();
+        for (conn_id, conn) in &mut self.conns {
+            if conn.node == id
+                && conn.incarnation == incarnation
+                && conn.open
+                && conn.queue.discard_held()
+            {
+                conn.queue.push(
+                    Reply::Error(ErrorReply::LeadershipLost),
+                    Gate::OPEN,
+                    Gate::OPEN,
+                );
+                conn.closing = true;
+                voided.push(*conn_id);
+            }
+        }
+        self.trace(|| format!("n{id} lost leadership; voided held replies on {voided:?}"));
+    }
+
+    fn release_replies(&mut self, id: NodeId) {
+        let sim = &self.nodes[(id - 1) as usize];
+        let released = sim.core.as_ref().expect("a live node").released();
+        let incarnation = sim.incarnation;
+        let mut sends = Vec::new();
+        for (conn_id, conn) in &mut self.conns {
+            if conn.node != id || conn.incarnation != incarnation || !conn.open {
+                continue;
+            }
+            let bytes = conn.queue.sendable(released).to_vec();
+            if !bytes.is_empty() {
+                conn.queue.consume(bytes.len());
+                let at = (self.now + self.rng_network.range(1, 5)).max(conn.last_arrival);
+                conn.last_arrival = at;
+                sends.push((at, *conn_id, bytes));
+            }
+            if conn.closing && conn.queue.is_empty() {
+                conn.open = false;
+            }
+        }
+        for (at, conn, bytes) in sends {
+            self.schedule(at, Event::Reply { conn, bytes });
+        }
+    }
+
+    fn dial(&mut self, id: NodeId, incarnation: u64, peer: NodeId) -> Result<(), Failure> {
+        if self.node(id).incarnation != incarnation || !self.is_up(id) {
+            return Ok(());
+        }
+        if self.network.link(id, peer).up {
+            return Ok(());
+        }
+        let reachable = self.is_up(peer)
+            && !self.node(peer).paused
+            && !self.network.is_refused(id, peer)
+            && !self.network.is_silenced(id, peer)
+            && !self.network.is_silenced(peer, id);
+        if !reachable {
+            let link = self.network.link_mut(id, peer);
+            let delay = link.retry_delay_ms;
+            link.retry_delay_ms = (delay * 2).min(MAX_RETRY_DELAY_MS);
+            self.schedule(
+                self.now + delay,
+                Event::Dial {
+                    node: id,
+                    incarnation,
+                    peer,
+                },
+            );
+            return Ok(());
+        }
+        let link = self.network.link_mut(id, peer);
+        link.up = true;
+        link.retry_delay_ms = FIRST_RETRY_DELAY_MS;
+        self.trace(|| format!("n{id} peer_up n{peer}"));
+        let now = self.now;
+        self.core_mut(id).peer_up(peer, client_address(peer), now);
+        self.input_taken(id)
+    }
+
+    /// Breaks the connection `from -> to`, telling `from` if it is alive.
+    fn break_link(&mut self, from: NodeId, to: NodeId) {
+        if self.network.break_link(from, to) && self.is_up(from) {
+            let incarnation = self.node(from).incarnation;
+            let at = self.now + self.rng_network.range(1, 5);
+            self.schedule(
+                at,
+                Event::PeerDown {
+                    node: from,
+                    incarnation,
+                    peer: to,
+                },
+            );
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Checks after every turn
+
+    fn observe(&mut self, id: NodeId) -> Result<(), Failure> {
+        let sim = &self.nodes[(id - 1) as usize];
+        let core = sim.core.as_ref().expect("a live node");
+        if let Some(epoch) = core.leading_epoch() {
+            match self.leaders.get(&epoch) {
+                Some(&other) if other != id => {
+                    return fail(
+                        ViolationKind::TwoLeadersInOneEpoch,
+                        format!("nodes {other} and {id} both led epoch {epoch}"),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    self.leaders.insert(epoch, id);
+                    self.stats.leaders_elected += 1;
+                    self.trace(|| format!("n{id} leads epoch {epoch}"));
+                    self.maybe_crash_soon(id, 50);
+                }
+            }
+        }
+        let sim = &self.nodes[(id - 1) as usize];
+        let core = sim.core.as_ref().expect("a live node");
+        let promised = core.promised_epoch();
+        let durable_epoch = sim
+            .disk
+            .last_durable_epoch()
+            .or_else(|error| fail(ViolationKind::BadDisk, error))?;
+        if promised > sim.persisted_epoch.max(durable_epoch) {
+            return fail(
+                ViolationKind::Protocol,
+                format!(
+                    "node {id} promised epoch {promised} but persisted only {} (its durable log \
+                     ends in epoch {durable_epoch})",
+                    sim.persisted_epoch
+                ),
+            );
+        }
+        let commit = core.commit_index();
+        if commit < sim.checked_commit {
+            return fail(
+                ViolationKind::CommittedLogDiverged,
+                format!(
+                    "node {id}'s commit index went back from {} to {commit}",
+                    sim.checked_commit
+                ),
+            );
+        }
+        if commit > core.last_index() {
+            return fail(
+                ViolationKind::CommittedLogDiverged,
+                format!(
+                    "node {id} has commit index {commit} past its last index {}",
+                    core.last_index()
+                ),
+            );
+        }
+        for index in sim.checked_commit + 1..=commit {
+            let Some(record) = core.record(index) else {
+                return fail(
+                    ViolationKind::CommittedLogDiverged,
+                    format!("node {id} no longer holds committed record {index}"),
+                );
+            };
+            let first_seen = index > self.committed.len();
+            self.committed.observe(id, index, record)?;
+            if first_seen {
+                self.check_durable_on_majority(id, index)?;
+            }
+        }
+        let sim = &mut self.nodes[(id - 1) as usize];
+        sim.checked_commit = sim.checked_commit.max(commit);
+        let core = sim.core.as_ref().expect("a live node");
+        let actual: StoreImage = core
+            .store()
+            .iter()
+            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+            .collect();
+        let mut expected = self.committed.image_at(commit);
+        if core.leading_epoch().is_some() {
+            // A leader has applied its whole log, ahead of commit.
+            for index in commit + 1..=core.last_index() {
+                let record = core.record(index).expect("a leader holds its log");
+                apply_record(&mut expected, record);
+            }
+        }
+        if actual != expected {
+            let leading = core.leading_epoch();
+            let last = core.last_index();
+            return fail(
+                ViolationKind::StoreDiverged,
+                format!(
+                    "node {id} (leading {leading:?}, commit {commit}, last {last}) has store {} \
+                     but its log says {}",
+                    describe_image(&actual),
+                    describe_image(&expected)
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// A committed record must survive any minority of crashes: a majority
+    /// of disks hold it durably (whatever their processes are doing).
+    fn check_durable_on_majority(&self, id: NodeId, index: u64) -> Result<(), Failure> {
+        let record = self.committed.record(index).expect("just observed");
+        let holders: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|sim| sim.disk.durable_record(index) == Some(record))
+            .map(|sim| sim.id)
+            .collect();
+        if holders.len() < self.options.nodes / 2 + 1 {
+            return fail(
+                ViolationKind::CommittedNotDurable,
+                format!(
+                    "node {id} counts {} committed, but only nodes {holders:?} hold it durably",
+                    describe_record(record)
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // Clients
+
+    fn client_wake(&mut self, client: usize) {
+        if self.clients[client].in_flight.is_some() {
+            return;
+        }
+        let operation = match self.clients[client].next.take() {
+            Some(operation) if self.clients[client].phase != Phase::Draining => operation,
+            _ => match self.clients[client].phase {
+                Phase::Workload => {
+                    let keys = self.options.keys;
+                    self.clients[client].invent(&mut self.rng_clients, keys)
+                }
+                Phase::FinalReads => match self.clients[client].final_keys.pop_front() {
+                    Some(key) => Operation::Get { key },
+                    None => {
+                        self.clients[client].phase = Phase::Done;
+                        return;
+                    }
+                },
+                Phase::Draining | Phase::Done => return,
+            },
+        };
+        let target = match self.clients[client].target {
+            Some(target) => target,
+            None => self.rng_clients.range(1, self.options.nodes as u64),
+        };
+        let conn = match self.clients[client].conn {
+            Some(conn) if self.conns[&conn].node == target && self.conns[&conn].open => conn,
+            _ => {
+                self.close_client_conn(client);
+                if !self.is_up(target) {
+                    // Connection refused: certainly not executed.
+                    let client_id = self.clients[client].id;
+                    self.trace(|| format!("client {client_id} cannot connect to n{target}"));
+                    let state = &mut self.clients[client];
+                    state.next = Some(operation);
+                    state.target = None;
+                    let at = self.now + self.rng_clients.range(10, 50);
+                    self.schedule(at, Event::ClientWake { client });
+                    return;
+                }
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                let incarnation = self.node(target).incarnation;
+                self.conns.insert(
+                    conn,
+                    Conn {
+                        client,
+                        node: target,
+                        incarnation,
+                        queue: ReplyQueue::new(),
+                        open: true,
+                        closing: false,
+                        requests: VecDeque::new(),
+                        last_arrival: 0,
+                    },
+                );
+                self.clients[client].conn = Some(conn);
+                conn
+            }
+        };
+        let request_id = self.next_request;
+        self.next_request += 1;
+        let line = request_line(&operation);
+        let client_id = self.clients[client].id;
+        self.trace(|| {
+            format!(
+                "client {client_id} sends #{request_id} {} to n{target} (conn {conn})",
+                String::from_utf8_lossy(&line)
+            )
+        });
+        self.clients[client].target = Some(target);
+        self.clients[client].in_flight = Some(InFlight {
+            request_id,
+            operation,
+            invoked_at: self.now,
+            conn,
+        });
+        let at = self.now + self.rng_clients.range(1, 5);
+        self.schedule(
+            at,
+            Event::Request {
+                conn,
+                request_id,
+                line,
+            },
+        );
+        self.schedule(
+            self.now + REQUEST_TIMEOUT_MS,
+            Event::ClientTimeout { client, request_id },
+        );
+    }
+
+    fn close_client_conn(&mut self, client: usize) {
+        if let Some(conn) = self.clients[client].conn.take()
+            && let Some(conn) = self.conns.get_mut(&conn)
+        {
+            conn.open = false;
+        }
+    }
+
+    fn execute_request(
+        &mut self,
+        conn_id: ConnId,
+        request_id: u64,
+        line: &[u8],
+    ) -> Result<(), Failure> {
+        let Some(conn) = self.conns.get(&conn_id) else {
+            return Ok(());
+        };
+        let id = conn.node;
+        if !conn.open || conn.closing || conn.incarnation != self.node(id).incarnation {
+            return Ok(());
+        }
+        let request = match protocol::parse(line) {
+            Ok(request) => request,
+            Err(error) => {
+                return fail(
+                    ViolationKind::BadReply,
+                    format!("the client sent an unparsable line: {error}"),
+                );
+            }
+        };
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_mut().expect("a live node");
+        if matches!(request, Request::Get { .. })
+            && core.leading_epoch().is_none()
+            && self.options.follower_reads == FollowerReads::Local
+        {
+            self.local_reads.insert(request_id);
+        }
+        let conn = self.conns.get_mut(&conn_id).expect("checked above");
+        conn.requests.push_back(request_id);
+        core.handle_request(request, &mut conn.queue);
+        self.trace(|| format!("n{id} executes #{request_id}"));
+        self.input_taken(id)
+    }
+
+    fn receive_reply(&mut self, conn_id: ConnId, bytes: &[u8]) -> Result<(), Failure> {
+        let client = self.conns[&conn_id].client;
+        if self.clients[client].conn != Some(conn_id) {
+            return Ok(());
+        }
+        for line in bytes.split(|byte| *byte == b'\n') {
+            if line.is_empty() {
+                continue;
+            }
+            let request_id = self
+                .conns
+                .get_mut(&conn_id)
+                .and_then(|conn| conn.requests.pop_front());
+            let in_flight = self.clients[client].in_flight.take();
+            let Some(in_flight) = in_flight
+                .filter(|flight| Some(flight.request_id) == request_id && flight.conn == conn_id)
+            else {
+                return fail(
+                    ViolationKind::BadReply,
+                    format!(
+                        "client {} got {:?} on conn {conn_id} with nothing in flight",
+                        self.clients[client].id,
+                        String::from_utf8_lossy(line)
+                    ),
+                );
+            };
+            self.handle_reply_line(client, in_flight, line)?;
+        }
+        Ok(())
+    }
+
+    fn handle_reply_line(
+        &mut self,
+        client: usize,
+        in_flight: InFlight,
+        line: &[u8],
+    ) -> Result<(), Failure> {
+        let client_id = self.clients[client].id;
+        let request_id = in_flight.request_id;
+        self.trace(|| {
+            format!(
+                "client {client_id} gets {:?} for #{request_id}",
+                String::from_utf8_lossy(line)
+            )
+        });
+        match parse_reply(line) {
+            ReplyLine::NotLeader(hint) => {
+                // Certainly not executed: retry, record nothing.
+                let state = &mut self.clients[client];
+                state.next = Some(in_flight.operation);
+                state.redirects += 1;
+                let delay = match hint {
+                    Some(leader) if state.redirects <= 5 => {
+                        state.target = Some(leader);
+                        1
+                    }
+                    _ => {
+                        state.target = None;
+                        state.redirects = 0;
+                        self.rng_clients.range(20, 100)
+                    }
+                };
+                self.schedule(self.now + delay, Event::ClientWake { client });
+            }
+            ReplyLine::Error(_) => {
+                self.record_unknown(client, in_flight);
+                self.close_client_conn(client);
+                self.clients[client].target = None;
+                let at = self.now + self.rng_clients.range(0, 30);
+                self.schedule(at, Event::ClientWake { client });
+            }
+            ReplyLine::Outcome(outcome) => {
+                if !fits(&in_flight.operation, &outcome) {
+                    return fail(
+                        ViolationKind::BadReply,
+                        format!(
+                            "client {client_id} got {outcome:?} for {:?}",
+                            in_flight.operation
+                        ),
+                    );
+                }
+                self.clients[client].redirects = 0;
+                if self.local_reads.remove(&request_id) {
+                    self.stats.local_reads += 1;
+                    if self.clients[client].phase == Phase::FinalReads {
+                        let key = in_flight.operation.key().to_vec();
+                        self.clients[client].final_keys.push_back(key);
+                        self.clients[client].target = self.leader();
+                    }
+                } else {
+                    if outcome == Outcome::Ok {
+                        if let Operation::Put { key, value } = &in_flight.operation
+                            && self.committed.put_index(key, value).is_none()
+                        {
+                            return fail(
+                                ViolationKind::AcknowledgedWriteNotCommitted,
+                                format!(
+                                    "client {client_id} got OK for #{request_id} PUT {} {} \
+                                     but no committed record holds it",
+                                    String::from_utf8_lossy(key),
+                                    String::from_utf8_lossy(value)
+                                ),
+                            );
+                        }
+                        self.stats.acknowledged_writes += 1;
+                    }
+                    self.stats.completed += 1;
+                    self.history.events.push(HistoryEvent {
+                        client: client_id,
+                        operation: in_flight.operation,
+                        invoked_at: in_flight.invoked_at,
+                        completed_at: Some(self.now),
+                        outcome,
+                    });
+                }
+                let at = self.now + self.rng_clients.range(0, 20);
+                self.schedule(at, Event::ClientWake { client });
+            }
+        }
+        Ok(())
+    }
+
+    fn record_unknown(&mut self, client: usize, in_flight: InFlight) {
+        self.stats.unknown += 1;
+        self.local_reads.remove(&in_flight.request_id);
+        let state = &mut self.clients[client];
+        if state.phase == Phase::FinalReads {
+            // A final read must complete; try that key again.
+            state
+                .final_keys
+                .push_back(in_flight.operation.key().to_vec());
+        }
+        self.history.events.push(HistoryEvent {
+            client: state.id,
+            operation: in_flight.operation,
+            invoked_at: in_flight.invoked_at,
+            completed_at: None,
+            outcome: Outcome::Unknown,
+        });
+    }
+
+    fn client_timeout(&mut self, client: usize, request_id: u64) {
+        let Some(in_flight) = self.clients[client].in_flight.take() else {
+            return;
+        };
+        if in_flight.request_id != request_id {
+            self.clients[client].in_flight = Some(in_flight);
+            return;
+        }
+        let client_id = self.clients[client].id;
+        self.trace(|| format!("client {client_id} times out #{request_id}"));
+        self.record_unknown(client, in_flight);
+        self.close_client_conn(client);
+        self.clients[client].target = None;
+        let at = self.now + self.rng_clients.range(0, 50);
+        self.schedule(at, Event::ClientWake { client });
+    }
+
+    fn connection_reset(&mut self, conn_id: ConnId) {
+        let client = self.conns[&conn_id].client;
+        if self.clients[client].conn != Some(conn_id) {
+            return;
+        }
+        self.clients[client].conn = None;
+        self.clients[client].target = None;
+        let client_id = self.clients[client].id;
+        self.trace(|| format!("client {client_id}: conn {conn_id} reset"));
+        if let Some(in_flight) = self.clients[client].in_flight.take() {
+            self.record_unknown(client, in_flight);
+            let at = self.now + self.rng_clients.range(10, 50);
+            self.schedule(at, Event::ClientWake { client });
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Faults
+
+    fn leader(&self) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .filter_map(|sim| {
+                let epoch = sim.core.as_ref()?.leading_epoch()?;
+                Some((epoch, sim.id))
+            })
+            .max()
+            .map(|(_, id)| id)
+    }
+
+    fn inject_fault(&mut self) -> Result<(), Failure> {
+        if self.chaos_over {
+            return Ok(());
+        }
+        let next = self.now + self.rng_faults.range(100, 700);
+        self.schedule(next, Event::Fault);
+        let fault = self.next_fault;
+        self.next_fault += 1;
+        let nodes = self.options.nodes as u64;
+        let random_node = self.rng_faults.range(1, nodes);
+        let leader = self.leader();
+        let roll = self.rng_faults.below(100);
+        match roll {
+            0..13 => self.crash(random_node),
+            13..26 => self.crash(leader.unwrap_or(random_node)),
+            26..34 => self.pause(random_node),
+            34..41 => self.pause(leader.unwrap_or(random_node)),
+            41..54 => {
+                let ids = self.ids();
+                let side: BTreeSet<NodeId> = ids
+                    .iter()
+                    .copied()
+                    .filter(|_| self.rng_faults.chance(500))
+                    .collect();
+                self.partition(fault, &side);
+                Ok(())
+            }
+            54..63 => {
+                let side = BTreeSet::from([leader.unwrap_or(random_node)]);
+                self.partition(fault, &side);
+                Ok(())
+            }
+            63..69 => {
+                // One-way black holes on random links.
+                let mut links = BTreeSet::new();
+                for from in self.ids() {
+                    for to in self.ids() {
+                        if from != to && self.rng_faults.chance(300) {
+                            links.insert((from, to));
+                        }
+                    }
+                }
+                self.trace(|| format!("fault #{fault}: one-way silence on {links:?}"));
+                self.network.add_silent(fault, links);
+                self.stats.partitions += 1;
+                let heal = self.now + self.rng_faults.range(100, 2000);
+                self.schedule(heal, Event::Heal { fault });
+                Ok(())
+            }
+            69..79 => {
+                let until = self.now + self.rng_faults.range(200, 3000);
+                self.trace(|| {
+                    format!("fault #{fault}: n{random_node}'s disk is slow until {until}")
+                });
+                self.node_mut(random_node).slow_disk_until = until;
+                Ok(())
+            }
+            79..87 => {
+                let other = 1 + (random_node + self.rng_faults.range(0, nodes - 2)) % nodes;
+                self.trace(|| format!("fault #{fault}: connections n{random_node}-n{other} break"));
+                self.stats.link_breaks += 1;
+                self.break_link(random_node, other);
+                self.break_link(other, random_node);
+                Ok(())
+            }
+            _ => {
+                let weather = Weather {
+                    loss_per_mille: *self.rng_faults.pick(&[0, 20, 100, 300]),
+                    duplicate_per_mille: *self.rng_faults.pick(&[0, 20, 100]),
+                    slow_per_mille: *self.rng_faults.pick(&[0, 50, 200]),
+                    max_slow_ms: self.rng_faults.range(20, 500),
+                };
+                self.trace(|| format!("fault #{fault}: weather {weather:?}"));
+                self.network.weather = weather;
+                self.weather_fault = fault;
+                let ends = self.now + self.rng_faults.range(200, 2000);
+                self.schedule(ends, Event::WeatherEnds { fault });
+                Ok(())
+            }
+        }
+    }
+
+    /// Cuts `side` off from the rest: silently (frames vanish, both ways)
+    /// or by refusing connections (which break at once).
+    fn partition(&mut self, fault: u64, side: &BTreeSet<NodeId>) {
+        let ids = self.ids();
+        let mut pairs = BTreeSet::new();
+        for &a in side {
+            for &b in &ids {
+                if !side.contains(&b) {
+                    pairs.insert((a, b));
+                }
+            }
+        }
+        if pairs.is_empty() {
+            return;
+        }
+        self.stats.partitions += 1;
+        let silent = self.rng_faults.chance(500);
+        self.trace(|| {
+            let how = if silent {
+                "silently"
+            } else {
+                "refusing connections"
+            };
+            format!("fault #{fault}: partition {side:?} from the rest, {how}")
+        });
+        if silent {
+            let links = pairs.iter().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
+            self.network.add_silent(fault, links);
+        } else {
+            let unordered = pairs.iter().map(|&(a, b)| (a.min(b), a.max(b))).collect();
+            self.network.add_refused(fault, unordered);
+            for (a, b) in pairs {
+                self.break_link(a, b);
+                self.break_link(b, a);
+            }
+        }
+        let heal = self.now + self.rng_faults.range(100, 2500);
+        self.schedule(heal, Event::Heal { fault });
+    }
+
+    fn crash(&mut self, id: NodeId) -> Result<(), Failure> {
+        if !self.is_up(id) {
+            return Ok(());
+        }
+        self.stats.crashes += 1;
+        let unsynced = self.node(id).disk.unsynced_len();
+        let keep = match self.rng_disk.below(4) {
+            0 | 1 => 0,
+            2 => unsynced,
+            _ => self.rng_disk.range(0, unsynced as u64) as usize,
+        };
+        if keep > 0 && keep < unsynced {
+            self.stats.torn_tails += 1;
+        }
+        self.trace(|| format!("n{id} crashes, keeping {keep} of {unsynced} unsynced bytes"));
+        let sim = self.node_mut(id);
+        sim.core = None;
+        sim.incarnation += 1;
+        sim.paused = false;
+        sim.backlog.clear();
+        sim.syncing = false;
+        sim.turn_pending = false;
+        sim.acks_checked = 0;
+        sim.disk.crash(keep);
+        for peer in self.ids() {
+            if peer != id {
+                self.network.close_link(id, peer);
+                self.break_link(peer, id);
+            }
+        }
+        let mut resets = Vec::new();
+        for (conn_id, conn) in &mut self.conns {
+            if conn.node == id && conn.open {
+                conn.open = false;
+                let at = (self.now + self.rng_network.range(1, 5)).max(conn.last_arrival);
+                resets.push((at, *conn_id));
+            }
+        }
+        for (at, conn) in resets {
+            self.schedule(at, Event::ConnReset { conn });
+        }
+        // Often back at once, to find its promises and log as it left them.
+        let restart = if self.rng_faults.chance(300) {
+            self.now + self.rng_faults.range(1, 50)
+        } else {
+            self.now + self.rng_faults.range(50, 1500)
+        };
+        self.schedule(restart, Event::Restart { node: id });
+        Ok(())
+    }
+
+    /// During the chaos, crashes `id` within a few ms with probability
+    /// `per_mille`: right after a promise, a log write or an election is
+    /// where lost state hurts most, and random crashes rarely land there.
+    fn maybe_crash_soon(&mut self, id: NodeId, per_mille: u64) {
+        if self.chaos_over || !self.rng_faults.chance(per_mille) {
+            return;
+        }
+        let incarnation = self.node(id).incarnation;
+        let at = self.now + self.rng_faults.range(0, 3);
+        self.schedule(
+            at,
+            Event::CrashSoon {
+                node: id,
+                incarnation,
+            },
+        );
+    }
+
+    fn restart(&mut self, id: NodeId) -> Result<(), Failure> {
+        if self.is_up(id) {
+            return Ok(());
+        }
+        self.boot(id)
+    }
+
+    fn pause(&mut self, id: NodeId) -> Result<(), Failure> {
+        if !self.is_up(id) || self.node(id).paused {
+            return Ok(());
+        }
+        self.stats.pauses += 1;
+        self.trace(|| format!("n{id} paused"));
+        self.node_mut(id).paused = true;
+        let resume = self.now + self.rng_faults.range(50, 1500);
+        self.schedule(resume, Event::Resume { node: id });
+        Ok(())
+    }
+
+    fn resume(&mut self, id: NodeId) {
+        if !self.node(id).paused {
+            return;
+        }
+        let backlog = std::mem::take(&mut self.node_mut(id).backlog);
+        let count = backlog.len();
+        self.trace(|| format!("n{id} resumed with {count} events waiting"));
+        self.node_mut(id).paused = false;
+        for event in backlog {
+            self.schedule(self.now, event);
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Healing, convergence, the final reads
+
+    fn end_chaos(&mut self) -> Result<(), Failure> {
+        self.trace(|| "chaos ends: healing everything".to_string());
+        self.chaos_over = true;
+        self.chaos_ended_at = self.now;
+        self.network.heal_all();
+        for id in self.ids() {
+            self.resume(id);
+            self.node_mut(id).slow_disk_until = 0;
+            if !self.is_up(id) {
+                self.boot(id)?;
+            }
+        }
+        for client in &mut self.clients {
+            client.phase = Phase::Draining;
+        }
+        self.schedule(self.now + 1000, Event::Probe);
+        Ok(())
+    }
+
+    fn probe(&mut self) -> Result<(), Failure> {
+        self.schedule(self.now + 100, Event::Probe);
+        let idle = self.clients.iter().all(|client| client.in_flight.is_none());
+        if !idle {
+            return Ok(());
+        }
+        let Ok(leader) = self.convergence() else {
+            return Ok(());
+        };
+        let draining = self
+            .clients
+            .iter()
+            .all(|client| client.phase == Phase::Draining);
+        if draining {
+            self.trace(|| format!("converged on leader n{leader}; final reads"));
+            let keys: Vec<Vec<u8>> = (0..self.options.keys)
+                .map(|key| format!("k{key}").into_bytes())
+                .collect();
+            for client in 0..self.clients.len() {
+                let state = &mut self.clients[client];
+                state.phase = Phase::FinalReads;
+                state.final_keys = keys.iter().cloned().collect();
+                state.target = Some(leader);
+                state.next = None;
+                self.schedule(self.now, Event::ClientWake { client });
+            }
+            return Ok(());
+        }
+        if self
+            .clients
+            .iter()
+            .all(|client| client.phase == Phase::Done)
+        {
+            self.trace(|| "final reads done; converged".to_string());
+            self.finished = true;
+        }
+        Ok(())
+    }
+
+    /// `Ok(leader)` once the cluster settled: every node up, one leader (the
+    /// highest id, as Bully wants) that everyone follows in its epoch, every
+    /// commit index at the leader's last index, equal committed logs and
+    /// equal stores.
+    fn convergence(&self) -> Result<NodeId, String> {
+        let mut leaders = Vec::new();
+        for sim in &self.nodes {
+            let Some(core) = &sim.core else {
+                return Err(format!("node {} is down", sim.id));
+            };
+            if sim.paused {
+                return Err(format!("node {} is paused", sim.id));
+            }
+            if let Some(epoch) = core.leading_epoch() {
+                leaders.push((sim.id, epoch));
+            }
+        }
+        let [(leader, epoch)] = leaders[..] else {
+            return Err(format!("leaders (id, epoch): {leaders:?}"));
+        };
+        let highest = self.options.nodes as NodeId;
+        if leader != highest {
+            return Err(format!("node {leader} leads, not the highest id {highest}"));
+        }
+        let leader_core = self.node(leader).core.as_ref().expect("up");
+        let last = leader_core.last_index();
+        let image = |core: &Node| -> StoreImage {
+            core.store()
+                .iter()
+                .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                .collect()
+        };
+        let leader_image = image(leader_core);
+        for sim in &self.nodes {
+            let core = sim.core.as_ref().expect("up");
+            if core.known_leader() != Some(leader) || core.promised_epoch() != epoch {
+                return Err(format!(
+                    "node {} follows {:?} in epoch {}, not {leader} in {epoch}",
+                    sim.id,
+                    core.known_leader(),
+                    core.promised_epoch()
+                ));
+            }
+            if core.commit_index() != last {
+                return Err(format!(
+                    "node {} has commit index {}, the leader's last index is {last}",
+                    sim.id,
+                    core.commit_index()
+                ));
+            }
+            for index in 1..=last {
+                if core.record(index) != leader_core.record(index) {
+                    return Err(format!(
+                        "node {} and the leader differ at committed index {index}",
+                        sim.id
+                    ));
+                }
+            }
+            if image(core) != leader_image {
+                return Err(format!(
+                    "node {} has store {}, the leader {}",
+                    sim.id,
+                    describe_image(&image(core)),
+                    describe_image(&leader_image)
+                ));
+            }
+        }
+        Ok(leader)
+    }
+
+    fn final_checks(&mut self) -> Result<(), Failure> {
+        if let Err(reason) = self.convergence() {
+            return fail(
+                ViolationKind::NoConvergence,
+                format!("the cluster diverged again during the final reads: {reason}"),
+            );
+        }
+        match linearizability::check(&self.history) {
+            Verdict::Linearizable => Ok(()),
+            Verdict::NotLinearizable { key, explanation } => fail(
+                ViolationKind::NotLinearizable,
+                format!("key {}: {explanation}", String::from_utf8_lossy(&key)),
+            ),
+            Verdict::Inconclusive { key, reason } => fail(
+                ViolationKind::Inconclusive,
+                format!("key {}: {reason}", String::from_utf8_lossy(&key)),
+            ),
+        }
+    }
+
+    fn describe_cluster(&self) -> String {
+        let mut out = String::new();
+        for sim in &self.nodes {
+            match &sim.core {
+                None => {
+                    let _ = write!(out, "[n{} down] ", sim.id);
+                }
+                Some(core) => {
+                    let _ = write!(
+                        out,
+                        "[n{} epoch {} leads {:?} follows {:?} commit {} last {}{}] ",
+                        sim.id,
+                        core.promised_epoch(),
+                        core.leading_epoch(),
+                        core.known_leader(),
+                        core.commit_index(),
+                        core.last_index(),
+                        if sim.paused { " paused" } else { "" }
+                    );
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A peer message, briefly, for the trace.
+fn describe(envelope: &Envelope) -> String {
+    let body = match &envelope.message {
+        Message::Append {
+            prev_index,
+            prev_epoch,
+            commit_index,
+            round,
+            records,
+        } => {
+            let mut rest: &[u8] = records;
+            let mut described = Vec::new();
+            while let Ok((_, used)) = log::decode(rest) {
+                described.push(describe_record(&rest[..used]));
+                rest = &rest[used..];
+            }
+            format!(
+                "Append prev=({prev_index},e{prev_epoch}) commit={commit_index} round={round} {}",
+                described.join(" ")
+            )
+        }
+        Message::FetchReply {
+            from_index,
+            records,
+        } => format!("FetchReply from={from_index} {} bytes", records.len()),
+        other => format!("{other:?}"),
+    };
+    format!("[e{}] {body}", envelope.epoch)
+}
