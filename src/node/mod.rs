@@ -601,7 +601,7 @@ mod tests {
     }
 
     /// What the driver does with the log at the end of a turn.
-    fn write_log(node: &mut Node) -> Vec<u8> {
+    pub(super) fn write_log(node: &mut Node) -> Vec<u8> {
         node.end_turn(0);
         let Some(write) = node.pending_log_write() else {
             return Vec::new();

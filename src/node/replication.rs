@@ -478,7 +478,7 @@ fn kth_largest(values: &mut [u64], k: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{from_peer, leader_of_three, run, sent};
+    use super::super::tests::{from_peer, leader_of_three, run, sent, write_log};
     use super::*;
     use crate::node::ReplyQueue;
 
@@ -535,6 +535,56 @@ mod tests {
             .filter(|(_, envelope)| matches!(envelope.message, Message::Ack { .. }))
             .collect();
         assert!(acks.is_empty(), "stale ack sent: {acks:?}");
+    }
+
+    fn ack(match_index: u64) -> Message {
+        Message::Ack {
+            success: true,
+            match_index,
+            round: 0,
+        }
+    }
+
+    /// Raft §5.4.2 (figure 8): a majority holding a record of an older epoch
+    /// does not commit it; only a record of the leader's own epoch commits,
+    /// and the ones before it with it.
+    #[test]
+    fn replicas_of_an_older_epoch_record_do_not_commit_it() {
+        let mut config = crate::node::NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config, 8);
+        for (index, commit) in [(1, 0), (2, 1)] {
+            node.replay(&log::Entry {
+                epoch: 1,
+                index,
+                commit,
+                op: log::Op::Put {
+                    key: b"k",
+                    value: b"old epoch",
+                },
+            });
+        }
+        node.start(0);
+        for peer in [1, 2] {
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)), 0);
+        }
+        node.on_timer(TimerKind::Election, 1000);
+        let promise = Message::Promise {
+            last_epoch: 1,
+            last_index: 2,
+            commit_index: 1,
+        };
+        node.handle_message(from_peer(1, 2, promise), 1000);
+        assert_eq!(node.leading_epoch(), Some(2));
+        write_log(&mut node);
+        assert_eq!(node.commit_index(), 1);
+        // Node 1 holds record 2 (epoch 1): with the leader that is a
+        // majority, yet record 2 must not commit on that count.
+        node.handle_message(from_peer(1, 2, ack(2)), 1001);
+        assert_eq!(node.commit_index(), 1);
+        // Once the leader's Noop (index 3, epoch 2) is on a majority, both commit.
+        node.handle_message(from_peer(1, 2, ack(3)), 1002);
+        assert_eq!(node.commit_index(), 3);
     }
 
     #[test]
