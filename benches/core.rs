@@ -57,7 +57,7 @@ fn store(criterion: &mut Criterion) {
     let keys: Vec<Vec<u8>> = (0..KEY_COUNT).map(key).collect();
     let mut store = Store::new();
     for key in &keys {
-        store.put(key, &value);
+        store.put(key, &value, 1);
     }
     let mut group = criterion.benchmark_group("store");
     group.throughput(Throughput::Elements(1));
@@ -71,7 +71,7 @@ fn store(criterion: &mut Criterion) {
     group.bench_function("put_overwrite_100k", |bencher| {
         bencher.iter(|| {
             next = (next + 7919) % KEY_COUNT;
-            store.put(&keys[next], black_box(&value));
+            store.put(&keys[next], black_box(&value), 2);
         })
     });
     group.finish();

@@ -339,6 +339,8 @@ impl Node {
             followers,
             since_ms: now_ms,
         };
+        // Any record before this may be a DEL a missing key's read observes.
+        self.last_delete_index = self.log.last_index();
         // Records of older epochs commit only through one of this epoch.
         self.append_as_leader(Op::Noop);
         self.broadcast_append(now_ms);

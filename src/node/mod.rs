@@ -190,6 +190,10 @@ pub struct Node {
     applied_index: u64,
     /// Records applied ahead of commit (leader only), oldest first.
     undo: VecDeque<Undo>,
+    /// The index of the latest DEL this node applied as leader (or, on
+    /// taking office, of its last record): what a read of a missing key
+    /// may have observed.
+    last_delete_index: u64,
     /// The highest epoch promised; persisted before anything relies on it.
     promised_epoch: u64,
     /// The highest epoch seen in any message (a new candidacy goes above it).
@@ -226,6 +230,7 @@ impl Node {
             commit_index: 0,
             applied_index: 0,
             undo: VecDeque::new(),
+            last_delete_index: 0,
             promised_epoch,
             seen_epoch: promised_epoch,
             role: Role::Follower { leader: None },
@@ -296,8 +301,15 @@ impl Node {
 
     fn read(&mut self, key: &[u8], replies: &mut ReplyQueue) {
         if self.is_serving_leader() {
-            let gate = self.read_gate();
-            let reply = self.store.get(key).map_or(Reply::NotFound, Reply::Value);
+            let round = self.read_round();
+            let (reply, depends_on) = match self.store.lookup(key) {
+                Some(pair) => (Reply::Value(pair.value()), pair.write_index()),
+                None => (Reply::NotFound, self.last_delete_index),
+            };
+            let gate = Gate {
+                index: depends_on,
+                round,
+            };
             replies.push(reply, gate, self.released());
         } else if self.config.follower_reads == FollowerReads::Local {
             // The local copy holds committed records only; it may lag.
@@ -312,20 +324,20 @@ impl Node {
         }
     }
 
-    /// A leader's read waits for every write it may have seen to be released
-    /// and, in a cluster, for a round that proves it still leads (ReadIndex).
-    fn read_gate(&mut self) -> Gate {
+    /// The read round a leader's read waits for: in a cluster, one sent
+    /// after the read, which proves the node still led when it read
+    /// (ReadIndex); alone, none.
+    ///
+    /// Its log index part is the write the read observed: the one that set
+    /// the value, or for a missing key the latest DEL (any key's: deletions
+    /// leave nothing behind to remember their index by). A value whose write
+    /// is durable cannot be taken back, whatever else is still in flight.
+    fn read_round(&mut self) -> u64 {
         if self.config.cluster_size == 1 {
-            return Gate {
-                index: self.log.last_index(),
-                round: 0,
-            };
+            return 0;
         }
         self.round_wanted = true;
-        Gate {
-            index: self.log.last_index(),
-            round: self.sent_round + 1,
-        }
+        self.sent_round + 1
     }
 
     fn write(&mut self, op: Op<'_>, replies: &mut ReplyQueue) {
@@ -344,8 +356,11 @@ impl Node {
 
     fn delete(&mut self, key: &[u8], replies: &mut ReplyQueue) {
         if self.is_serving_leader() && self.store.get(key).is_none() {
-            // Deleting nothing changes nothing: it is a read.
-            let gate = self.read_gate();
+            // Deleting nothing changes nothing: it is a read of a missing key.
+            let gate = Gate {
+                index: self.last_delete_index,
+                round: self.read_round(),
+            };
             replies.push(Reply::NotFound, gate, self.released());
         } else {
             self.write(Op::Del { key }, replies);
@@ -362,6 +377,9 @@ impl Node {
             op,
         });
         self.apply_speculatively(index, &op);
+        if let Op::Del { .. } = op {
+            self.last_delete_index = index;
+        }
         index
     }
 
@@ -371,9 +389,9 @@ impl Node {
     fn apply_speculatively(&mut self, index: u64, op: &Op<'_>) {
         debug_assert_eq!(index, self.applied_index + 1);
         if self.config.cluster_size == 1 {
-            self.store.apply(op);
+            self.store.apply(index, op);
         } else {
-            let previous = self.store.apply_returning_previous(op);
+            let previous = self.store.apply_returning_previous(index, op);
             if let Op::Put { key, .. } | Op::Del { key } = *op {
                 self.undo.push_back(Undo {
                     index,
@@ -390,7 +408,7 @@ impl Node {
         while self.applied_index < self.commit_index.min(self.log.last_index()) {
             let index = self.applied_index + 1;
             match self.log.entry(index) {
-                Some(Ok(entry)) => self.store.apply(&entry.op),
+                Some(Ok(entry)) => self.store.apply(index, &entry.op),
                 _ => unreachable!("record {index} is in memory and was checked on arrival"),
             }
             self.applied_index = index;
@@ -707,6 +725,42 @@ mod tests {
         assert_eq!(reader.sendable(node.released()), b"");
         write_log(&mut node);
         assert_eq!(reader.sendable(node.released()), b"v\n");
+    }
+
+    #[test]
+    fn a_read_waits_only_for_the_write_it_observed() {
+        let mut node = single_node();
+        let mut writer = ReplyQueue::new();
+        run(&mut node, &mut writer, b"PUT durable 1");
+        write_log(&mut node);
+        run(&mut node, &mut writer, b"PUT pending 2");
+        let mut reader = ReplyQueue::new();
+        run(&mut node, &mut reader, b"GET durable");
+        run(&mut node, &mut reader, b"GET never-written");
+        assert_eq!(reader.sendable(node.released()), b"1\nNOT_FOUND\n");
+        run(&mut node, &mut reader, b"GET pending");
+        assert_eq!(reader.sendable(node.released()), b"1\nNOT_FOUND\n");
+        write_log(&mut node);
+        assert_eq!(reader.sendable(node.released()), b"1\nNOT_FOUND\n2\n");
+    }
+
+    #[test]
+    fn a_miss_waits_for_the_latest_delete() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        write_log(&mut node);
+        run(&mut node, &mut queue, b"DEL k");
+        let mut reader = ReplyQueue::new();
+        run(&mut node, &mut reader, b"GET k");
+        run(&mut node, &mut reader, b"DEL k");
+        assert_eq!(
+            reader.sendable(node.released()),
+            b"",
+            "the DEL is not durable"
+        );
+        write_log(&mut node);
+        assert_eq!(reader.sendable(node.released()), b"NOT_FOUND\nNOT_FOUND\n");
     }
 
     #[test]
