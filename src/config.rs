@@ -18,6 +18,7 @@ pub const MAX_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
+pub const DEFAULT_LOG_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 
 /// When the log is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,6 +105,10 @@ pub struct ServerArgs {
     /// A follower that hears no leader for this long (plus jitter) looks for a new one.
     #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     pub election_timeout_ms: u64,
+    /// Log records a cluster node keeps in memory; older committed ones are
+    /// read back from the log file when a lagging follower needs them.
+    #[arg(long, default_value_t = DEFAULT_LOG_MEMORY_BYTES)]
+    pub log_memory_bytes: usize,
 }
 
 /// A validated server configuration.
@@ -123,6 +128,7 @@ pub struct Config {
     pub follower_reads: FollowerReads,
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
+    pub log_memory_bytes: usize,
 }
 
 /// Why the flags do not make a configuration.
@@ -225,6 +231,7 @@ impl ServerArgs {
             follower_reads: self.follower_reads,
             heartbeat_ms: self.heartbeat_ms,
             election_timeout_ms: self.election_timeout_ms,
+            log_memory_bytes: self.log_memory_bytes,
         })
     }
 }

@@ -254,3 +254,20 @@ fn follower_reads_redirect_sends_reads_to_the_leader() {
     assert_eq!(redirected.put(b"k", b"v").unwrap(), b"OK");
     assert_eq!(redirected.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
 }
+
+#[test]
+fn a_follower_far_behind_catches_up_from_the_leaders_log_file() {
+    // A tiny memory budget: the records the follower missed are read back
+    // from the leader's log file, not served from memory.
+    let mut cluster = Cluster::start(3, &["--log-memory-bytes", "4096"]);
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let lagging = (leader + 1) % 3;
+    cluster.kill9(lagging);
+    let written = write_acknowledged(&cluster, leader, "missed", 500);
+    cluster.start_node(lagging);
+    cluster.wait_for_leader_to_be(leader, &[0, 1, 2]);
+    for (key, value) in [written.first().unwrap(), written.last().unwrap()] {
+        cluster.wait_for_value(lagging, key, value.as_bytes());
+    }
+    assert_all_readable(&cluster, leader, &written);
+}

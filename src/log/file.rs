@@ -246,6 +246,18 @@ impl LogFile {
         self.len_bytes
     }
 
+    /// Reads up to `max_bytes` from byte `offset` into `out` (replacing its
+    /// contents); fewer at the end of the file. For records a follower needs
+    /// that the core no longer keeps in memory.
+    pub fn read_at(&self, offset: u64, max_bytes: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let available =
+            usize::try_from(self.len_bytes.saturating_sub(offset)).unwrap_or(usize::MAX);
+        out.clear();
+        out.resize(max_bytes.min(available), 0);
+        self.file.read_exact_at(out, offset)
+    }
+
     /// True when the log holds no records, only the header.
     pub fn is_empty(&self) -> bool {
         self.len_bytes == LOG_HEADER_BYTES
@@ -996,6 +1008,19 @@ mod tests {
         }
         drop(first);
         LogFile::open(directory.path(), |_, _| {}).expect("open after the first closed");
+    }
+
+    #[test]
+    fn read_at_returns_the_bytes_written_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = LogFile::open(dir.path(), |_, _| {}).unwrap();
+        let records = encoded(&[put(1, 1, b"a", b"1"), put(1, 2, b"b", b"2")]);
+        log.append(&records).unwrap();
+        let mut out = Vec::new();
+        log.read_at(LOG_HEADER_BYTES, 1 << 20, &mut out).unwrap();
+        assert_eq!(out, records);
+        log.read_at(LOG_HEADER_BYTES + 3, 4, &mut out).unwrap();
+        assert_eq!(out, records[3..7]);
     }
 
     #[test]

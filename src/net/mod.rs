@@ -678,10 +678,12 @@ impl Server {
         let outbox = self.node.outbox();
         let epoch = outbox.persist_epoch.take();
         let mut timers = std::mem::take(&mut outbox.timers);
-        let mut messages = std::mem::take(&mut outbox.messages);
         if let Some(epoch) = epoch {
             store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
         }
+        // Reads may produce messages: do them first, then send everything.
+        self.read_log_for_core()?;
+        let mut messages = std::mem::take(&mut self.node.outbox().messages);
         for (kind, deadline_ms) in timers.drain(..) {
             if let Some(previous) = self.node_timers[kind as usize].take() {
                 self.timers.cancel(previous);
@@ -703,6 +705,24 @@ impl Server {
     /// Writes the turn's records in one write(2). Under `--fsync always`
     /// the syncer makes them durable and the core hears of it later; under
     /// the weaker policies they are released once written.
+    /// Reads the log file ranges the core asked for (records it no longer
+    /// keeps in memory) and hands it the bytes; it may ask again.
+    fn read_log_for_core(&mut self) -> Result<(), ServerError> {
+        let mut buffer = Vec::new();
+        loop {
+            let reads = std::mem::take(&mut self.node.outbox().log_reads);
+            if reads.is_empty() {
+                return Ok(());
+            }
+            for read in reads {
+                self.log
+                    .read_at(read.file_offset, read.max_bytes, &mut buffer)
+                    .map_err(ServerError::Log)?;
+                self.node.on_log_read(read, &buffer);
+            }
+        }
+    }
+
     fn commit_log(&mut self) -> io::Result<()> {
         if let Some(error) = self.sync_failure.take() {
             return Err(error);

@@ -267,6 +267,21 @@ impl Node {
         if epoch != self.promised_epoch || self.is_serving_leader() {
             return;
         }
+        if from_index < self.log.first_index()
+            && let Some((first_index, file_offset)) = self.log.locate_evicted(from_index)
+        {
+            // Memory no longer holds them: read them back first.
+            self.outbox.log_reads.push(super::LogRead {
+                file_offset,
+                max_bytes: 4 * 1024 * 1024,
+                first_index,
+                purpose: super::ReadPurpose::Fetch {
+                    to: from,
+                    from_index,
+                },
+            });
+            return;
+        }
         let records = self
             .log
             .records_from(from_index, super::message::MAX_FRAME_RECORDS_BYTES)

@@ -24,6 +24,10 @@ use std::collections::VecDeque;
 
 use crate::log::{self, DecodeError, Entry};
 
+/// An evicted record's file offset is remembered for one record in this many
+/// (those whose index is 1 modulo it); a read scans forward from there.
+const CHECKPOINT_INTERVAL: u64 = 256;
+
 /// Where one record sits.
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -56,6 +60,8 @@ pub struct LogTail {
     handed_off_index: u64,
     truncate_file_to: Option<u64>,
     durable_index: u64,
+    /// (index, file offset) of sampled evicted records, increasing.
+    checkpoints: Vec<(u64, u64)>,
 }
 
 impl LogTail {
@@ -73,6 +79,7 @@ impl LogTail {
             handed_off_index: 0,
             truncate_file_to: None,
             durable_index: 0,
+            checkpoints: Vec::new(),
         }
     }
 
@@ -244,6 +251,62 @@ impl LogTail {
         }
     }
 
+    /// Forgets records from the front while more than `budget_bytes` are
+    /// held, never past `limit_index` nor past what is durable. To keep the
+    /// cost amortized, once over budget it evicts down to half of it.
+    pub fn evict_to_budget(&mut self, budget_bytes: usize, limit_index: u64) {
+        if self.records.len() <= budget_bytes {
+            return;
+        }
+        let limit_index = limit_index
+            .min(self.durable_index)
+            .min(self.handed_off_index);
+        let target_bytes = budget_bytes / 2;
+        let mut evicted = 0u64;
+        let mut cut = 0usize;
+        while self.records.len() - cut > target_bytes && self.first_index + evicted <= limit_index {
+            let index = self.first_index + evicted;
+            if (index - 1) % CHECKPOINT_INTERVAL == 0 {
+                self.checkpoints
+                    .push((index, self.file_offset + cut as u64));
+            }
+            cut = self
+                .slots
+                .get(evicted as usize + 1)
+                .map_or(self.records.len(), |next| next.start);
+            evicted += 1;
+        }
+        if evicted == 0 {
+            return;
+        }
+        self.epoch_before_first = self.slots[evicted as usize - 1].epoch;
+        self.records.drain(..cut);
+        self.slots.drain(..evicted as usize);
+        for slot in &mut self.slots {
+            slot.start -= cut;
+        }
+        self.handed_off -= cut;
+        self.file_offset += cut as u64;
+        self.first_index += evicted;
+    }
+
+    /// The first record still in memory.
+    pub fn first_index(&self) -> u64 {
+        self.first_index
+    }
+
+    /// Where to start reading the file to find record `index`, evicted from
+    /// memory: a record at or before it and its offset.
+    pub fn locate_evicted(&self, index: u64) -> Option<(u64, u64)> {
+        if index >= self.first_index {
+            return None;
+        }
+        let position = self
+            .checkpoints
+            .partition_point(|(checkpoint, _)| *checkpoint <= index);
+        position.checked_sub(1).map(|at| self.checkpoints[at])
+    }
+
     /// Bytes held in memory (for bounds and tests).
     pub fn memory_bytes(&self) -> usize {
         self.records.len()
@@ -365,6 +428,30 @@ mod tests {
         let (bytes, last) = tail.records_from(4, 1).unwrap();
         assert_eq!((bytes.len(), last), (one, 4));
         assert!(tail.records_from(6, 100).is_none());
+    }
+
+    #[test]
+    fn eviction_to_a_budget_keeps_offsets_findable() {
+        let mut tail = LogTail::new(8);
+        for _ in 0..600 {
+            put(&mut tail, 1);
+        }
+        let one = tail.record(1).unwrap().len();
+        tail.mark_handed_off();
+        tail.mark_durable(600);
+        tail.evict_to_budget(one * 100, 550);
+        assert_eq!(tail.first_index(), 551, "stops at the limit");
+        assert_eq!(tail.memory_bytes(), one * 50);
+        assert_eq!(tail.epoch_at(550), Some(1));
+        assert_eq!(tail.record(551).unwrap().len(), one);
+        // Record 300 is found by scanning from record 257.
+        let (from, offset) = tail.locate_evicted(300).unwrap();
+        assert_eq!((from, offset), (257, 8 + 256 * one as u64));
+        assert_eq!(tail.locate_evicted(1), Some((1, 8)));
+        assert_eq!(tail.locate_evicted(551), None);
+        // New records still land after the kept ones.
+        put(&mut tail, 2);
+        assert_eq!(tail.pending_write().unwrap().bytes.len(), one);
     }
 
     #[test]

@@ -56,6 +56,9 @@ pub struct NodeConfig {
     pub election_timeout_ms: u64,
     /// Seeds the jitter of election timers (deterministic in simulation).
     pub seed: u64,
+    /// Committed records beyond this many bytes are dropped from memory
+    /// and read back from the log file when a follower needs them.
+    pub max_log_memory_bytes: usize,
     /// Test-only: switch off one safety rule to show the simulator finds
     /// the damage. Never set outside tests.
     #[doc(hidden)]
@@ -73,6 +76,7 @@ impl NodeConfig {
             heartbeat_ms: DEFAULT_HEARTBEAT_MS,
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             seed: id,
+            max_log_memory_bytes: crate::config::DEFAULT_LOG_MEMORY_BYTES,
             unsafe_skip_log_adoption: false,
         }
     }
@@ -87,6 +91,7 @@ impl NodeConfig {
             heartbeat_ms: config.heartbeat_ms,
             election_timeout_ms: config.election_timeout_ms,
             seed,
+            max_log_memory_bytes: config.log_memory_bytes,
             unsafe_skip_log_adoption: false,
         }
     }
@@ -120,6 +125,30 @@ pub struct Outbox {
     pub timers: Vec<(TimerKind, u64)>,
     /// Persist this promised epoch before sending any message.
     pub persist_epoch: Option<u64>,
+    /// Read these ranges of the log file and hand the bytes to
+    /// [`Node::on_log_read`] (records a follower needs that memory no
+    /// longer holds).
+    pub log_reads: Vec<LogRead>,
+}
+
+/// A read of the log file the core asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRead {
+    /// Where a record boundary is, at or before the records wanted.
+    pub file_offset: u64,
+    pub max_bytes: usize,
+    /// The index of the record at `file_offset`.
+    pub first_index: u64,
+    pub purpose: ReadPurpose,
+}
+
+/// What a log read is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPurpose {
+    /// Records from `next_index` on, for an `Append` to `to`.
+    Append { to: NodeId, next_index: u64 },
+    /// Records from `from_index` on, for a `FetchReply` to `to`.
+    Fetch { to: NodeId, from_index: u64 },
 }
 
 /// A peer this node has a connection to, or had.
@@ -259,8 +288,18 @@ impl Node {
         }
         self.commit_index = self.replay_commit_hint.min(self.log.last_index());
         self.apply_committed();
+        self.evict_committed();
+    }
+
+    /// Drops committed records from memory: all of them alone (nobody asks
+    /// again), those beyond the budget in a cluster (read back on demand).
+    fn evict_committed(&mut self) {
+        let limit = self.commit_index.min(self.applied_index);
         if self.config.cluster_size == 1 {
-            self.log.evict_through(self.commit_index);
+            self.log.evict_through(limit);
+        } else {
+            self.log
+                .evict_to_budget(self.config.max_log_memory_bytes, limit);
         }
     }
 
@@ -436,10 +475,7 @@ impl Node {
             self.undo.pop_front();
         }
         self.apply_committed();
-        if self.config.cluster_size == 1 {
-            // Nobody will ever ask for these records again.
-            self.log.evict_through(commit_index);
-        }
+        self.evict_committed();
     }
 
     fn role_reply(&self) -> RoleReply {

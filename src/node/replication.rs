@@ -15,13 +15,17 @@
 use std::net::SocketAddr;
 
 use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
-use super::{LogPosition, Node, Peer, PendingAck, Role, TimerKind};
+use super::{LogPosition, LogRead, Node, Peer, PendingAck, ReadPurpose, Role, TimerKind};
 use crate::log::{self, DecodeError};
 
 /// A leader stops sending a follower new records while this many are unacknowledged.
 const MAX_UNACKNOWLEDGED_RECORDS: u64 = 100_000;
 /// Records per `Append`, at most (besides the frame's byte bound).
 const MAX_APPEND_RECORDS_BYTES: usize = 1024 * 1024;
+/// A first read of the log file for evicted records asks for this much...
+const FIRST_LOG_READ_BYTES: usize = 4 * 1024 * 1024;
+/// ...and doubles, up to this, while one record does not fit.
+const MAX_LOG_READ_BYTES: usize = 2 * (log::MAX_RECORD_BODY_BYTES + log::RECORD_HEADER_BYTES);
 
 /// The leader's view of one follower.
 #[derive(Debug, Clone, Copy)]
@@ -34,6 +38,8 @@ pub(super) struct Progress {
     sent_round: u64,
     acked_round: u64,
     last_ack_ms: Option<u64>,
+    /// A read of the log file for this follower is under way.
+    reading: bool,
 }
 
 impl Progress {
@@ -44,6 +50,7 @@ impl Progress {
             sent_round: 0,
             acked_round: 0,
             last_ack_ms: None,
+            reading: false,
         }
     }
 }
@@ -246,6 +253,24 @@ impl Node {
             return;
         }
         let prev_index = progress.next_index - 1;
+        if progress.next_index < self.log.first_index() {
+            // Memory no longer holds what this follower lacks: read it back.
+            if !progress.reading
+                && let Some((first_index, file_offset)) = self.log.locate_evicted(prev_index.max(1))
+            {
+                progress.reading = true;
+                self.outbox.log_reads.push(LogRead {
+                    file_offset,
+                    max_bytes: FIRST_LOG_READ_BYTES,
+                    first_index,
+                    purpose: ReadPurpose::Append {
+                        to: id,
+                        next_index: progress.next_index,
+                    },
+                });
+            }
+            return;
+        }
         let budget = MAX_APPEND_RECORDS_BYTES.min(MAX_FRAME_RECORDS_BYTES);
         let (records, sent_through) = if has_new {
             match self.log.records_from(progress.next_index, budget) {
@@ -268,6 +293,80 @@ impl Node {
             records,
         };
         self.send(id, message);
+    }
+
+    /// The driver read what a [`LogRead`] asked for.
+    pub fn on_log_read(&mut self, read: LogRead, bytes: &[u8]) {
+        let (from_index, budget) = match read.purpose {
+            ReadPurpose::Append { next_index, .. } => (next_index, MAX_APPEND_RECORDS_BYTES),
+            ReadPurpose::Fetch { from_index, .. } => (from_index, MAX_FRAME_RECORDS_BYTES),
+        };
+        // Only evicted records come from the file: from the first record in
+        // memory on, the file may still hold records memory has replaced.
+        let in_memory_from = self.log.first_index();
+        let Some(found) = records_in(bytes, read.first_index, from_index, in_memory_from, budget)
+        else {
+            if read.max_bytes < MAX_LOG_READ_BYTES && bytes.len() >= read.max_bytes {
+                // One record is larger than what was read: read more.
+                let max_bytes = (read.max_bytes * 2).min(MAX_LOG_READ_BYTES);
+                self.outbox.log_reads.push(LogRead { max_bytes, ..read });
+            } else {
+                crate::status!(
+                    "log read at byte {} found no record {from_index}",
+                    read.file_offset
+                );
+                self.release_read(read);
+            }
+            return;
+        };
+        match read.purpose {
+            ReadPurpose::Append { to, next_index } => self.append_read(to, next_index, found),
+            ReadPurpose::Fetch { to, from_index } => {
+                let records = found.records;
+                self.send(
+                    to,
+                    Message::FetchReply {
+                        from_index,
+                        records,
+                    },
+                );
+            }
+        }
+    }
+
+    fn release_read(&mut self, read: LogRead) {
+        if let (ReadPurpose::Append { to, .. }, Role::Leader { followers, .. }) =
+            (read.purpose, &mut self.role)
+            && let Some(progress) = followers.get_mut(&to)
+        {
+            progress.reading = false;
+        }
+    }
+
+    /// Sends `to` the records read back for it, unless things moved on.
+    fn append_read(&mut self, to: NodeId, next_index: u64, found: FoundRecords) {
+        let round = self.sent_round;
+        let commit_index = self.commit_index;
+        let Role::Leader { followers, .. } = &mut self.role else {
+            return;
+        };
+        let Some(progress) = followers.get_mut(&to) else {
+            return;
+        };
+        progress.reading = false;
+        if progress.next_index != next_index {
+            return self.send_append(to, true);
+        }
+        progress.next_index = found.last_index + 1;
+        progress.sent_round = round;
+        let message = Message::Append {
+            prev_index: next_index - 1,
+            prev_epoch: found.epoch_before,
+            commit_index,
+            round,
+            records: found.records,
+        };
+        self.send(to, message);
     }
 
     fn on_append(&mut self, from: NodeId, epoch: u64, append: Append, records: &[u8], now_ms: u64) {
@@ -336,6 +435,9 @@ impl Node {
                 return Err(BadRecords);
             }
             match self.log.epoch_at(index) {
+                // Committed records are the same in every log (this one may
+                // no longer keep them in memory).
+                _ if index <= self.commit_index => {}
                 Some(existing) if existing == entry.epoch && index <= self.log.last_index() => {}
                 _ => {
                     if index <= self.log.last_index() {
@@ -456,6 +558,56 @@ impl Node {
             self.advance_commit(candidate);
         }
     }
+}
+
+/// Records found in bytes read back from the log file.
+#[derive(Debug)]
+struct FoundRecords {
+    records: Vec<u8>,
+    last_index: u64,
+    /// The epoch of the record before the first one returned (0 for none).
+    epoch_before: u64,
+}
+
+/// Decodes the records in `bytes` (the first of index `first_index`) and
+/// returns those from `from_index` up to (not including) `stop_index`, up to
+/// `budget` bytes but at least one. `None` when `bytes` ends before record
+/// `from_index` does.
+fn records_in(
+    bytes: &[u8],
+    first_index: u64,
+    from_index: u64,
+    stop_index: u64,
+    budget: usize,
+) -> Option<FoundRecords> {
+    let mut rest = bytes;
+    let mut index = first_index;
+    let mut epoch_before = 0;
+    let mut found: Option<FoundRecords> = None;
+    while index < stop_index
+        && let Ok((entry, used)) = log::decode(rest)
+    {
+        if entry.index != index {
+            return None;
+        }
+        if index < from_index {
+            epoch_before = entry.epoch;
+        } else {
+            let records = found.get_or_insert_with(|| FoundRecords {
+                records: Vec::new(),
+                last_index: index,
+                epoch_before,
+            });
+            if !records.records.is_empty() && records.records.len() + used > budget {
+                break;
+            }
+            records.records.extend_from_slice(&rest[..used]);
+            records.last_index = index;
+        }
+        rest = &rest[used..];
+        index += 1;
+    }
+    found
 }
 
 /// The fields of an `Append` besides its records.

@@ -64,6 +64,9 @@ use super::checks::{
     describe_record, fail,
 };
 use super::disk::Disk;
+
+/// The memory budget for log records in the runs that test reading them back.
+const TINY_LOG_MEMORY_BYTES: usize = 512;
 use super::linearizability::{self, Event as HistoryEvent, History, Operation, Outcome, Verdict};
 use super::network::{FIRST_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS, Network, Weather};
 use super::rng::{Rng, TraceHasher, mix};
@@ -312,6 +315,16 @@ impl Ord for Scheduled {
     /// Reversed: the heap pops the earliest (time, sequence) first.
     fn cmp(&self, other: &Self) -> Ordering {
         (other.time, other.sequence).cmp(&(self.time, self.sequence))
+    }
+}
+
+impl SimNode {
+    /// Record `index` as the node knows it: from memory, or from its disk
+    /// once the core has dropped it (only committed, durable records are).
+    fn record(&self, index: u64) -> Option<&[u8]> {
+        let core = self.core.as_ref()?;
+        core.record(index)
+            .or_else(|| self.disk.durable_record(index))
     }
 }
 
@@ -690,6 +703,13 @@ impl World {
             heartbeat_ms: 50,
             election_timeout_ms: 300,
             seed: mix(self.seed ^ (id << 48) ^ incarnation.wrapping_mul(0x9e37_79b9)),
+            // Half the runs keep almost no records in memory, so followers
+            // that lag and fetches are served from the log file.
+            max_log_memory_bytes: if self.seed % 2 == 0 {
+                TINY_LOG_MEMORY_BYTES
+            } else {
+                kvstore::config::DEFAULT_LOG_MEMORY_BYTES
+            },
             unsafe_skip_log_adoption: self.options.unsafe_skip_log_adoption,
         };
         let mut core = Node::new(config, LOG_HEADER_BYTES);
@@ -781,10 +801,9 @@ impl World {
             })
             .collect();
         let sim = &self.nodes[(id - 1) as usize];
-        let core = sim.core.as_ref().expect("a live node");
         for (to, epoch, match_index) in acks {
             let durable = sim.disk.durable_record(match_index);
-            let record = core.record(match_index);
+            let record = sim.record(match_index);
             if durable != record {
                 return fail(
                     ViolationKind::AcknowledgedNotDurable,
@@ -839,7 +858,8 @@ impl World {
         let outbox = self.core_mut(id).outbox();
         let epoch = outbox.persist_epoch.take();
         let timers = std::mem::take(&mut outbox.timers);
-        let messages = std::mem::take(&mut outbox.messages);
+        self.read_log_for_core(id);
+        let messages = std::mem::take(&mut self.core_mut(id).outbox().messages);
         if let Some(epoch) = epoch {
             let persisted = self.node(id).persisted_epoch;
             if epoch < persisted {
@@ -871,6 +891,28 @@ impl World {
             self.send(id, to, &envelope)?;
         }
         Ok(())
+    }
+
+    /// What the reactor's `read_log_for_core` does: read the ranges the
+    /// core asked for from the file, until it asks for no more.
+    fn read_log_for_core(&mut self, id: NodeId) {
+        loop {
+            let reads = std::mem::take(&mut self.core_mut(id).outbox().log_reads);
+            if reads.is_empty() {
+                return;
+            }
+            for read in reads {
+                let bytes = self.node(id).disk.read_at(read.file_offset, read.max_bytes);
+                self.trace(|| {
+                    format!(
+                        "n{id} reads {} bytes of its log at {}",
+                        bytes.len(),
+                        read.file_offset
+                    )
+                });
+                self.core_mut(id).on_log_read(read, &bytes);
+            }
+        }
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Envelope) -> Result<(), Failure> {
@@ -1152,7 +1194,7 @@ impl World {
             );
         }
         for index in sim.checked_commit + 1..=commit {
-            let Some(record) = core.record(index) else {
+            let Some(record) = sim.record(index) else {
                 return fail(
                     ViolationKind::CommittedLogDiverged,
                     format!("node {id} no longer holds committed record {index}"),
@@ -1854,7 +1896,8 @@ impl World {
         if leader != highest {
             return Err(format!("node {leader} leads, not the highest id {highest}"));
         }
-        let leader_core = self.node(leader).core.as_ref().expect("up");
+        let leader_sim = self.node(leader);
+        let leader_core = leader_sim.core.as_ref().expect("up");
         let last = leader_core.last_index();
         let image = |core: &Node| -> StoreImage {
             core.store()
@@ -1881,7 +1924,7 @@ impl World {
                 ));
             }
             for index in 1..=last {
-                if core.record(index) != leader_core.record(index) {
+                if sim.record(index) != leader_sim.record(index) {
                     return Err(format!(
                         "node {} and the leader differ at committed index {index}",
                         sim.id

@@ -39,6 +39,14 @@ impl Disk {
         (self.durable.len() + self.written_not_synced.len()) as u64
     }
 
+    /// Up to `max_bytes` of the file from byte `offset`, as the running
+    /// process reads it (durable and written bytes alike).
+    pub fn read_at(&self, offset: u64, max_bytes: usize) -> Vec<u8> {
+        let offset = offset as usize;
+        let whole = self.durable.iter().chain(&self.written_not_synced);
+        whole.skip(offset).take(max_bytes).copied().collect()
+    }
+
     pub fn unsynced_len(&self) -> usize {
         self.written_not_synced.len()
     }
