@@ -75,6 +75,9 @@ struct Totals {
     pauses: u64,
     partitions: u64,
     torn_tails: u64,
+    writes_during_sync: u64,
+    syncs_dropped: u64,
+    reactor_cuts: u64,
     events: u64,
 }
 
@@ -90,6 +93,9 @@ impl Totals {
         self.pauses += other.pauses;
         self.partitions += other.partitions;
         self.torn_tails += other.torn_tails;
+        self.writes_during_sync += other.writes_during_sync;
+        self.syncs_dropped += other.syncs_dropped;
+        self.reactor_cuts += other.reactor_cuts;
         self.events += other.events;
     }
 
@@ -104,6 +110,9 @@ impl Totals {
         self.pauses += stats.pauses;
         self.partitions += stats.partitions;
         self.torn_tails += stats.torn_tails;
+        self.writes_during_sync += stats.writes_during_sync;
+        self.syncs_dropped += stats.syncs_dropped;
+        self.reactor_cuts += stats.reactor_cuts;
         self.events += stats.events;
     }
 }
@@ -244,6 +253,14 @@ fn the_workload_makes_progress_through_failovers() {
     assert!(
         totals.torn_tails > runs / 4,
         "too few torn tails: {totals:?}"
+    );
+    assert!(
+        totals.writes_during_sync > runs,
+        "the reactor's disk should write while a sync is in flight: {totals:?}"
+    );
+    assert!(
+        totals.reactor_cuts > 0,
+        "the reactor's disk should cut the log now and then: {totals:?}"
     );
     assert!(
         totals.local_reads > runs,

@@ -18,8 +18,19 @@
 //!    a sync that completes 0-5 ms later (5-300 ms on a slow disk) as an
 //!    event of its own; only then
 //!    does the node hear `on_log_released`. At most one sync is in flight per
-//!    node: while one is, the turn writes nothing and the records wait for
-//!    the first turn after it completes (its own turn, in fact);
+//!    node. The disk works in one of two ways, drawn per run from the seed:
+//!    - waiting: while a sync is in flight the turn writes nothing and the
+//!      records wait for the first turn after it completes (its own turn, in
+//!      fact);
+//!    - the reactor's (`commit_log` and the syncer): every turn writes; a
+//!      sync covers the bytes written before it began and reports the index
+//!      requested then (and takes 5-100 ms two times in five, so that
+//!      writes and cuts meet it); requests made meanwhile are coalesced into
+//!      one that starts when the node hears of the completion. Before
+//!      cutting the file the node waits out every sync in flight or queued
+//!      (each makes durable what was written before it began) and drops
+//!      their results; then it truncates, appends and requests a sync of the
+//!      new last index;
 //! 4. the outbox again (acknowledgements of durable records);
 //! 5. if `leadership_losses()` changed, every held reply of the node is
 //!    voided (the client reads `ERR`, an unknown outcome) and that
@@ -149,6 +160,12 @@ pub struct Stats {
     pub partitions: u64,
     pub link_breaks: u64,
     pub torn_tails: u64,
+    /// Log writes handed off while a sync was in flight (reactor's disk).
+    pub writes_during_sync: u64,
+    /// Syncs waited out and dropped before a truncation (reactor's disk).
+    pub syncs_dropped: u64,
+    /// Log truncations (reactor's disk).
+    pub reactor_cuts: u64,
     pub messages: u64,
     pub committed: u64,
 }
@@ -208,17 +225,20 @@ enum Event {
         node: NodeId,
         incarnation: u64,
     },
-    /// The disk finished an fdatasync.
+    /// The disk finished an fdatasync (`sync` numbers it on its node; 0
+    /// when the disk waits for syncs).
     SyncDone {
         node: NodeId,
         incarnation: u64,
         last_index: u64,
+        sync: u64,
     },
     /// The node's fdatasync returned (later than `SyncDone` if paused).
     Released {
         node: NodeId,
         incarnation: u64,
         last_index: u64,
+        sync: u64,
     },
     /// `node`'s connection to `peer` broke.
     PeerDown {
@@ -338,7 +358,16 @@ struct SimNode {
     disk: Disk,
     persisted_epoch: u64,
     timer_generation: [u64; 2],
+    /// Waiting disk: a sync is in flight.
     syncing: bool,
+    /// The disk works as the reactor drives it (see the module doc).
+    reactor_syncs: bool,
+    /// Reactor's disk: the sync in flight, and the highest index requested
+    /// since it began.
+    sync_in_flight: Option<SyncInFlight>,
+    sync_queued: Option<u64>,
+    /// Numbers the reactor's syncs of this node.
+    syncs_started: u64,
     /// An input was taken and the turn has not ended yet.
     turn_pending: bool,
     /// Outbox messages already checked by `check_new_acks`.
@@ -348,6 +377,15 @@ struct SimNode {
     leadership_losses: u64,
     /// Committed records of this incarnation already checked.
     checked_commit: u64,
+}
+
+/// A sync the reactor's disk runs: it covers the first `length` bytes of
+/// the file (what was written when it began) and reports `index`.
+#[derive(Debug, Clone, Copy)]
+struct SyncInFlight {
+    sync: u64,
+    index: u64,
+    length: usize,
 }
 
 /// A client's connection to a node, with its reply queue.
@@ -405,6 +443,8 @@ fn client_address(id: NodeId) -> SocketAddr {
 impl World {
     fn new(seed: u64, options: Options) -> World {
         let mut root = Rng::new(seed);
+        // Its own stream, so that the other streams stay as they were.
+        let reactor_syncs = Rng::new(mix(seed ^ 0xd15c_5e1e_c7ed)).chance(500);
         let ids: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
         let nodes = ids
             .iter()
@@ -418,6 +458,10 @@ impl World {
                 persisted_epoch: 0,
                 timer_generation: [0; 2],
                 syncing: false,
+                reactor_syncs,
+                sync_in_flight: None,
+                sync_queued: None,
+                syncs_started: 0,
                 turn_pending: false,
                 acks_checked: 0,
                 slow_disk_until: 0,
@@ -584,28 +628,60 @@ impl World {
                 node,
                 incarnation,
                 last_index,
+                sync,
             } => {
-                if self.node(node).incarnation != incarnation {
+                let sim = self.node_mut(node);
+                if sim.incarnation != incarnation {
                     return Ok(());
                 }
-                self.node_mut(node).disk.sync();
+                if sim.reactor_syncs {
+                    match sim.sync_in_flight {
+                        Some(in_flight) if in_flight.sync == sync => {
+                            sim.disk.sync_to(in_flight.length);
+                        }
+                        // Waited out before a truncation: already done.
+                        _ => return Ok(()),
+                    }
+                } else {
+                    sim.disk.sync();
+                }
                 self.dispatch(Event::Released {
                     node,
                     incarnation,
                     last_index,
+                    sync,
                 })
             }
             Event::Released {
                 node,
                 incarnation,
                 last_index,
+                sync,
             } => {
-                if self.node(node).incarnation != incarnation {
+                let sim = self.node_mut(node);
+                if sim.incarnation != incarnation {
                     return Ok(());
                 }
-                self.trace(|| format!("n{node} synced through {last_index}"));
-                self.node_mut(node).syncing = false;
-                self.core_mut(node).on_log_released(last_index);
+                if sim.reactor_syncs {
+                    // A sync waited out before a truncation (while the node
+                    // was paused, say) is not reported: `wait_idle` took it.
+                    if sim
+                        .sync_in_flight
+                        .is_none_or(|in_flight| in_flight.sync != sync)
+                    {
+                        return Ok(());
+                    }
+                    sim.sync_in_flight = None;
+                    self.trace(|| format!("n{node} synced through {last_index} (sync #{sync})"));
+                    self.core_mut(node).on_log_released(last_index);
+                    if let Some(queued) = self.node_mut(node).sync_queued.take() {
+                        self.start_sync(node, queued);
+                    }
+                } else {
+                    self.trace(|| format!("n{node} synced through {last_index}"));
+                    self.node_mut(node).syncing = false;
+                    self.core_mut(node).on_log_released(last_index);
+                }
                 self.input_taken(node)
             }
             Event::PeerDown {
@@ -722,15 +798,23 @@ impl World {
         core.start(self.now);
         let records = reopened.records.len();
         let torn = reopened.torn_bytes;
+        let reactor_syncs = self.node(id).reactor_syncs;
         self.trace(|| {
             format!(
                 "n{id} starts (incarnation {incarnation}): {records} records replayed, \
-                 {torn} torn bytes cut, epoch {persisted}"
+                 {torn} torn bytes cut, epoch {persisted}, {} disk",
+                if reactor_syncs {
+                    "reactor's"
+                } else {
+                    "waiting"
+                }
             )
         });
         let sim = self.node_mut(id);
         sim.core = Some(core);
         sim.syncing = false;
+        sim.sync_in_flight = None;
+        sim.sync_queued = None;
         sim.leadership_losses = 0;
         sim.checked_commit = 0;
         sim.turn_pending = false;
@@ -990,6 +1074,9 @@ impl World {
     }
 
     fn write_log(&mut self, id: NodeId) -> Result<(), Failure> {
+        if self.node(id).reactor_syncs {
+            return self.write_log_as_the_reactor(id);
+        }
         if self.node(id).syncing {
             return Ok(());
         }
@@ -1025,9 +1112,100 @@ impl World {
                 node: id,
                 incarnation,
                 last_index,
+                sync: 0,
             },
         );
         Ok(())
+    }
+
+    /// `commit_log` under `--fsync always`: the write is handed off whatever
+    /// sync is in flight; a cut first waits out the syncs in flight or
+    /// queued and drops their results (`Syncer::wait_idle`).
+    fn write_log_as_the_reactor(&mut self, id: NodeId) -> Result<(), Failure> {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_mut().expect("a live node");
+        let Some(write) = core.pending_log_write() else {
+            return Ok(());
+        };
+        let truncate = write.truncate_file_to;
+        let last_index = write.last_index;
+        let bytes = write.bytes.len();
+        let mut dropped = Vec::new();
+        if let Some(length) = truncate {
+            self.stats.reactor_cuts += 1;
+            if let Some(in_flight) = sim.sync_in_flight.take() {
+                sim.disk.sync_to(in_flight.length);
+                dropped.push(in_flight.index);
+            }
+            if let Some(queued) = sim.sync_queued.take() {
+                // It starts once the one in flight returns: it covers all
+                // that is written.
+                sim.disk.sync();
+                dropped.push(queued);
+            }
+            sim.disk
+                .truncate(length)
+                .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
+        }
+        let during_sync = sim.sync_in_flight.is_some();
+        sim.disk.append(write.bytes);
+        core.log_written();
+        self.stats.syncs_dropped += dropped.len() as u64;
+        if !dropped.is_empty() {
+            self.trace(|| format!("n{id} waits out syncs through {dropped:?}, not reported"));
+        }
+        self.trace(|| {
+            format!(
+                "n{id} writes {bytes} log bytes through {last_index} (truncate {truncate:?}{})",
+                if during_sync {
+                    ", a sync in flight"
+                } else {
+                    ""
+                }
+            )
+        });
+        if during_sync {
+            self.stats.writes_during_sync += 1;
+            let sim = self.node_mut(id);
+            sim.sync_queued = Some(sim.sync_queued.map_or(last_index, |at| at.max(last_index)));
+        } else {
+            self.start_sync(id, last_index);
+        }
+        self.maybe_crash_soon(id, 10);
+        Ok(())
+    }
+
+    /// The reactor's disk begins a sync of what is written so far, to be
+    /// reported as `index`.
+    fn start_sync(&mut self, id: NodeId, index: u64) {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        sim.syncs_started += 1;
+        let sync = sim.syncs_started;
+        let length = sim.disk.len() as usize;
+        sim.sync_in_flight = Some(SyncInFlight {
+            sync,
+            index,
+            length,
+        });
+        let incarnation = sim.incarnation;
+        // Now and then a slower sync, so that writes and cuts meet it.
+        let at = if self.now < sim.slow_disk_until {
+            self.now + self.rng_disk.range(5, 300)
+        } else if self.rng_disk.chance(400) {
+            self.now + self.rng_disk.range(5, 100)
+        } else {
+            self.now + self.rng_disk.range(0, 5)
+        };
+        self.trace(|| format!("n{id} sync #{sync} of {length} bytes for index {index} begins"));
+        self.schedule(
+            at,
+            Event::SyncDone {
+                node: id,
+                incarnation,
+                last_index: index,
+                sync,
+            },
+        );
     }
 
     /// `refuse_held_replies`: a deposed leader's held replies are void.
@@ -1731,6 +1909,8 @@ impl World {
         sim.paused = false;
         sim.backlog.clear();
         sim.syncing = false;
+        sim.sync_in_flight = None;
+        sim.sync_queued = None;
         sim.turn_pending = false;
         sim.acks_checked = 0;
         sim.disk.crash(keep);

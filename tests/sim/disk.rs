@@ -86,8 +86,21 @@ impl Disk {
 
     /// fdatasync completed: everything written so far is durable.
     pub fn sync(&mut self) {
+        self.sync_to(self.len() as usize);
+    }
+
+    /// An fdatasync that began when the file was `length` bytes long
+    /// completed: the bytes written before it began are durable, those
+    /// written since are not (yet). A `length` past the end would mean the
+    /// file was cut since the sync began; only what is still there counts.
+    pub fn sync_to(&mut self, length: usize) {
+        let Some(covered) = length.checked_sub(self.durable.len()) else {
+            return;
+        };
+        let covered = covered.min(self.written_not_synced.len());
         let mut offset = self.durable.len();
-        self.durable.append(&mut self.written_not_synced);
+        self.durable
+            .extend(self.written_not_synced.drain(..covered));
         while offset < self.durable.len() {
             let (_, used) =
                 log::decode(&self.durable[offset..]).expect("the core writes whole records");
@@ -204,6 +217,23 @@ mod tests {
         assert_eq!(disk.durable_record(3), None);
         assert_eq!(reopened.torn_bytes, 3);
         assert_eq!(disk.len(), 8 + 2 * record(1).len() as u64);
+    }
+
+    #[test]
+    fn a_sync_covers_only_what_was_written_before_it_began() {
+        let mut disk = Disk::new();
+        disk.append(&record(1));
+        let started_at = disk.len() as usize;
+        disk.append(&record(2));
+        disk.sync_to(started_at);
+        assert_eq!(disk.durable_record(1), Some(&record(1)[..]));
+        assert_eq!(disk.durable_record(2), None);
+        assert_eq!(disk.unsynced_len(), record(2).len());
+        // An older sync completing late changes nothing.
+        disk.sync_to(8);
+        assert_eq!(disk.unsynced_len(), record(2).len());
+        disk.crash(0);
+        assert_eq!(disk.reopen().unwrap().records, vec![record(1)]);
     }
 
     #[test]
