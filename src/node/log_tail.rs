@@ -266,7 +266,7 @@ impl LogTail {
         let mut cut = 0usize;
         while self.records.len() - cut > target_bytes && self.first_index + evicted <= limit_index {
             let index = self.first_index + evicted;
-            if (index - 1) % CHECKPOINT_INTERVAL == 0 {
+            if (index - 1).is_multiple_of(CHECKPOINT_INTERVAL) {
                 self.checkpoints
                     .push((index, self.file_offset + cut as u64));
             }
