@@ -315,16 +315,18 @@ impl Node {
         if adopting != epoch || source != from {
             return;
         }
-        if from_index > self.log.last_index() + 1
-            || self.merge_records(from_index, records).is_err()
-        {
+        let merged = (from_index <= self.log.last_index() + 1)
+            .then(|| self.merge_records(from_index, records));
+        let Some(Ok(merged_through)) = merged else {
             return self.start_election(now_ms);
-        }
-        if self.log.last_index() < source_last_index {
+        };
+        if merged_through < source_last_index {
             if records.is_empty() {
                 return self.start_election(now_ms);
             }
-            let from_index = self.log.last_index() + 1;
+            // Continue right after what was received: this node's own
+            // records beyond it have not been compared yet and may differ.
+            let from_index = merged_through + 1;
             self.send(source, Message::Fetch { from_index });
             return;
         }

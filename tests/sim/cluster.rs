@@ -781,7 +781,7 @@ impl World {
             seed: mix(self.seed ^ (id << 48) ^ incarnation.wrapping_mul(0x9e37_79b9)),
             // Half the runs keep almost no records in memory, so followers
             // that lag and fetches are served from the log file.
-            max_log_memory_bytes: if self.seed % 2 == 0 {
+            max_log_memory_bytes: if self.seed.is_multiple_of(2) {
                 TINY_LOG_MEMORY_BYTES
             } else {
                 kvstore::config::DEFAULT_LOG_MEMORY_BYTES
