@@ -96,7 +96,7 @@ fn node_turn(criterion: &mut Criterion) {
                 }
                 rest = &rest[consumed..];
             }
-            node.end_turn(0);
+            node.end_turn();
             if let Some(write) = node.pending_log_write() {
                 log_buffer.extend_from_slice(write.bytes);
                 let last_index = write.last_index;

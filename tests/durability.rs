@@ -376,3 +376,19 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
         restarted.stderr_seen
     );
 }
+
+#[test]
+fn a_promise_that_cannot_be_persisted_stops_the_server() {
+    // A directory where the epoch's temporary file must go makes the atomic
+    // replace fail, even as root. Leading on an unpersisted promise could
+    // let a restart promise the same epoch twice: the server must stop.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("epoch.tmp")).unwrap();
+    let (status, stderr) = run_to_exit(&["0", "--data-dir", dir.path().to_str().unwrap()]);
+    assert_eq!(status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("cannot persist the promised epoch"),
+        "stderr: {stderr}"
+    );
+    assert!(!dir.path().join("epoch").exists());
+}

@@ -519,7 +519,6 @@ impl Server {
     }
 
     fn service_outbound(&mut self, key: usize, writable: bool) {
-        let now_ms = self.now_ms();
         let own_hello = self.own_hello;
         let Some(Endpoint::Outbound { link, connection }) = self.endpoints.get_mut(key) else {
             return;
@@ -536,7 +535,7 @@ impl Server {
                 .and_then(|()| connection.read());
         }
         match outcome {
-            Ok(Some(hello)) => self.link_ready(key, link, hello, now_ms),
+            Ok(Some(hello)) => self.link_ready(key, link, hello),
             Ok(None) => {}
             Err(error) => {
                 if matches!(connection.state, LinkState::Ready { .. }) {
@@ -547,7 +546,7 @@ impl Server {
         }
     }
 
-    fn link_ready(&mut self, key: usize, link: usize, hello: Hello, now_ms: u64) {
+    fn link_ready(&mut self, key: usize, link: usize, hello: Hello) {
         let duplicate = self
             .links
             .iter()
@@ -566,7 +565,7 @@ impl Server {
         }
         self.links[link].id = Some(hello.id);
         self.links[link].retry_delay_ms = peer::FIRST_RETRY_DELAY_MS;
-        self.node.peer_up(hello.id, hello.address, now_ms);
+        self.node.peer_up(hello.id, hello.address);
     }
 
     /// Queues a message on the ready outbound link to `to`; dropped if
@@ -657,8 +656,7 @@ impl Server {
 
     /// The end of a turn, in the order the core's safety argument needs.
     fn end_turn(&mut self) -> Result<(), ServerError> {
-        let now_ms = self.now_ms();
-        self.node.end_turn(now_ms);
+        self.node.end_turn();
         self.carry_out_outbox()?;
         if let Err(error) = self.commit_log() {
             self.refuse_held_replies(ErrorReply::LogFailed);

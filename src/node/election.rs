@@ -267,19 +267,15 @@ impl Node {
         if epoch != self.promised_epoch || self.is_serving_leader() {
             return;
         }
-        if from_index < self.log.first_index()
-            && let Some((first_index, file_offset)) = self.log.locate_evicted(from_index)
-        {
+        if let Some(located) = self.log.locate_evicted(from_index) {
             // Memory no longer holds them: read them back first.
-            self.outbox.log_reads.push(super::LogRead {
-                file_offset,
-                max_bytes: 4 * 1024 * 1024,
-                first_index,
-                purpose: super::ReadPurpose::Fetch {
-                    to: from,
-                    from_index,
-                },
-            });
+            let purpose = super::ReadPurpose::Fetch {
+                to: from,
+                from_index,
+            };
+            self.outbox
+                .log_reads
+                .push(super::LogRead::starting_at(located, purpose));
             return;
         }
         let records = self
@@ -360,7 +356,7 @@ impl Node {
         self.last_delete_index = self.log.last_index();
         // Records of older epochs commit only through one of this epoch.
         self.append_as_leader(Op::Noop);
-        self.broadcast_append(now_ms);
+        self.broadcast_append();
         self.arm(TimerKind::Heartbeat, now_ms + self.config.heartbeat_ms);
         self.update_commit();
     }

@@ -142,6 +142,23 @@ pub struct LogRead {
     pub purpose: ReadPurpose,
 }
 
+impl LogRead {
+    /// A first read for `purpose`, from an evicted record's location as
+    /// `LogTail::locate_evicted` gives it (index, file offset).
+    fn starting_at((first_index, file_offset): (u64, u64), purpose: ReadPurpose) -> Self {
+        LogRead {
+            file_offset,
+            max_bytes: FIRST_LOG_READ_BYTES,
+            first_index,
+            purpose,
+        }
+    }
+}
+
+/// A first read of the log file for evicted records asks for this much; it
+/// doubles while one record does not fit.
+const FIRST_LOG_READ_BYTES: usize = 4 * 1024 * 1024;
+
 /// What a log read is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadPurpose {
@@ -656,7 +673,7 @@ mod tests {
 
     /// What the driver does with the log at the end of a turn.
     pub(super) fn write_log(node: &mut Node) -> Vec<u8> {
-        node.end_turn(0);
+        node.end_turn();
         let Some(write) = node.pending_log_write() else {
             return Vec::new();
         };
@@ -694,7 +711,7 @@ mod tests {
         node.start(0);
         for peer in [1, 2] {
             let address = SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
-            node.peer_up(peer, address, 0);
+            node.peer_up(peer, address);
         }
         node.on_timer(TimerKind::Election, 1000);
         let promise = Message::Promise {

@@ -22,9 +22,7 @@ use crate::log::{self, DecodeError};
 const MAX_UNACKNOWLEDGED_RECORDS: u64 = 100_000;
 /// Records per `Append`, at most (besides the frame's byte bound).
 const MAX_APPEND_RECORDS_BYTES: usize = 1024 * 1024;
-/// A first read of the log file for evicted records asks for this much...
-const FIRST_LOG_READ_BYTES: usize = 4 * 1024 * 1024;
-/// ...and doubles, up to this, while one record does not fit.
+/// A read of the log file doubles, up to this, while one record does not fit.
 const MAX_LOG_READ_BYTES: usize = 2 * (log::MAX_RECORD_BODY_BYTES + log::RECORD_HEADER_BYTES);
 
 /// The leader's view of one follower.
@@ -117,7 +115,7 @@ impl Node {
 
     /// A connection to peer `id` (listening for clients at
     /// `client_address`) completed its handshake.
-    pub fn peer_up(&mut self, id: NodeId, client_address: SocketAddr, now_ms: u64) {
+    pub fn peer_up(&mut self, id: NodeId, client_address: SocketAddr) {
         self.peers.insert(
             id,
             Peer {
@@ -134,7 +132,6 @@ impl Node {
             progress.next_index = progress.match_index + 1;
             self.send_heartbeat_to(id);
         }
-        let _ = now_ms;
     }
 
     /// The connection to peer `id` is gone.
@@ -160,13 +157,13 @@ impl Node {
 
     /// The end of a loop turn: ship what the turn appended, and start a read
     /// round if a read waits for one. One message per follower per turn.
-    pub fn end_turn(&mut self, now_ms: u64) {
+    pub fn end_turn(&mut self) {
         if self.is_serving_leader() {
             if self.round_wanted {
                 self.round_wanted = false;
                 self.sent_round += 1;
             }
-            self.broadcast_append(now_ms);
+            self.broadcast_append();
             if self.config.cluster_size == 1 {
                 self.confirmed_round = self.sent_round;
             }
@@ -205,7 +202,7 @@ impl Node {
     }
 
     /// Sends every follower what it lacks (or nothing, if it lacks nothing).
-    pub(super) fn broadcast_append(&mut self, _now_ms: u64) {
+    pub(super) fn broadcast_append(&mut self) {
         let ids = self.follower_ids();
         for id in ids {
             self.send_append(id, false);
@@ -256,18 +253,16 @@ impl Node {
         if progress.next_index < self.log.first_index() {
             // Memory no longer holds what this follower lacks: read it back.
             if !progress.reading
-                && let Some((first_index, file_offset)) = self.log.locate_evicted(prev_index.max(1))
+                && let Some(located) = self.log.locate_evicted(prev_index.max(1))
             {
                 progress.reading = true;
-                self.outbox.log_reads.push(LogRead {
-                    file_offset,
-                    max_bytes: FIRST_LOG_READ_BYTES,
-                    first_index,
-                    purpose: ReadPurpose::Append {
-                        to: id,
-                        next_index: progress.next_index,
-                    },
-                });
+                let purpose = ReadPurpose::Append {
+                    to: id,
+                    next_index: progress.next_index,
+                };
+                self.outbox
+                    .log_reads
+                    .push(LogRead::starting_at(located, purpose));
             }
             return;
         }
@@ -651,7 +646,7 @@ mod tests {
         let mut node = Node::new(config, 8);
         node.start(0);
         for peer in [2, 3] {
-            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)), 0);
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)));
         }
         // Node 3 leads epoch 1 and sends record 1; it is not durable yet.
         let mut records = Vec::new();
@@ -697,6 +692,63 @@ mod tests {
         }
     }
 
+    fn puts(epochs: &[u64]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (offset, &epoch) in epochs.iter().enumerate() {
+            let index = offset as u64 + 1;
+            log::encode(
+                &log::Entry {
+                    epoch,
+                    index,
+                    commit: 0,
+                    op: log::Op::Put {
+                        key: b"k",
+                        value: b"v",
+                    },
+                },
+                &mut bytes,
+            );
+        }
+        bytes
+    }
+
+    #[test]
+    fn records_read_back_start_at_the_one_wanted_and_know_the_epoch_before() {
+        let bytes = puts(&[1, 1, 2, 2, 3]);
+        let one = bytes.len() / 5;
+        let found = records_in(&bytes, 1, 3, u64::MAX, usize::MAX).unwrap();
+        assert_eq!((found.last_index, found.epoch_before), (5, 1));
+        assert_eq!(found.records, bytes[2 * one..]);
+        let from_start = records_in(&bytes, 1, 1, u64::MAX, usize::MAX).unwrap();
+        assert_eq!(from_start.epoch_before, 0, "there is no record 0");
+    }
+
+    #[test]
+    fn records_read_back_stop_where_memory_takes_over_and_at_the_budget() {
+        let bytes = puts(&[1, 1, 2, 2, 3]);
+        let one = bytes.len() / 5;
+        // Records 4 and 5 are in memory: the file may hold replaced ones.
+        let found = records_in(&bytes, 1, 2, 4, usize::MAX).unwrap();
+        assert_eq!(found.last_index, 3);
+        // The budget caps the batch, but one record always goes.
+        assert_eq!(
+            records_in(&bytes, 1, 2, u64::MAX, one * 2)
+                .unwrap()
+                .last_index,
+            3
+        );
+        assert_eq!(records_in(&bytes, 1, 2, u64::MAX, 1).unwrap().last_index, 2);
+    }
+
+    #[test]
+    fn a_read_that_ends_before_the_wanted_record_finds_nothing() {
+        let bytes = puts(&[1, 1, 2]);
+        let cut = &bytes[..bytes.len() - 3];
+        assert!(records_in(cut, 1, 3, u64::MAX, usize::MAX).is_none());
+        // Bytes that do not start at the record they are said to start at.
+        assert!(records_in(&bytes, 5, 5, u64::MAX, usize::MAX).is_none());
+    }
+
     /// Raft §5.4.2 (figure 8): a majority holding a record of an older epoch
     /// does not commit it; only a record of the leader's own epoch commits,
     /// and the ones before it with it.
@@ -718,7 +770,7 @@ mod tests {
         }
         node.start(0);
         for peer in [1, 2] {
-            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)), 0);
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)));
         }
         node.on_timer(TimerKind::Election, 1000);
         let promise = Message::Promise {
@@ -744,7 +796,7 @@ mod tests {
         let mut node = leader_of_three();
         let mut queue = ReplyQueue::new();
         run(&mut node, &mut queue, b"GET k");
-        node.end_turn(1001);
+        node.end_turn();
         let first = sent(&mut node);
         assert_eq!(rounds_sent_to(&first, 1), [1]);
         assert_eq!(rounds_sent_to(&first, 2), [1]);
@@ -756,7 +808,7 @@ mod tests {
             round: 1,
         };
         node.handle_message(from_peer(1, 1, ack), 1002);
-        node.end_turn(1002);
+        node.end_turn();
         assert!(sent(&mut node).is_empty());
         assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\n");
         // A lost round is carried again by the next heartbeat.

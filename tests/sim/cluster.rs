@@ -925,8 +925,7 @@ impl World {
 
     /// The end of a turn, in the reactor's order (see the module doc).
     fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
-        let now = self.now;
-        self.core_mut(id).end_turn(now);
+        self.core_mut(id).end_turn();
         self.carry_out_outbox(id)?;
         self.write_log(id)?;
         self.carry_out_outbox(id)?;
@@ -1291,8 +1290,7 @@ impl World {
         link.up = true;
         link.retry_delay_ms = FIRST_RETRY_DELAY_MS;
         self.trace(|| format!("n{id} peer_up n{peer}"));
-        let now = self.now;
-        self.core_mut(id).peer_up(peer, client_address(peer), now);
+        self.core_mut(id).peer_up(peer, client_address(peer));
         self.input_taken(id)
     }
 
