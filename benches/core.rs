@@ -4,7 +4,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use kvstore::node::{Node, NodeConfig, ReplyQueue};
+use kvstore::node::{LogWriteOutcome, Node, NodeConfig, ReplyQueue, Step};
 use kvstore::protocol::{self, Framed};
 use kvstore::store::Store;
 
@@ -81,7 +81,7 @@ fn store(criterion: &mut Criterion) {
 /// record buffer, as one connection's turn would run it (minus syscalls).
 fn node_turn(criterion: &mut Criterion) {
     let batch = pipelined_batch();
-    let mut node = Node::new(NodeConfig::single(1), 8);
+    let mut node = Node::new(NodeConfig::single(1));
     node.start(0);
     let mut replies = ReplyQueue::new();
     let mut log_buffer = Vec::new();
@@ -96,16 +96,22 @@ fn node_turn(criterion: &mut Criterion) {
                 }
                 rest = &rest[consumed..];
             }
-            node.end_turn();
-            if let Some(write) = node.pending_log_write() {
-                log_buffer.extend_from_slice(write.bytes);
-                let last_index = write.last_index;
-                node.log_written();
-                node.on_log_released(last_index);
+            let mut sendable = 0;
+            while let Some(step) = node.next_step() {
+                match step {
+                    Step::WriteLog => {
+                        let write = node.pending_log_write().expect("a pending write");
+                        log_buffer.extend_from_slice(write.bytes);
+                        node.log_write_done(LogWriteOutcome::Released);
+                    }
+                    Step::Release(released) => {
+                        sendable = replies.sendable(released).len();
+                        replies.consume(sendable);
+                    }
+                    _ => {}
+                }
             }
             log_buffer.clear();
-            let sendable = replies.sendable(node.released()).len();
-            replies.consume(sendable);
             sendable
         })
     });

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
-use kvstore::log::{LOG_HEADER_BYTES, LogFile, load_epoch};
-use kvstore::net::Server;
+use kvstore::log::{LOG_HEADER_BYTES, LogFile, encoded_len, load_epoch};
+use kvstore::net::{LogIndex, Server};
 use kvstore::node::{Node, NodeConfig};
 
 fn main() -> ExitCode {
@@ -35,13 +35,18 @@ fn run(config: Config) -> Result<(), String> {
     // Election jitter must differ between processes; std's hasher seed is random.
     let seed = RandomState::new().hash_one(config.id);
     let node_config = NodeConfig::from_config(&config, seed);
-    let mut node = Node::new(node_config, LOG_HEADER_BYTES);
+    let mut node = Node::new(node_config);
+    let mut log_index = LogIndex::new(1, LOG_HEADER_BYTES);
     // The log first: it creates the data dir and locks it.
-    let (log, replay) = LogFile::open(&config.data_dir, |_, entry| node.replay(entry))
-        .map_err(|e| e.to_string())?;
+    let (log, replay) = LogFile::open(&config.data_dir, |offset, entry| {
+        log_index.note(entry.index, offset, encoded_len(entry) as u64);
+        node.replay(entry)
+    })
+    .map_err(|e| e.to_string())?;
     let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
     node.restore_promised_epoch(promised_epoch);
-    let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
+    let mut server =
+        Server::bind(config.clone(), node, log, log_index).map_err(|e| e.to_string())?;
     kvstore::status!(
         "node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",
         config.id,

@@ -14,10 +14,12 @@
 //! would announce the EOF behind that data.
 
 mod connection;
+mod log_index;
 mod peer;
 mod read_buffer;
 mod syncer;
 
+pub use log_index::LogIndex;
 pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
 
 use std::fmt;
@@ -36,7 +38,7 @@ use slab::Slab;
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{LogFile, store_epoch};
 use crate::node::message::{self, Envelope, Hello, NodeId};
-use crate::node::{Gate, Node, TimerKind};
+use crate::node::{Gate, LogRead, LogWriteOutcome, Node, Step, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
 use crate::timer::{TimerId, TimerWheel};
 use connection::{Connection, Executed};
@@ -120,6 +122,10 @@ pub struct Server {
     own_hello: Hello,
     node: Node,
     log: LogFile,
+    /// Where each record is in `log`.
+    log_index: LogIndex,
+    /// Scratch for reads of the log the core asks for.
+    read_buffer: Vec<u8>,
     /// fdatasync off the loop thread, for `--fsync always`.
     syncer: Syncer,
     timers: TimerWheel<TimerEvent>,
@@ -141,12 +147,16 @@ pub struct Server {
     sync_failure: Option<io::Error>,
     /// The gate at the last flush of `waiting`.
     flushed_gate: Gate,
-    leadership_losses: u64,
     stop_requested: bool,
 }
 
 impl Server {
-    pub fn bind(config: Config, node: Node, log: LogFile) -> Result<Server, ServerError> {
+    pub fn bind(
+        config: Config,
+        node: Node,
+        log: LogFile,
+        log_index: LogIndex,
+    ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let bind_error = |source| ServerError::Bind {
             address: config.listen,
@@ -190,6 +200,8 @@ impl Server {
             own_hello,
             node,
             log,
+            log_index,
+            read_buffer: Vec::new(),
             syncer,
             timers: TimerWheel::new(0),
             node_timers: [None, None],
@@ -202,7 +214,6 @@ impl Server {
             log_dirty: false,
             sync_failure: None,
             flushed_gate: Gate::OPEN,
-            leadership_losses: 0,
             stop_requested: false,
         })
     }
@@ -654,99 +665,92 @@ impl Server {
         }
     }
 
-    /// The end of a turn, in the order the core's safety argument needs.
+    /// The end of a turn: carry out the core's steps in the order it hands
+    /// them out (`node::turn`), which is the order its safety argument needs.
     fn end_turn(&mut self) -> Result<(), ServerError> {
-        self.node.end_turn();
-        self.carry_out_outbox()?;
-        if let Err(error) = self.commit_log() {
+        if let Some(error) = self.sync_failure.take() {
             self.refuse_held_replies(ErrorReply::LogFailed);
             return Err(ServerError::Log(error));
         }
-        self.carry_out_outbox()?;
-        if self.node.leadership_losses() != self.leadership_losses {
-            self.leadership_losses = self.node.leadership_losses();
-            self.refuse_held_replies(ErrorReply::LeadershipLost);
+        while let Some(step) = self.node.next_step() {
+            match step {
+                Step::PersistEpoch(epoch) => {
+                    store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
+                }
+                Step::ReadLog(read) => self.read_log_for_core(read)?,
+                Step::ArmTimers(timers) => self.arm_node_timers(timers),
+                Step::Send(messages) => {
+                    for (to, envelope) in &messages {
+                        self.send_to_peer(*to, envelope);
+                    }
+                    self.flush_peers();
+                }
+                Step::WriteLog => match self.write_log() {
+                    Ok(outcome) => self.node.log_write_done(outcome),
+                    Err(error) => {
+                        self.refuse_held_replies(ErrorReply::LogFailed);
+                        return Err(ServerError::Log(error));
+                    }
+                },
+                Step::VoidHeldReplies => self.refuse_held_replies(ErrorReply::LeadershipLost),
+                Step::Release(released) => self.release_replies(released),
+            }
         }
-        self.release_replies();
         Ok(())
     }
 
-    /// Persists the promised epoch, arms timers and sends messages.
-    fn carry_out_outbox(&mut self) -> Result<(), ServerError> {
-        let outbox = self.node.outbox();
-        let epoch = outbox.persist_epoch.take();
-        let mut timers = std::mem::take(&mut outbox.timers);
-        if let Some(epoch) = epoch {
-            store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
-        }
-        // Reads may produce messages: do them first, then send everything.
-        self.read_log_for_core()?;
-        let mut messages = std::mem::take(&mut self.node.outbox().messages);
-        for (kind, deadline_ms) in timers.drain(..) {
+    fn arm_node_timers(&mut self, timers: Vec<(TimerKind, u64)>) {
+        for (kind, deadline_ms) in timers {
             if let Some(previous) = self.node_timers[kind as usize].take() {
                 self.timers.cancel(previous);
             }
             let timer = self.timers.insert(deadline_ms, TimerEvent::Node(kind));
             self.node_timers[kind as usize] = Some(timer);
         }
-        for (to, envelope) in messages.drain(..) {
-            self.send_to_peer(to, &envelope);
-        }
-        // Hand the emptied buffers back, keeping their capacity.
-        let outbox = self.node.outbox();
-        outbox.timers = timers;
-        outbox.messages = messages;
-        self.flush_peers();
+    }
+
+    /// Reads the records the core asked for (ones it no longer keeps in
+    /// memory) and hands them over.
+    fn read_log_for_core(&mut self, read: LogRead) -> Result<(), ServerError> {
+        let mut buffer = std::mem::take(&mut self.read_buffer);
+        self.log_index
+            .read(&self.log, read.from_index, read.max_bytes, &mut buffer)
+            .map_err(ServerError::Log)?;
+        self.node.on_log_read(read, &buffer);
+        self.read_buffer = buffer;
         Ok(())
     }
 
     /// Writes the turn's records in one write(2). Under `--fsync always`
     /// the syncer makes them durable and the core hears of it later; under
     /// the weaker policies they are released once written.
-    /// Reads the log file ranges the core asked for (records it no longer
-    /// keeps in memory) and hands it the bytes; it may ask again.
-    fn read_log_for_core(&mut self) -> Result<(), ServerError> {
-        let mut buffer = Vec::new();
-        loop {
-            let reads = std::mem::take(&mut self.node.outbox().log_reads);
-            if reads.is_empty() {
-                return Ok(());
-            }
-            for read in reads {
-                self.log
-                    .read_at(read.file_offset, read.max_bytes, &mut buffer)
-                    .map_err(ServerError::Log)?;
-                self.node.on_log_read(read, &buffer);
-            }
-        }
-    }
-
-    fn commit_log(&mut self) -> io::Result<()> {
-        if let Some(error) = self.sync_failure.take() {
-            return Err(error);
-        }
-        let Some(write) = self.node.pending_log_write() else {
-            return Ok(());
-        };
-        if let Some(length) = write.truncate_file_to {
+    fn write_log(&mut self) -> io::Result<LogWriteOutcome> {
+        let write = self
+            .node
+            .pending_log_write()
+            .expect("Step::WriteLog comes with a pending write");
+        if let Some(index) = write.truncate_after {
             // A sync in flight covered records this cut replaces: its
             // result must not be reported (reporting less is always safe;
             // the sync requested below covers everything kept).
             self.syncer.wait_idle()?;
+            let length = self.log_index.cut_offset(&self.log, index)?;
             self.log.truncate(length)?;
+            self.log_index.truncate_after(index, length);
         }
         self.log.append(write.bytes)?;
-        let last_index = write.last_index;
-        self.node.log_written();
-        match self.config.fsync {
-            FsyncPolicy::Always => self.syncer.request(last_index),
+        self.log_index.note_appended(write.first_index, write.bytes);
+        Ok(match self.config.fsync {
+            FsyncPolicy::Always => {
+                self.syncer.request(write.last_index);
+                LogWriteOutcome::Syncing
+            }
             FsyncPolicy::Interval => {
                 self.log_dirty = true;
-                self.node.on_log_released(last_index);
+                LogWriteOutcome::Released
             }
-            FsyncPolicy::Never => self.node.on_log_released(last_index),
-        }
-        Ok(())
+            FsyncPolicy::Never => LogWriteOutcome::Released,
+        })
     }
 
     /// The syncer finished: tell the core what is durable.
@@ -764,8 +768,7 @@ impl Server {
     }
 
     /// Writes every reply the core has released to its client.
-    fn release_replies(&mut self) {
-        let released = self.node.released();
+    fn release_replies(&mut self, released: Gate) {
         if released != self.flushed_gate {
             self.flushed_gate = released;
             for key in std::mem::take(&mut self.waiting) {
@@ -839,7 +842,8 @@ impl Server {
         if self.log_dirty {
             self.log.sync_data().map_err(ServerError::Log)?;
         }
-        self.release_replies();
+        // What the last sync released: acknowledgements and replies.
+        self.end_turn()?;
         crate::status!(
             "log synced at index {}, {} client connections closed, bye",
             self.node.last_index(),

@@ -267,15 +267,17 @@ impl Node {
         if epoch != self.promised_epoch || self.is_serving_leader() {
             return;
         }
-        if let Some(located) = self.log.locate_evicted(from_index) {
+        if from_index < self.log.first_index() {
             // Memory no longer holds them: read them back first.
             let purpose = super::ReadPurpose::Fetch {
                 to: from,
                 from_index,
             };
-            self.outbox
-                .log_reads
-                .push(super::LogRead::starting_at(located, purpose));
+            self.outbox.log_reads.push_back(super::LogRead {
+                from_index,
+                max_bytes: super::LOG_READ_BYTES,
+                purpose,
+            });
             return;
         }
         let records = self

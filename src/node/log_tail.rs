@@ -10,23 +10,22 @@
 //!   contiguous, and `starts[i]` is where record `first_index + i` begins;
 //! - `records[..handed_off]` has been handed to the disk (written or being
 //!   written); the rest is what the next log write must append, after
-//!   truncating the file to `truncate_file_to` if set;
+//!   cutting the log after `truncate_after` if set;
 //! - `durable_index <= handed_off_index <= last_index`: nothing counts as
 //!   durable that was not handed to the disk, and a truncation of handed-off
 //!   records takes them out of what a sync still in flight will cover.
 //!
 //! A durability report must name an index handed off before its sync began.
 //! A driver may hand off more while a sync runs (the reactor's syncer does),
-//! but before cutting the file it must wait out the syncs in flight and drop
+//! but before cutting the log it must wait out the syncs in flight and drop
 //! their results: they covered records that are being replaced.
+//!
+//! The core speaks log indices only: where a record sits in which file is the
+//! driver's business (`crate::log`), so this knows no file offsets.
 
 use std::collections::VecDeque;
 
 use crate::log::{self, DecodeError, Entry};
-
-/// An evicted record's file offset is remembered for one record in this many
-/// (those whose index is 1 modulo it); a read scans forward from there.
-const CHECKPOINT_INTERVAL: u64 = 256;
 
 /// Where one record sits.
 #[derive(Debug, Clone, Copy)]
@@ -36,10 +35,17 @@ struct Slot {
     start: usize,
 }
 
-/// What the next log write must do: cut the file, then append.
+/// What the next log write must do: cut the log, then append.
 #[derive(Debug)]
 pub struct LogWrite<'a> {
-    pub truncate_file_to: Option<u64>,
+    /// Before appending, drop every record after this index (a diverged
+    /// suffix that was already handed to the disk).
+    pub truncate_after: Option<u64>,
+    /// The index of the first record in `bytes` (one past the log's end
+    /// after the cut).
+    pub first_index: u64,
+    /// Whole encoded records `first_index..=last_index`; may be empty when
+    /// only a cut is pending.
     pub bytes: &'a [u8],
     pub last_index: u64,
 }
@@ -53,20 +59,23 @@ pub struct LogTail {
     epoch_before_first: u64,
     last_index: u64,
     last_epoch: u64,
-    /// File offset of `records[0]`.
-    file_offset: u64,
     handed_off: usize,
     /// The last record in `records[..handed_off]`.
     handed_off_index: u64,
-    truncate_file_to: Option<u64>,
+    /// The lowest index a pending cut keeps (records after it go).
+    truncate_after: Option<u64>,
     durable_index: u64,
-    /// (index, file offset) of sampled evicted records, increasing.
-    checkpoints: Vec<(u64, u64)>,
+}
+
+impl Default for LogTail {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LogTail {
-    /// An empty log whose file is `file_bytes` long (its header).
-    pub fn new(file_bytes: u64) -> Self {
+    /// An empty log.
+    pub fn new() -> Self {
         LogTail {
             records: Vec::new(),
             slots: VecDeque::new(),
@@ -74,12 +83,10 @@ impl LogTail {
             epoch_before_first: 0,
             last_index: 0,
             last_epoch: 0,
-            file_offset: file_bytes,
             handed_off: 0,
             handed_off_index: 0,
-            truncate_file_to: None,
+            truncate_after: None,
             durable_index: 0,
-            checkpoints: Vec::new(),
         }
     }
 
@@ -190,12 +197,8 @@ impl LogTail {
         let keep = (index + 1 - self.first_index) as usize;
         let cut = self.slots[keep].start;
         if cut < self.handed_off {
-            // Those bytes are in the file: it must be cut before the next append.
-            let file_cut = self.file_offset + cut as u64;
-            self.truncate_file_to = Some(
-                self.truncate_file_to
-                    .map_or(file_cut, |at| at.min(file_cut)),
-            );
+            // Those records are on disk: it must be cut before the next append.
+            self.truncate_after = Some(self.truncate_after.map_or(index, |at| at.min(index)));
             self.handed_off = cut;
         }
         self.records.truncate(cut);
@@ -209,11 +212,12 @@ impl LogTail {
     /// What the next log write must do, if anything.
     pub fn pending_write(&self) -> Option<LogWrite<'_>> {
         let bytes = &self.records[self.handed_off..];
-        if bytes.is_empty() && self.truncate_file_to.is_none() {
+        if bytes.is_empty() && self.truncate_after.is_none() {
             return None;
         }
         Some(LogWrite {
-            truncate_file_to: self.truncate_file_to,
+            truncate_after: self.truncate_after,
+            first_index: self.handed_off_index + 1,
             bytes,
             last_index: self.last_index,
         })
@@ -223,7 +227,7 @@ impl LogTail {
     pub fn mark_handed_off(&mut self) {
         self.handed_off = self.records.len();
         self.handed_off_index = self.last_index;
-        self.truncate_file_to = None;
+        self.truncate_after = None;
     }
 
     /// The disk has made everything up to `index` durable: the records of
@@ -242,7 +246,6 @@ impl LogTail {
             return;
         }
         if index == self.last_index {
-            self.file_offset += self.records.len() as u64;
             self.records.clear();
             self.slots.clear();
             self.handed_off = 0;
@@ -265,11 +268,6 @@ impl LogTail {
         let mut evicted = 0u64;
         let mut cut = 0usize;
         while self.records.len() - cut > target_bytes && self.first_index + evicted <= limit_index {
-            let index = self.first_index + evicted;
-            if (index - 1).is_multiple_of(CHECKPOINT_INTERVAL) {
-                self.checkpoints
-                    .push((index, self.file_offset + cut as u64));
-            }
             cut = self
                 .slots
                 .get(evicted as usize + 1)
@@ -286,25 +284,12 @@ impl LogTail {
             slot.start -= cut;
         }
         self.handed_off -= cut;
-        self.file_offset += cut as u64;
         self.first_index += evicted;
     }
 
     /// The first record still in memory.
     pub fn first_index(&self) -> u64 {
         self.first_index
-    }
-
-    /// Where to start reading the file to find record `index`, evicted from
-    /// memory: a record at or before it and its offset.
-    pub fn locate_evicted(&self, index: u64) -> Option<(u64, u64)> {
-        if index >= self.first_index {
-            return None;
-        }
-        let position = self
-            .checkpoints
-            .partition_point(|(checkpoint, _)| *checkpoint <= index);
-        position.checked_sub(1).map(|at| self.checkpoints[at])
     }
 
     /// Bytes held in memory (for bounds and tests).
@@ -334,12 +319,13 @@ mod tests {
 
     #[test]
     fn appends_hand_off_and_become_durable() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         put(&mut tail, 1);
         put(&mut tail, 1);
         let write = tail.pending_write().unwrap();
         assert_eq!(write.last_index, 2);
-        assert_eq!(write.truncate_file_to, None);
+        assert_eq!(write.truncate_after, None);
+        assert_eq!(write.first_index, 1);
         let written = write.bytes.len();
         assert_eq!(written, tail.memory_bytes());
         tail.mark_handed_off();
@@ -351,17 +337,16 @@ mod tests {
 
     #[test]
     fn truncating_written_records_cuts_the_file_first() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         put(&mut tail, 1);
-        let first_len = tail.memory_bytes() as u64;
         put(&mut tail, 1);
         tail.mark_handed_off();
         tail.mark_durable(2);
         tail.truncate_after(1);
         put(&mut tail, 2);
         let write = tail.pending_write().unwrap();
-        assert_eq!(write.truncate_file_to, Some(8 + first_len));
-        assert_eq!(write.last_index, 2);
+        assert_eq!(write.truncate_after, Some(1));
+        assert_eq!((write.first_index, write.last_index), (2, 2));
         assert_eq!(tail.durable_index(), 1);
         assert_eq!(tail.epoch_at(2), Some(2));
         assert_eq!(tail.last_epoch(), 2);
@@ -369,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_sync_in_flight_across_a_truncation_covers_only_what_is_left() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         for _ in 0..3 {
             put(&mut tail, 1);
         }
@@ -381,7 +366,7 @@ mod tests {
         put(&mut tail, 2);
         tail.mark_durable(written);
         assert_eq!(tail.durable_index(), 2, "the new record 3 is not on disk");
-        assert!(tail.pending_write().unwrap().truncate_file_to.is_some());
+        assert_eq!(tail.pending_write().unwrap().truncate_after, Some(2));
         tail.mark_handed_off();
         tail.mark_durable(3);
         assert_eq!(tail.durable_index(), 3);
@@ -389,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_sync_from_before_a_truncation_cannot_vouch_for_replacements() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         put(&mut tail, 1);
         put(&mut tail, 1);
         put(&mut tail, 1);
@@ -407,7 +392,7 @@ mod tests {
 
     #[test]
     fn truncating_unwritten_records_needs_no_file_cut() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         put(&mut tail, 1);
         tail.mark_handed_off();
         put(&mut tail, 1);
@@ -418,7 +403,7 @@ mod tests {
 
     #[test]
     fn records_from_respects_the_byte_budget_but_sends_at_least_one() {
-        let mut tail = LogTail::new(8);
+        let mut tail = LogTail::new();
         for _ in 0..5 {
             put(&mut tail, 1);
         }
@@ -431,8 +416,8 @@ mod tests {
     }
 
     #[test]
-    fn eviction_to_a_budget_keeps_offsets_findable() {
-        let mut tail = LogTail::new(8);
+    fn eviction_to_a_budget_stops_at_the_limit() {
+        let mut tail = LogTail::new();
         for _ in 0..600 {
             put(&mut tail, 1);
         }
@@ -443,24 +428,20 @@ mod tests {
         assert_eq!(tail.first_index(), 551, "stops at the limit");
         assert_eq!(tail.memory_bytes(), one * 50);
         assert_eq!(tail.epoch_at(550), Some(1));
+        assert_eq!(tail.epoch_at(549), None, "evicted");
         assert_eq!(tail.record(551).unwrap().len(), one);
-        // Record 300 is found by scanning from record 257.
-        let (from, offset) = tail.locate_evicted(300).unwrap();
-        assert_eq!((from, offset), (257, 8 + 256 * one as u64));
-        assert_eq!(tail.locate_evicted(1), Some((1, 8)));
-        assert_eq!(tail.locate_evicted(551), None);
         // New records still land after the kept ones.
         put(&mut tail, 2);
-        assert_eq!(tail.pending_write().unwrap().bytes.len(), one);
+        let write = tail.pending_write().unwrap();
+        assert_eq!((write.first_index, write.bytes.len()), (601, one));
     }
 
     #[test]
-    fn eviction_keeps_positions_and_file_offsets() {
-        let mut tail = LogTail::new(8);
+    fn eviction_keeps_positions() {
+        let mut tail = LogTail::new();
         put(&mut tail, 3);
         tail.mark_handed_off();
         tail.mark_durable(1);
-        let written = tail.memory_bytes() as u64;
         tail.evict_through(1);
         assert_eq!(tail.memory_bytes(), 0);
         assert_eq!(tail.epoch_at(1), Some(3));
@@ -469,9 +450,8 @@ mod tests {
         put(&mut tail, 3);
         tail.mark_handed_off();
         tail.truncate_after(2);
-        assert_eq!(
-            tail.pending_write().unwrap().truncate_file_to,
-            Some(8 + written * 2)
-        );
+        let write = tail.pending_write().unwrap();
+        assert_eq!(write.truncate_after, Some(2));
+        assert_eq!((write.first_index, write.bytes.len()), (3, 0));
     }
 }

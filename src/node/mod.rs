@@ -2,19 +2,15 @@
 //!
 //! Inputs are method calls: a parsed client request (with that client's
 //! [`ReplyQueue`]), a peer message, a peer connection up or down, a timer,
-//! the end of a loop turn, and "the log is durable up to index i". Outputs
-//! are replies pushed onto reply queues (each held behind a [`Gate`]), the
-//! log write the driver must do next ([`Node::pending_log_write`]), and the
-//! [`Outbox`]: peer messages, timers to arm, and an epoch to persist.
+//! and "the log is durable up to index i". Outputs are replies pushed onto
+//! reply queues (each held behind a [`Gate`]) and the [`Step`]s that end a
+//! turn: an epoch to persist, log reads, timers, peer messages, the log
+//! write, and which replies to release.
 //!
-//! The driver (the reactor in `net`, or the simulator in the tests) runs each
-//! turn in this order, which the safety argument relies on:
-//! 1. persist the promised epoch, if the outbox asks;
-//! 2. send the outbox's messages;
-//! 3. write the pending log bytes (after any truncation), fdatasync, and call
-//!    [`Node::on_log_released`];
-//! 4. send the messages that produced (acknowledgements of durable records);
-//! 5. write the replies that [`Node::released`] lets out.
+//! Every driver (the reactor in `net`, or the simulator in the tests) ends a
+//! turn by asking [`Node::next_step`] for steps until there are none; the
+//! order they come in, which the safety argument relies on, is written once
+//! in [`turn`].
 //!
 //! A node of a one-node cluster elects itself at start-up and from then on is
 //! the single-node server: a write is released once its record is durable.
@@ -27,6 +23,7 @@ mod log_tail;
 pub mod message;
 mod replication;
 mod replies;
+mod turn;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -34,6 +31,7 @@ use std::net::SocketAddr;
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
 pub use replies::{Gate, ReplyQueue};
+pub use turn::{LogWriteOutcome, Step};
 
 use crate::config::{
     DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, FollowerReads, Replication,
@@ -118,51 +116,35 @@ pub enum TimerKind {
     Election,
 }
 
-/// What the driver must do for the node, besides the log write.
+/// What the node has decided this turn besides the log write, handed out
+/// as [`Step`]s.
 #[derive(Debug, Default)]
-pub struct Outbox {
-    pub messages: Vec<(NodeId, Envelope)>,
-    pub timers: Vec<(TimerKind, u64)>,
+struct Outbox {
+    messages: Vec<(NodeId, Envelope)>,
+    timers: Vec<(TimerKind, u64)>,
     /// Persist this promised epoch before sending any message.
-    pub persist_epoch: Option<u64>,
-    /// Read these ranges of the log file and hand the bytes to
-    /// [`Node::on_log_read`] (records a follower needs that memory no
-    /// longer holds).
-    pub log_reads: Vec<LogRead>,
+    persist_epoch: Option<u64>,
+    /// Records a follower or a new leader needs that memory no longer holds.
+    log_reads: VecDeque<LogRead>,
 }
 
-/// A read of the log file the core asks for.
+/// A read of the log on disk the core asks for: whole records from
+/// `from_index` on (at least one), up to about `max_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogRead {
-    /// Where a record boundary is, at or before the records wanted.
-    pub file_offset: u64,
+    pub from_index: u64,
     pub max_bytes: usize,
-    /// The index of the record at `file_offset`.
-    pub first_index: u64,
     pub purpose: ReadPurpose,
 }
 
-impl LogRead {
-    /// A first read for `purpose`, from an evicted record's location as
-    /// `LogTail::locate_evicted` gives it (index, file offset).
-    fn starting_at((first_index, file_offset): (u64, u64), purpose: ReadPurpose) -> Self {
-        LogRead {
-            file_offset,
-            max_bytes: FIRST_LOG_READ_BYTES,
-            first_index,
-            purpose,
-        }
-    }
-}
-
-/// A first read of the log file for evicted records asks for this much; it
-/// doubles while one record does not fit.
-const FIRST_LOG_READ_BYTES: usize = 4 * 1024 * 1024;
+/// A read of the log asks for this much.
+const LOG_READ_BYTES: usize = 4 * 1024 * 1024;
 
 /// What a log read is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadPurpose {
-    /// Records from `next_index` on, for an `Append` to `to`.
+    /// Records from `next_index` on, for an `Append` to `to`. The read
+    /// starts at the record before when it is on disk, for its epoch.
     Append { to: NodeId, next_index: u64 },
     /// Records from `from_index` on, for a `FetchReply` to `to`.
     Fetch { to: NodeId, from_index: u64 },
@@ -261,18 +243,23 @@ pub struct Node {
     replay_commit_hint: u64,
     random_state: u64,
     outbox: Outbox,
+    /// Where the turn contract is (see [`turn`]).
+    phase: turn::Phase,
+    /// A [`Step::ReadLog`] was handed out and its records not yet handed back.
+    read_in_flight: bool,
+    /// The leadership losses the driver has voided held replies for.
+    voided_leadership_losses: u64,
 }
 
 impl Node {
-    /// A node whose log file is `log_file_bytes` long before replay adds
-    /// its records.
-    pub fn new(config: NodeConfig, log_file_bytes: u64) -> Node {
+    /// A node with an empty log; replay adds what the disk holds.
+    pub fn new(config: NodeConfig) -> Node {
         let promised_epoch = 0;
         let random_state = config.seed | 1;
         Node {
             config,
             store: Store::new(),
-            log: LogTail::new(log_file_bytes),
+            log: LogTail::new(),
             commit_index: 0,
             applied_index: 0,
             undo: VecDeque::new(),
@@ -290,6 +277,9 @@ impl Node {
             replay_commit_hint: 0,
             random_state,
             outbox: Outbox::default(),
+            phase: turn::Phase::Idle,
+            read_in_flight: false,
+            voided_leadership_losses: 0,
         }
     }
 
@@ -541,14 +531,9 @@ impl Node {
         }
     }
 
-    /// What the next log write must do, if anything.
+    /// What the log write of [`Step::WriteLog`] must do.
     pub fn pending_log_write(&self) -> Option<LogWrite<'_>> {
         self.log.pending_write()
-    }
-
-    /// The pending log write was done (not necessarily synced).
-    pub fn log_written(&mut self) {
-        self.log.mark_handed_off();
     }
 
     /// The log is durable (or written, under a weaker fsync policy) up to
@@ -565,9 +550,10 @@ impl Node {
         }
     }
 
-    /// Everything the driver must do besides the log write; take it all.
-    pub fn outbox(&mut self) -> &mut Outbox {
-        &mut self.outbox
+    /// The peer messages queued so far this turn (for checks that watch
+    /// what a node is about to say).
+    pub fn queued_messages(&self) -> &[(NodeId, Envelope)] {
+        &self.outbox.messages
     }
 
     /// Changes whenever this node stops leading; the driver then drops
@@ -665,23 +651,46 @@ mod tests {
     use crate::protocol::parse;
 
     fn single_node() -> Node {
-        let mut node = Node::new(NodeConfig::single(1), 8);
+        let mut node = Node::new(NodeConfig::single(1));
         node.start(0);
         write_log(&mut node);
         node
     }
 
-    /// What the driver does with the log at the end of a turn.
+    /// What a turn handed out, as a driver whose disk releases every write
+    /// at once carried it out.
+    #[derive(Debug, Default)]
+    pub(super) struct TurnOutput {
+        pub log_bytes: Vec<u8>,
+        pub messages: Vec<(NodeId, Envelope)>,
+        pub persisted_epoch: Option<u64>,
+        pub voided: bool,
+    }
+
+    /// Ends the turn through the turn contract (no log reads expected).
+    pub(super) fn finish_turn(node: &mut Node) -> TurnOutput {
+        let mut output = TurnOutput::default();
+        while let Some(step) = node.next_step() {
+            match step {
+                Step::PersistEpoch(epoch) => output.persisted_epoch = Some(epoch),
+                Step::ReadLog(read) => panic!("unexpected log read {read:?}"),
+                Step::ArmTimers(_) => {}
+                Step::Send(messages) => output.messages.extend(messages),
+                Step::WriteLog => {
+                    let write = node.pending_log_write().expect("a write is pending");
+                    output.log_bytes.extend_from_slice(write.bytes);
+                    node.log_write_done(LogWriteOutcome::Released);
+                }
+                Step::VoidHeldReplies => output.voided = true,
+                Step::Release(_) => {}
+            }
+        }
+        output
+    }
+
+    /// Ends the turn and returns the log bytes it wrote.
     pub(super) fn write_log(node: &mut Node) -> Vec<u8> {
-        node.end_turn();
-        let Some(write) = node.pending_log_write() else {
-            return Vec::new();
-        };
-        let bytes = write.bytes.to_vec();
-        let last_index = write.last_index;
-        node.log_written();
-        node.on_log_released(last_index);
-        bytes
+        finish_turn(node).log_bytes
     }
 
     pub(super) fn run(node: &mut Node, queue: &mut ReplyQueue, line: &[u8]) -> Flow {
@@ -699,7 +708,7 @@ mod tests {
 
     /// Takes the messages the node has queued.
     pub(super) fn sent(node: &mut Node) -> Vec<(NodeId, Envelope)> {
-        std::mem::take(&mut node.outbox().messages)
+        std::mem::take(&mut node.outbox.messages)
     }
 
     /// Node 3 of a three-node cluster, leading epoch 1 on node 1's promise,
@@ -707,7 +716,7 @@ mod tests {
     pub(super) fn leader_of_three() -> Node {
         let mut config = NodeConfig::single(3);
         config.cluster_size = 3;
-        let mut node = Node::new(config, 8);
+        let mut node = Node::new(config);
         node.start(0);
         for peer in [1, 2] {
             let address = SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
@@ -731,19 +740,18 @@ mod tests {
             node.handle_message(from_peer(peer, 1, ack), 1000);
         }
         assert_eq!(node.commit_index(), 1);
-        sent(&mut node);
-        node.outbox().timers.clear();
-        node.outbox().persist_epoch = None;
+        finish_turn(&mut node);
         node
     }
 
     #[test]
     fn a_single_node_elects_itself_and_commits_a_noop() {
-        let mut node = Node::new(NodeConfig::single(1), 8);
+        let mut node = Node::new(NodeConfig::single(1));
         node.start(0);
         assert_eq!(node.leading_epoch(), Some(1));
-        assert_eq!(node.outbox().persist_epoch, Some(1));
-        let bytes = write_log(&mut node);
+        let turn = finish_turn(&mut node);
+        assert_eq!(turn.persisted_epoch, Some(1));
+        let bytes = turn.log_bytes;
         let (entry, _) = crate::log::decode(&bytes).unwrap();
         assert_eq!((entry.epoch, entry.index, entry.op), (1, 1, Op::Noop));
         assert_eq!(node.commit_index(), 1);
@@ -818,7 +826,7 @@ mod tests {
 
     #[test]
     fn replayed_records_are_served_without_waiting() {
-        let mut node = Node::new(NodeConfig::single(1), 8);
+        let mut node = Node::new(NodeConfig::single(1));
         node.replay(&Entry {
             epoch: 3,
             index: 1,
@@ -868,7 +876,7 @@ mod tests {
     fn a_follower_redirects_writes_and_reads_locally() {
         let mut config = NodeConfig::single(1);
         config.cluster_size = 3;
-        let mut node = Node::new(config, 8);
+        let mut node = Node::new(config);
         node.start(0);
         let mut queue = ReplyQueue::new();
         run(&mut node, &mut queue, b"PUT k v");

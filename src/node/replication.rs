@@ -15,15 +15,15 @@
 use std::net::SocketAddr;
 
 use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
-use super::{LogPosition, LogRead, Node, Peer, PendingAck, ReadPurpose, Role, TimerKind};
+use super::{
+    LOG_READ_BYTES, LogPosition, LogRead, Node, Peer, PendingAck, ReadPurpose, Role, TimerKind,
+};
 use crate::log::{self, DecodeError};
 
 /// A leader stops sending a follower new records while this many are unacknowledged.
 const MAX_UNACKNOWLEDGED_RECORDS: u64 = 100_000;
 /// Records per `Append`, at most (besides the frame's byte bound).
 const MAX_APPEND_RECORDS_BYTES: usize = 1024 * 1024;
-/// A read of the log file doubles, up to this, while one record does not fit.
-const MAX_LOG_READ_BYTES: usize = 2 * (log::MAX_RECORD_BODY_BYTES + log::RECORD_HEADER_BYTES);
 
 /// The leader's view of one follower.
 #[derive(Debug, Clone, Copy)]
@@ -157,7 +157,7 @@ impl Node {
 
     /// The end of a loop turn: ship what the turn appended, and start a read
     /// round if a read waits for one. One message per follower per turn.
-    pub fn end_turn(&mut self) {
+    pub(super) fn end_turn(&mut self) {
         if self.is_serving_leader() {
             if self.round_wanted {
                 self.round_wanted = false;
@@ -251,18 +251,19 @@ impl Node {
         }
         let prev_index = progress.next_index - 1;
         if progress.next_index < self.log.first_index() {
-            // Memory no longer holds what this follower lacks: read it back.
-            if !progress.reading
-                && let Some(located) = self.log.locate_evicted(prev_index.max(1))
-            {
+            // Memory no longer holds what this follower lacks: read it back,
+            // from the record before when the disk has it (for its epoch).
+            if !progress.reading {
                 progress.reading = true;
                 let purpose = ReadPurpose::Append {
                     to: id,
                     next_index: progress.next_index,
                 };
-                self.outbox
-                    .log_reads
-                    .push(LogRead::starting_at(located, purpose));
+                self.outbox.log_reads.push_back(LogRead {
+                    from_index: prev_index.max(1),
+                    max_bytes: LOG_READ_BYTES,
+                    purpose,
+                });
             }
             return;
         }
@@ -290,29 +291,29 @@ impl Node {
         self.send(id, message);
     }
 
-    /// The driver read what a [`LogRead`] asked for.
+    /// The driver read what a [`Step::ReadLog`](super::Step::ReadLog)
+    /// asked for: whole records from `read.from_index` on.
     pub fn on_log_read(&mut self, read: LogRead, bytes: &[u8]) {
+        assert!(self.read_in_flight, "a log read answers a Step::ReadLog");
+        self.read_in_flight = false;
         let (from_index, budget) = match read.purpose {
             ReadPurpose::Append { next_index, .. } => (next_index, MAX_APPEND_RECORDS_BYTES),
             ReadPurpose::Fetch { from_index, .. } => (from_index, MAX_FRAME_RECORDS_BYTES),
         };
-        // Only evicted records come from the file: from the first record in
-        // memory on, the file may still hold records memory has replaced.
-        let in_memory_from = self.log.first_index();
-        let Some(found) = records_in(bytes, read.first_index, from_index, in_memory_from, budget)
-        else {
-            if read.max_bytes < MAX_LOG_READ_BYTES && bytes.len() >= read.max_bytes {
-                // One record is larger than what was read: read more.
-                let max_bytes = (read.max_bytes * 2).min(MAX_LOG_READ_BYTES);
-                self.outbox.log_reads.push(LogRead { max_bytes, ..read });
-            } else {
-                crate::status!(
-                    "log read at byte {} found no record {from_index}",
-                    read.file_offset
-                );
-                self.release_read(read);
-            }
-            return;
+        // Only evicted records come from the disk: from the first record in
+        // memory on, the disk may still hold records memory has replaced.
+        let wanted = RecordsWanted {
+            first_index: read.from_index,
+            from_index,
+            stop_index: self.log.first_index(),
+            budget,
+        };
+        let Some(found) = records_in(bytes, wanted) else {
+            crate::status!(
+                "a read of the log from index {} found no record {from_index}",
+                read.from_index
+            );
+            return self.release_read(read);
         };
         match read.purpose {
             ReadPurpose::Append { to, next_index } => self.append_read(to, next_index, found),
@@ -564,28 +565,34 @@ struct FoundRecords {
     epoch_before: u64,
 }
 
-/// Decodes the records in `bytes` (the first of index `first_index`) and
-/// returns those from `from_index` up to (not including) `stop_index`, up to
-/// `budget` bytes but at least one. `None` when `bytes` ends before record
-/// `from_index` does.
-fn records_in(
-    bytes: &[u8],
+/// Which records of a read to use.
+#[derive(Debug, Clone, Copy)]
+struct RecordsWanted {
+    /// The index of the first record in the bytes.
     first_index: u64,
+    /// The first record wanted; the one before it, if read, gives its epoch.
     from_index: u64,
+    /// Stop before this index.
     stop_index: u64,
+    /// Bytes of records, at most (but at least one record).
     budget: usize,
-) -> Option<FoundRecords> {
+}
+
+/// Decodes the records in `bytes` and returns those wanted. `None` when
+/// `bytes` ends before record `from_index` does, or does not start at
+/// `first_index`.
+fn records_in(bytes: &[u8], wanted: RecordsWanted) -> Option<FoundRecords> {
     let mut rest = bytes;
-    let mut index = first_index;
+    let mut index = wanted.first_index;
     let mut epoch_before = 0;
     let mut found: Option<FoundRecords> = None;
-    while index < stop_index
+    while index < wanted.stop_index
         && let Ok((entry, used)) = log::decode(rest)
     {
         if entry.index != index {
             return None;
         }
-        if index < from_index {
+        if index < wanted.from_index {
             epoch_before = entry.epoch;
         } else {
             let records = found.get_or_insert_with(|| FoundRecords {
@@ -593,7 +600,7 @@ fn records_in(
                 last_index: index,
                 epoch_before,
             });
-            if !records.records.is_empty() && records.records.len() + used > budget {
+            if !records.records.is_empty() && records.records.len() + used > wanted.budget {
                 break;
             }
             records.records.extend_from_slice(&rest[..used]);
@@ -625,7 +632,7 @@ fn kth_largest(values: &mut [u64], k: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{from_peer, leader_of_three, run, sent, write_log};
+    use super::super::tests::{finish_turn, from_peer, leader_of_three, run, sent, write_log};
     use super::*;
     use crate::node::ReplyQueue;
 
@@ -643,7 +650,7 @@ mod tests {
     fn an_ack_waiting_for_the_disk_is_dropped_when_a_newer_epoch_is_promised() {
         let mut config = crate::node::NodeConfig::single(1);
         config.cluster_size = 3;
-        let mut node = Node::new(config, 8);
+        let mut node = Node::new(config);
         node.start(0);
         for peer in [2, 3] {
             node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)));
@@ -672,12 +679,13 @@ mod tests {
         let coordinator = Message::Coordinator { commit_index: 0 };
         node.handle_message(from_peer(3, 2, coordinator), 20);
         assert_eq!(node.promised_epoch(), 2);
-        let write = node.pending_log_write().unwrap().last_index;
-        node.log_written();
-        node.on_log_released(write);
+        // The turn writes record 1 and the disk makes it durable at once.
+        let turn = finish_turn(&mut node);
+        assert!(!turn.log_bytes.is_empty());
         // An Ack now would say, in epoch 2, that node 1 holds node 3's
         // epoch-2 log up to index 1: node 3 would count it.
-        let acks: Vec<_> = sent(&mut node)
+        let acks: Vec<_> = turn
+            .messages
             .into_iter()
             .filter(|(_, envelope)| matches!(envelope.message, Message::Ack { .. }))
             .collect();
@@ -712,14 +720,23 @@ mod tests {
         bytes
     }
 
+    fn wanted(first_index: u64, from_index: u64, stop_index: u64, budget: usize) -> RecordsWanted {
+        RecordsWanted {
+            first_index,
+            from_index,
+            stop_index,
+            budget,
+        }
+    }
+
     #[test]
     fn records_read_back_start_at_the_one_wanted_and_know_the_epoch_before() {
         let bytes = puts(&[1, 1, 2, 2, 3]);
         let one = bytes.len() / 5;
-        let found = records_in(&bytes, 1, 3, u64::MAX, usize::MAX).unwrap();
+        let found = records_in(&bytes, wanted(1, 3, u64::MAX, usize::MAX)).unwrap();
         assert_eq!((found.last_index, found.epoch_before), (5, 1));
         assert_eq!(found.records, bytes[2 * one..]);
-        let from_start = records_in(&bytes, 1, 1, u64::MAX, usize::MAX).unwrap();
+        let from_start = records_in(&bytes, wanted(1, 1, u64::MAX, usize::MAX)).unwrap();
         assert_eq!(from_start.epoch_before, 0, "there is no record 0");
     }
 
@@ -728,25 +745,30 @@ mod tests {
         let bytes = puts(&[1, 1, 2, 2, 3]);
         let one = bytes.len() / 5;
         // Records 4 and 5 are in memory: the file may hold replaced ones.
-        let found = records_in(&bytes, 1, 2, 4, usize::MAX).unwrap();
+        let found = records_in(&bytes, wanted(1, 2, 4, usize::MAX)).unwrap();
         assert_eq!(found.last_index, 3);
         // The budget caps the batch, but one record always goes.
         assert_eq!(
-            records_in(&bytes, 1, 2, u64::MAX, one * 2)
+            records_in(&bytes, wanted(1, 2, u64::MAX, one * 2))
                 .unwrap()
                 .last_index,
             3
         );
-        assert_eq!(records_in(&bytes, 1, 2, u64::MAX, 1).unwrap().last_index, 2);
+        assert_eq!(
+            records_in(&bytes, wanted(1, 2, u64::MAX, 1))
+                .unwrap()
+                .last_index,
+            2
+        );
     }
 
     #[test]
     fn a_read_that_ends_before_the_wanted_record_finds_nothing() {
         let bytes = puts(&[1, 1, 2]);
         let cut = &bytes[..bytes.len() - 3];
-        assert!(records_in(cut, 1, 3, u64::MAX, usize::MAX).is_none());
+        assert!(records_in(cut, wanted(1, 3, u64::MAX, usize::MAX)).is_none());
         // Bytes that do not start at the record they are said to start at.
-        assert!(records_in(&bytes, 5, 5, u64::MAX, usize::MAX).is_none());
+        assert!(records_in(&bytes, wanted(5, 5, u64::MAX, usize::MAX)).is_none());
     }
 
     /// Raft §5.4.2 (figure 8): a majority holding a record of an older epoch
@@ -756,7 +778,7 @@ mod tests {
     fn replicas_of_an_older_epoch_record_do_not_commit_it() {
         let mut config = crate::node::NodeConfig::single(3);
         config.cluster_size = 3;
-        let mut node = Node::new(config, 8);
+        let mut node = Node::new(config);
         for (index, commit) in [(1, 0), (2, 1)] {
             node.replay(&log::Entry {
                 epoch: 1,

@@ -9,35 +9,35 @@
 //! that reach a node at the same virtual millisecond (now and then, within
 //! the next two) share one turn, as the events of one poll do in the
 //! reactor; a crash between an input and the end of its turn loses the
-//! turn's outputs. The turn ends with:
-//! 1. `Node::end_turn`;
-//! 2. the outbox: persist the promised epoch (synchronously, before any
-//!    message leaves), arm timers (a new deadline replaces the previous one
-//!    of its kind), put messages on the network;
-//! 3. the log write: truncate the file if asked, append the bytes, and start
-//!    a sync that completes 0-5 ms later (5-300 ms on a slow disk) as an
-//!    event of its own; only then
-//!    does the node hear `on_log_released`. At most one sync is in flight per
-//!    node. The disk works in one of two ways, drawn per run from the seed:
-//!    - waiting: while a sync is in flight the turn writes nothing and the
-//!      records wait for the first turn after it completes (its own turn, in
-//!      fact);
-//!    - the reactor's (`commit_log` and the syncer): every turn writes; a
+//! turn's outputs. The turn then ends exactly as the reactor ends it: by
+//! carrying out the steps `Node::next_step` hands out (`node::turn` fixes
+//! their order), with the simulator's disk, network and clock:
+//! - `PersistEpoch`: synchronously, before any message leaves;
+//! - `ArmTimers`: a new deadline replaces the previous one of its kind;
+//! - `Send`: onto the network;
+//! - `WriteLog`: cut the log after the index asked, append the bytes, and
+//!   start a sync that completes 0-5 ms later (5-300 ms on a slow disk) as
+//!   an event of its own; only then does the node hear `on_log_released`.
+//!   At most one sync is in flight per node. The disk works in one of two
+//!   ways, drawn per run from the seed:
+//!    - waiting: while a sync is in flight the turn writes nothing (the
+//!      write is `Deferred`) and the records wait for the first turn after
+//!      it completes (its own turn, in fact);
+//!    - the reactor's (`write_log` and the syncer): every turn writes; a
 //!      sync covers the bytes written before it began and reports the index
 //!      requested then (and takes 5-100 ms two times in five, so that
 //!      writes and cuts meet it); requests made meanwhile are coalesced into
 //!      one that starts when the node hears of the completion. Before
-//!      cutting the file the node waits out every sync in flight or queued
+//!      cutting the log the node waits out every sync in flight or queued
 //!      (each makes durable what was written before it began) and drops
 //!      their results; then it truncates, appends and requests a sync of the
 //!      new last index;
-//! 4. the outbox again (acknowledgements of durable records);
-//! 5. if `leadership_losses()` changed, every held reply of the node is
-//!    voided (the client reads `ERR`, an unknown outcome) and that
-//!    connection closes, as `refuse_held_replies` does;
-//! 6. the replies `released()` lets out go to the clients.
+//! - `VoidHeldReplies`: every held reply of the node is voided (the client
+//!   reads `ERR`, an unknown outcome) and that connection closes, as
+//!   `refuse_held_replies` does;
+//! - `Release`: the replies it lets out go to the clients.
 //!
-//! The simulator's own checks run between 5 and 6, so that a reply
+//! The simulator's own checks run just before `Release`, so that a reply
 //! released in a turn is judged against what that turn committed: one
 //! leader per epoch, one committed log (every node's committed prefix
 //! agrees, and each committed record is durable on a majority of disks),
@@ -67,7 +67,10 @@ use std::panic::{self, AssertUnwindSafe};
 use kvstore::config::{FollowerReads, Replication};
 use kvstore::log;
 use kvstore::node::message::{decode_frame, encode_frame};
-use kvstore::node::{Envelope, Gate, Message, Node, NodeConfig, NodeId, ReplyQueue, TimerKind};
+use kvstore::node::{
+    Envelope, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue, Step,
+    TimerKind,
+};
 use kvstore::protocol::{self, ErrorReply, Reply, Request};
 
 use super::checks::{
@@ -91,8 +94,6 @@ const REQUEST_TIMEOUT_MS: u64 = 1000;
 const CONVERGENCE_DEADLINE_MS: u64 = 20_000;
 /// How many trace lines a failure report shows.
 const TRACE_TAIL: usize = 50;
-/// Bytes of the log header, before the first record.
-const LOG_HEADER_BYTES: u64 = 8;
 
 /// What a run simulates.
 #[derive(Debug, Clone)]
@@ -374,7 +375,6 @@ struct SimNode {
     acks_checked: usize,
     /// Until then, syncs take 5-300 ms instead of 0-5 ms.
     slow_disk_until: u64,
-    leadership_losses: u64,
     /// Committed records of this incarnation already checked.
     checked_commit: u64,
 }
@@ -465,7 +465,6 @@ impl World {
                 turn_pending: false,
                 acks_checked: 0,
                 slow_disk_until: 0,
-                leadership_losses: 0,
                 checked_commit: 0,
             })
             .collect();
@@ -788,7 +787,7 @@ impl World {
             },
             unsafe_skip_log_adoption: self.options.unsafe_skip_log_adoption,
         };
-        let mut core = Node::new(config, LOG_HEADER_BYTES);
+        let mut core = Node::new(config);
         for record in &reopened.records {
             let (entry, _) = log::decode(record).expect("reopen checked every record");
             core.replay(&entry);
@@ -815,7 +814,6 @@ impl World {
         sim.syncing = false;
         sim.sync_in_flight = None;
         sim.sync_queued = None;
-        sim.leadership_losses = 0;
         sim.checked_commit = 0;
         sim.turn_pending = false;
         sim.acks_checked = 0;
@@ -869,11 +867,26 @@ impl World {
     /// log as it was (its envelope carries the epoch of that moment).
     fn check_new_acks(&mut self, id: NodeId) -> Result<(), Failure> {
         let sim = &mut self.nodes[(id - 1) as usize];
-        let core = sim.core.as_mut().expect("a live node");
-        let messages = &core.outbox().messages;
+        let core = sim.core.as_ref().expect("a live node");
+        let messages = core.queued_messages().to_vec();
         let new = sim.acks_checked..messages.len();
         sim.acks_checked = messages.len();
-        let acks: Vec<(NodeId, u64, u64)> = messages[new]
+        self.check_ack_messages(id, &messages[new])
+    }
+
+    /// A batch the turn sends: the Acks in it not checked yet (queued after
+    /// the last input) are checked now.
+    fn check_acks(&mut self, id: NodeId, messages: &[(NodeId, Envelope)]) -> Result<(), Failure> {
+        let checked = std::mem::take(&mut self.node_mut(id).acks_checked);
+        self.check_ack_messages(id, &messages[checked.min(messages.len())..])
+    }
+
+    fn check_ack_messages(
+        &mut self,
+        id: NodeId,
+        messages: &[(NodeId, Envelope)],
+    ) -> Result<(), Failure> {
+        let acks: Vec<(NodeId, u64, u64)> = messages
             .iter()
             .filter_map(|(to, envelope)| match envelope.message {
                 Message::Ack {
@@ -923,38 +936,52 @@ impl World {
         Ok(())
     }
 
-    /// The end of a turn, in the reactor's order (see the module doc).
+    /// The end of a turn: the core's steps, in the order it hands them out
+    /// (`node::turn`), carried out as the reactor does (see the module doc).
     fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
-        self.core_mut(id).end_turn();
-        self.carry_out_outbox(id)?;
-        self.write_log(id)?;
-        self.carry_out_outbox(id)?;
-        self.void_held_replies_if_deposed(id);
-        self.observe(id)?;
-        self.release_replies(id);
+        while let Some(step) = self.core_mut(id).next_step() {
+            match step {
+                Step::PersistEpoch(epoch) => self.persist_epoch(id, epoch)?,
+                Step::ReadLog(read) => self.read_log(id, read),
+                Step::ArmTimers(timers) => self.arm_timers(id, timers),
+                Step::Send(messages) => {
+                    self.check_acks(id, &messages)?;
+                    for (to, envelope) in messages {
+                        self.send(id, to, &envelope)?;
+                    }
+                }
+                Step::WriteLog => {
+                    let outcome = self.write_log(id)?;
+                    self.core_mut(id).log_write_done(outcome);
+                }
+                Step::VoidHeldReplies => self.void_held_replies(id),
+                Step::Release(released) => {
+                    // Checked before the replies leave, so that a reply
+                    // released in a turn is judged against what that turn
+                    // committed.
+                    self.observe(id)?;
+                    self.release_replies(id, released);
+                }
+            }
+        }
         Ok(())
     }
 
-    fn carry_out_outbox(&mut self, id: NodeId) -> Result<(), Failure> {
-        self.check_new_acks(id)?;
-        self.node_mut(id).acks_checked = 0;
-        let outbox = self.core_mut(id).outbox();
-        let epoch = outbox.persist_epoch.take();
-        let timers = std::mem::take(&mut outbox.timers);
-        self.read_log_for_core(id);
-        let messages = std::mem::take(&mut self.core_mut(id).outbox().messages);
-        if let Some(epoch) = epoch {
-            let persisted = self.node(id).persisted_epoch;
-            if epoch < persisted {
-                return fail(
-                    ViolationKind::Protocol,
-                    format!("node {id} persisted epoch {epoch} after {persisted}"),
-                );
-            }
-            self.node_mut(id).persisted_epoch = epoch;
-            self.trace(|| format!("n{id} persists epoch {epoch}"));
-            self.maybe_crash_soon(id, 30);
+    fn persist_epoch(&mut self, id: NodeId, epoch: u64) -> Result<(), Failure> {
+        let persisted = self.node(id).persisted_epoch;
+        if epoch < persisted {
+            return fail(
+                ViolationKind::Protocol,
+                format!("node {id} persisted epoch {epoch} after {persisted}"),
+            );
         }
+        self.node_mut(id).persisted_epoch = epoch;
+        self.trace(|| format!("n{id} persists epoch {epoch}"));
+        self.maybe_crash_soon(id, 30);
+        Ok(())
+    }
+
+    fn arm_timers(&mut self, id: NodeId, timers: Vec<(TimerKind, u64)>) {
         let incarnation = self.node(id).incarnation;
         for (kind, deadline_ms) in timers {
             let sim = self.node_mut(id);
@@ -970,32 +997,23 @@ impl World {
                 },
             );
         }
-        for (to, envelope) in messages {
-            self.send(id, to, &envelope)?;
-        }
-        Ok(())
     }
 
-    /// What the reactor's `read_log_for_core` does: read the ranges the
-    /// core asked for from the file, until it asks for no more.
-    fn read_log_for_core(&mut self, id: NodeId) {
-        loop {
-            let reads = std::mem::take(&mut self.core_mut(id).outbox().log_reads);
-            if reads.is_empty() {
-                return;
-            }
-            for read in reads {
-                let bytes = self.node(id).disk.read_at(read.file_offset, read.max_bytes);
-                self.trace(|| {
-                    format!(
-                        "n{id} reads {} bytes of its log at {}",
-                        bytes.len(),
-                        read.file_offset
-                    )
-                });
-                self.core_mut(id).on_log_read(read, &bytes);
-            }
-        }
+    /// What the reactor's `read_log_for_core` does: read whole records from
+    /// the file (durable and written bytes alike) and hand them over.
+    fn read_log(&mut self, id: NodeId, read: LogRead) {
+        let bytes = self
+            .node(id)
+            .disk
+            .read_records(read.from_index, read.max_bytes);
+        self.trace(|| {
+            format!(
+                "n{id} reads {} bytes of its log from index {}",
+                bytes.len(),
+                read.from_index
+            )
+        });
+        self.core_mut(id).on_log_read(read, &bytes);
     }
 
     fn send(&mut self, from: NodeId, to: NodeId, envelope: &Envelope) -> Result<(), Failure> {
@@ -1072,28 +1090,29 @@ impl World {
         self.input_taken(to)
     }
 
-    fn write_log(&mut self, id: NodeId) -> Result<(), Failure> {
+    fn write_log(&mut self, id: NodeId) -> Result<LogWriteOutcome, Failure> {
         if self.node(id).reactor_syncs {
             return self.write_log_as_the_reactor(id);
         }
         if self.node(id).syncing {
-            return Ok(());
+            return Ok(LogWriteOutcome::Deferred);
         }
         let sim = &mut self.nodes[(id - 1) as usize];
-        let core = sim.core.as_mut().expect("a live node");
-        let Some(write) = core.pending_log_write() else {
-            return Ok(());
-        };
-        let truncate = write.truncate_file_to;
+        let core = sim.core.as_ref().expect("a live node");
+        let write = core
+            .pending_log_write()
+            .expect("Step::WriteLog has a write");
+        let truncate = write.truncate_after;
         let last_index = write.last_index;
         let bytes = write.bytes.len();
-        if let Some(length) = truncate {
+        if let Some(index) = truncate {
             sim.disk
-                .truncate(length)
+                .truncate_after(index)
                 .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
         }
-        sim.disk.append(write.bytes);
-        core.log_written();
+        sim.disk
+            .append(write.first_index, write.bytes)
+            .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
         sim.syncing = true;
         let incarnation = sim.incarnation;
         let at = if self.now < sim.slow_disk_until {
@@ -1102,7 +1121,9 @@ impl World {
             self.now + self.rng_disk.range(0, 5)
         };
         self.trace(|| {
-            format!("n{id} writes {bytes} log bytes through {last_index} (truncate {truncate:?})")
+            format!(
+                "n{id} writes {bytes} log bytes through {last_index} (truncate after {truncate:?})"
+            )
         });
         self.maybe_crash_soon(id, 10);
         self.schedule(
@@ -1114,23 +1135,23 @@ impl World {
                 sync: 0,
             },
         );
-        Ok(())
+        Ok(LogWriteOutcome::Syncing)
     }
 
-    /// `commit_log` under `--fsync always`: the write is handed off whatever
+    /// `write_log` under `--fsync always`: the write is handed off whatever
     /// sync is in flight; a cut first waits out the syncs in flight or
     /// queued and drops their results (`Syncer::wait_idle`).
-    fn write_log_as_the_reactor(&mut self, id: NodeId) -> Result<(), Failure> {
+    fn write_log_as_the_reactor(&mut self, id: NodeId) -> Result<LogWriteOutcome, Failure> {
         let sim = &mut self.nodes[(id - 1) as usize];
-        let core = sim.core.as_mut().expect("a live node");
-        let Some(write) = core.pending_log_write() else {
-            return Ok(());
-        };
-        let truncate = write.truncate_file_to;
+        let core = sim.core.as_ref().expect("a live node");
+        let write = core
+            .pending_log_write()
+            .expect("Step::WriteLog has a write");
+        let truncate = write.truncate_after;
         let last_index = write.last_index;
         let bytes = write.bytes.len();
         let mut dropped = Vec::new();
-        if let Some(length) = truncate {
+        if let Some(index) = truncate {
             self.stats.reactor_cuts += 1;
             if let Some(in_flight) = sim.sync_in_flight.take() {
                 sim.disk.sync_to(in_flight.length);
@@ -1143,19 +1164,20 @@ impl World {
                 dropped.push(queued);
             }
             sim.disk
-                .truncate(length)
+                .truncate_after(index)
                 .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
         }
         let during_sync = sim.sync_in_flight.is_some();
-        sim.disk.append(write.bytes);
-        core.log_written();
+        sim.disk
+            .append(write.first_index, write.bytes)
+            .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
         self.stats.syncs_dropped += dropped.len() as u64;
         if !dropped.is_empty() {
             self.trace(|| format!("n{id} waits out syncs through {dropped:?}, not reported"));
         }
         self.trace(|| {
             format!(
-                "n{id} writes {bytes} log bytes through {last_index} (truncate {truncate:?}{})",
+                "n{id} writes {bytes} log bytes through {last_index} (truncate after {truncate:?}{})",
                 if during_sync {
                     ", a sync in flight"
                 } else {
@@ -1171,7 +1193,7 @@ impl World {
             self.start_sync(id, last_index);
         }
         self.maybe_crash_soon(id, 10);
-        Ok(())
+        Ok(LogWriteOutcome::Syncing)
     }
 
     /// The reactor's disk begins a sync of what is written so far, to be
@@ -1208,14 +1230,8 @@ impl World {
     }
 
     /// `refuse_held_replies`: a deposed leader's held replies are void.
-    fn void_held_replies_if_deposed(&mut self, id: NodeId) {
-        let sim = &mut self.nodes[(id - 1) as usize];
-        let losses = sim.core.as_ref().expect("a live node").leadership_losses();
-        if losses == sim.leadership_losses {
-            return;
-        }
-        sim.leadership_losses = losses;
-        let incarnation = sim.incarnation;
+    fn void_held_replies(&mut self, id: NodeId) {
+        let incarnation = self.node(id).incarnation;
         let mut voided = Vec::new();
         for (conn_id, conn) in &mut self.conns {
             if conn.node == id
@@ -1235,10 +1251,8 @@ impl World {
         self.trace(|| format!("n{id} lost leadership; voided held replies on {voided:?}"));
     }
 
-    fn release_replies(&mut self, id: NodeId) {
-        let sim = &self.nodes[(id - 1) as usize];
-        let released = sim.core.as_ref().expect("a live node").released();
-        let incarnation = sim.incarnation;
+    fn release_replies(&mut self, id: NodeId, released: Gate) {
+        let incarnation = self.node(id).incarnation;
         let mut sends = Vec::new();
         for (conn_id, conn) in &mut self.conns {
             if conn.node != id || conn.incarnation != incarnation || !conn.open {

@@ -39,12 +39,68 @@ impl Disk {
         (self.durable.len() + self.written_not_synced.len()) as u64
     }
 
-    /// Up to `max_bytes` of the file from byte `offset`, as the running
-    /// process reads it (durable and written bytes alike).
-    pub fn read_at(&self, offset: u64, max_bytes: usize) -> Vec<u8> {
-        let offset = offset as usize;
-        let whole = self.durable.iter().chain(&self.written_not_synced);
-        whole.skip(offset).take(max_bytes).copied().collect()
+    /// Where record `index` starts in the file (durable or written), if
+    /// the file holds it.
+    fn offset_of(&self, index: u64) -> Option<usize> {
+        let position = usize::try_from(index.checked_sub(1)?).ok()?;
+        if let Some(range) = self.durable_records.get(position) {
+            return Some(range.start);
+        }
+        let mut offset = self.durable.len();
+        let mut at = self.durable_records.len();
+        let mut rest = &self.written_not_synced[..];
+        while let Ok((_, used)) = log::decode(rest) {
+            if at == position {
+                return Some(offset);
+            }
+            at += 1;
+            offset += used;
+            rest = &rest[used..];
+        }
+        None
+    }
+
+    /// The index the next appended record must have.
+    fn next_index(&self) -> u64 {
+        let mut next = self.durable_records.len() as u64 + 1;
+        let mut rest = &self.written_not_synced[..];
+        while let Ok((_, used)) = log::decode(rest) {
+            next += 1;
+            rest = &rest[used..];
+        }
+        next
+    }
+
+    /// Whole records from `from_index` on, up to `max_bytes` but at least
+    /// one, as the running process reads them (durable and written alike).
+    pub fn read_records(&self, from_index: u64, max_bytes: usize) -> Vec<u8> {
+        let Some(start) = self.offset_of(from_index) else {
+            return Vec::new();
+        };
+        let whole: Vec<u8> = self
+            .durable
+            .iter()
+            .chain(&self.written_not_synced)
+            .skip(start)
+            .copied()
+            .collect();
+        let mut end = 0;
+        while let Ok((_, used)) = log::decode(&whole[end..]) {
+            if end > 0 && end + used > max_bytes {
+                break;
+            }
+            end += used;
+        }
+        whole[..end].to_vec()
+    }
+
+    /// Keeps the records up to `index`, as `Log::truncate_after` does.
+    pub fn truncate_after(&mut self, index: u64) -> Result<(), String> {
+        match self.offset_of(index + 1) {
+            Some(offset) => self.truncate(offset as u64),
+            None if index + 1 >= self.next_index() => Ok(()),
+            None => Err(format!("cannot cut after index {index}: no such record")),
+        }
     }
 
     pub fn unsynced_len(&self) -> usize {
@@ -55,7 +111,7 @@ impl Disk {
     /// The cut is taken as durable at once: a crash before the next sync
     /// may keep it or not, and keeping it is the harder case (the cut
     /// records were durable and may have been acknowledged).
-    pub fn truncate(&mut self, length: u64) -> Result<(), String> {
+    fn truncate(&mut self, length: u64) -> Result<(), String> {
         let length = usize::try_from(length).map_err(|_| "truncate length overflows")?;
         if length < LOG_MAGIC.len() {
             return Err(format!("truncate to {length} cuts into the log header"));
@@ -80,8 +136,16 @@ impl Disk {
         Ok(())
     }
 
-    pub fn append(&mut self, bytes: &[u8]) {
+    /// Appends whole records whose first has index `first_index`.
+    pub fn append(&mut self, first_index: u64, bytes: &[u8]) -> Result<(), String> {
+        if !bytes.is_empty() && first_index != self.next_index() {
+            return Err(format!(
+                "appending records from index {first_index} to a log whose next index is {}",
+                self.next_index()
+            ));
+        }
         self.written_not_synced.extend_from_slice(bytes);
+        Ok(())
     }
 
     /// fdatasync completed: everything written so far is durable.
@@ -205,10 +269,10 @@ mod tests {
     #[test]
     fn a_crash_keeps_durable_records_and_cuts_a_torn_tail() {
         let mut disk = Disk::new();
-        disk.append(&record(1));
+        disk.append(1, &record(1)).unwrap();
         disk.sync();
-        disk.append(&record(2));
-        disk.append(&record(3));
+        disk.append(2, &record(2)).unwrap();
+        disk.append(3, &record(3)).unwrap();
         disk.crash(record(2).len() + 3);
         assert_eq!(disk.durable_record(1), Some(&record(1)[..]));
         let reopened = disk.reopen().unwrap();
@@ -222,9 +286,9 @@ mod tests {
     #[test]
     fn a_sync_covers_only_what_was_written_before_it_began() {
         let mut disk = Disk::new();
-        disk.append(&record(1));
+        disk.append(1, &record(1)).unwrap();
         let started_at = disk.len() as usize;
-        disk.append(&record(2));
+        disk.append(2, &record(2)).unwrap();
         disk.sync_to(started_at);
         assert_eq!(disk.durable_record(1), Some(&record(1)[..]));
         assert_eq!(disk.durable_record(2), None);
@@ -239,13 +303,24 @@ mod tests {
     #[test]
     fn truncation_reaches_into_durable_bytes() {
         let mut disk = Disk::new();
-        disk.append(&record(1));
-        disk.append(&record(2));
+        disk.append(1, &record(1)).unwrap();
+        disk.append(2, &record(2)).unwrap();
         disk.sync();
-        disk.append(&record(3));
-        disk.truncate(8 + record(1).len() as u64).unwrap();
+        disk.append(3, &record(3)).unwrap();
+        assert_eq!(disk.read_records(2, 1), record(2), "at least one record");
+        assert_eq!(
+            disk.read_records(2, usize::MAX),
+            [record(2), record(3)].concat()
+        );
+        assert!(disk.append(5, &record(5)).is_err(), "a gap");
+        disk.truncate_after(1).unwrap();
         disk.crash(usize::MAX);
         assert_eq!(disk.reopen().unwrap().records, vec![record(1)]);
-        assert!(disk.truncate(4).is_err());
+        disk.truncate_after(3).unwrap();
+        assert_eq!(
+            disk.reopen().unwrap().records,
+            vec![record(1)],
+            "nothing to cut"
+        );
     }
 }
