@@ -1,18 +1,42 @@
 //! The key-value map: bytes to bytes, in memory.
 //!
-//! Owns the current value of every key. Knows nothing of logs, epochs or
-//! connections: the core decides when an operation is applied.
+//! Owns the current value of every key, and the image of the store as of
+//! one write index while a snapshot takes it. Applies the operations of log
+//! records (`log::Op`) but knows nothing of epochs, commits or connections:
+//! the core decides when an operation is applied.
 //!
 //! Each pair lives in one heap allocation, `[key length: u32 LE][write index:
 //! u64 LE][key][value]`, held in a `hashbrown::HashTable`: one malloc per key
 //! instead of two, and a 16-byte slot instead of 32. That is most of the
 //! memory a key costs. The write index is the log index of the record that
 //! set the value: a read of it need wait for that record to be durable, not
-//! for every write before it.
+//! for every write before it. The same bytes are a pair's form in a snapshot
+//! file, so loading one is allocate and copy.
 //!
 //! Keys come from clients, so an attacker can choose them. hashbrown's default
 //! hasher (foldhash) is seeded randomly per process, so colliding keys cannot be
 //! precomputed (hash flooding); it is also much faster than SipHash.
+//!
+//! # Capturing an image while serving
+//!
+//! A snapshot is the store as of one write index `S`: every pair whose write
+//! index is at most `S`, except those replaced or removed by a later write.
+//! [`Store::begin_capture`] starts one and [`Store::capture_step`] hands out a
+//! bounded slice of it per call, so the event loop never stalls, while writes
+//! go on. The image stays exact, because:
+//! - the scan walks the table by bucket index and hands out each pair whose
+//!   write index is at most `S` (a pair written after `S` is not the image's);
+//! - a pair of the image that a write replaces or removes before the scan
+//!   reaches its bucket is kept aside (a *pre-image*) and handed out too;
+//!   after the scan passed its bucket, it was already handed out;
+//! - a pair never moves between buckets unless the table grows or rehashes
+//!   on an insert; that is detected, and the scan starts over (pairs of the
+//!   image are then handed out twice, which loading tolerates: the copies
+//!   are equal).
+//!
+//! The memory a capture costs beyond the table is its pre-images: at most one
+//! per pair of the image, the copy-on-write of a fork, per pair instead of
+//! per page.
 
 use std::hash::BuildHasher;
 
@@ -22,7 +46,12 @@ use crate::log::Op;
 
 const KEY_LENGTH_BYTES: usize = 4;
 const WRITE_INDEX_BYTES: usize = 8;
-const HEADER_BYTES: usize = KEY_LENGTH_BYTES + WRITE_INDEX_BYTES;
+/// The fixed part of a pair's bytes: key length and write index.
+pub const PAIR_HEADER_BYTES: usize = KEY_LENGTH_BYTES + WRITE_INDEX_BYTES;
+const HEADER_BYTES: usize = PAIR_HEADER_BYTES;
+
+/// A capture step examines at most this many buckets, whatever it finds.
+const MAX_SCAN_BUCKETS_PER_STEP: usize = 64 * 1024;
 
 /// One pair in its single allocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,17 +89,75 @@ impl StoredPair {
     pub fn value(&self) -> &[u8] {
         &self.0[self.key_end()..]
     }
+
+    /// The pair's bytes: `[key length][write index][key][value]`.
+    pub fn encoded(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// A pair from its bytes, if they are well formed.
+    pub fn from_encoded(bytes: &[u8]) -> Option<StoredPair> {
+        let (length, _) = bytes.split_first_chunk::<KEY_LENGTH_BYTES>()?;
+        let key_length = u32::from_le_bytes(*length) as usize;
+        if bytes.len() < HEADER_BYTES || key_length > bytes.len() - HEADER_BYTES {
+            return None;
+        }
+        Some(StoredPair(bytes.into()))
+    }
+}
+
+/// An image of the store as of one write index, being taken (see the
+/// module doc).
+#[derive(Debug)]
+struct Capture {
+    /// Pairs written at or before this index belong to the image.
+    index: u64,
+    /// Buckets below this were scanned since the scan last (re)started.
+    cursor: usize,
+    /// Pairs of the image replaced or removed ahead of the scan.
+    preimages: Vec<StoredPair>,
+    preimage_bytes: usize,
+    restarts: u64,
+}
+
+impl Capture {
+    /// Whether `previous`, just taken out of `bucket`, must be kept aside.
+    fn wants(&self, previous: &StoredPair, bucket: usize) -> bool {
+        previous.write_index() <= self.index && bucket >= self.cursor
+    }
+
+    fn keep(&mut self, pair: StoredPair) {
+        self.preimage_bytes += pair.encoded().len();
+        self.preimages.push(pair);
+    }
+}
+
+/// How a capture went, for logs and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CaptureStats {
+    /// Times the table grew or rehashed during the capture, restarting it.
+    pub restarts: u64,
 }
 
 #[derive(Default)]
 pub struct Store {
     table: HashTable<StoredPair>,
     hasher: DefaultHashBuilder,
+    capture: Option<Capture>,
 }
 
 impl Store {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store with room for `pairs` without growing (loading a
+    /// snapshot of known size).
+    pub fn with_capacity(pairs: usize) -> Self {
+        Store {
+            table: HashTable::with_capacity(pairs),
+            ..Store::default()
+        }
     }
 
     fn hash(&self, key: &[u8]) -> u64 {
@@ -88,51 +175,182 @@ impl Store {
 
     /// Sets `key` to `value`, as written by the record at `write_index`.
     pub fn put(&mut self, key: &[u8], value: &[u8], write_index: u64) {
-        self.replace(key, Some(StoredPair::new(key, value, write_index)));
+        self.replace_dropping(key, Some(StoredPair::new(key, value, write_index)));
     }
 
     /// Removes `key`; returns whether it was there.
     pub fn del(&mut self, key: &[u8]) -> bool {
-        self.replace(key, None).is_some()
+        self.replace_dropping(key, None)
     }
 
-    /// Sets `key` to `pair` (or removes it) and returns what was there.
-    fn replace(&mut self, key: &[u8], pair: Option<StoredPair>) -> Option<StoredPair> {
+    /// Adds a pair read from a snapshot; a copy of a pair already there
+    /// replaces it (a capture may hand out a pair twice, equal both times).
+    pub fn insert_loaded(&mut self, pair: StoredPair) {
+        debug_assert!(self.capture.is_none(), "loading is not capturing");
+        let hash = self.hash(pair.key());
+        match self
+            .table
+            .find_entry(hash, |stored| stored.key() == pair.key())
+        {
+            Ok(mut occupied) => *occupied.get_mut() = pair,
+            Err(_) => self.insert_new(hash, pair),
+        }
+    }
+
+    /// Sets `key` to `pair` (or removes it) and returns what was there,
+    /// with the bucket it was in.
+    fn replace(&mut self, key: &[u8], pair: Option<StoredPair>) -> Option<(StoredPair, usize)> {
         let hash = self.hash(key);
-        let hasher = &self.hasher;
         match self.table.find_entry(hash, |stored| stored.key() == key) {
-            Ok(mut occupied) => match pair {
-                Some(pair) => Some(std::mem::replace(occupied.get_mut(), pair)),
-                None => Some(occupied.remove().0),
-            },
+            Ok(mut occupied) => {
+                let bucket = occupied.bucket_index();
+                let previous = match pair {
+                    Some(pair) => std::mem::replace(occupied.get_mut(), pair),
+                    None => occupied.remove().0,
+                };
+                Some((previous, bucket))
+            }
             Err(_) => {
                 if let Some(pair) = pair {
-                    self.table
-                        .insert_unique(hash, pair, |stored| hasher.hash_one(stored.key()));
+                    self.insert_new(hash, pair);
                 }
                 None
             }
         }
     }
 
+    /// Inserts a pair whose key is absent. An insert is the one thing that
+    /// moves pairs between buckets (when the table grows or rehashes in
+    /// place); a capture's scan then starts over.
+    fn insert_new(&mut self, hash: u64, pair: StoredPair) {
+        let growth_left = self.table.capacity() - self.table.len();
+        let buckets = self.table.num_buckets();
+        let hasher = &self.hasher;
+        self.table
+            .insert_unique(hash, pair, |stored| hasher.hash_one(stored.key()));
+        let relocated = growth_left == 0
+            && (self.table.num_buckets() != buckets || self.table.capacity() > self.table.len());
+        if relocated && let Some(capture) = &mut self.capture {
+            capture.cursor = 0;
+            capture.restarts += 1;
+        }
+    }
+
+    /// [`Self::replace`] when the caller drops what was there: a capture
+    /// that still needs it keeps it. Returns whether something was there.
+    fn replace_dropping(&mut self, key: &[u8], pair: Option<StoredPair>) -> bool {
+        let Some((previous, bucket)) = self.replace(key, pair) else {
+            return false;
+        };
+        if let Some(capture) = &mut self.capture
+            && capture.wants(&previous, bucket)
+        {
+            capture.keep(previous);
+        }
+        true
+    }
+
     /// Applies the logged operation of record `index` (on replay and on commit).
     pub fn apply(&mut self, index: u64, op: &Op<'_>) {
-        self.apply_returning_previous(index, op);
+        match *op {
+            Op::Put { key, value } => self.put(key, value, index),
+            Op::Del { key } => {
+                self.del(key);
+            }
+            Op::Noop => {}
+        }
     }
 
     /// Applies the operation of record `index` and returns what it replaced,
     /// so a leader can take back an uncommitted write if it is deposed.
     pub fn apply_returning_previous(&mut self, index: u64, op: &Op<'_>) -> Option<StoredPair> {
-        match *op {
-            Op::Put { key, value } => self.replace(key, Some(StoredPair::new(key, value, index))),
-            Op::Del { key } => self.replace(key, None),
-            Op::Noop => None,
+        let (key, pair) = match *op {
+            Op::Put { key, value } => (key, Some(StoredPair::new(key, value, index))),
+            Op::Del { key } => (key, None),
+            Op::Noop => return None,
+        };
+        let (previous, bucket) = self.replace(key, pair)?;
+        if let Some(capture) = &mut self.capture
+            && capture.wants(&previous, bucket)
+        {
+            capture.keep(previous.clone());
         }
+        Some(previous)
     }
 
     /// Puts back what [`Self::apply_returning_previous`] returned for `key`.
     pub fn restore(&mut self, key: &[u8], previous: Option<StoredPair>) {
+        // What is replaced was written after any capture's index.
         self.replace(key, previous);
+    }
+
+    /// Starts capturing the image as of write index `index`.
+    pub fn begin_capture(&mut self, index: u64) {
+        assert!(self.capture.is_none(), "one capture at a time");
+        self.capture = Some(Capture {
+            index,
+            cursor: 0,
+            preimages: Vec::new(),
+            preimage_bytes: 0,
+            restarts: 0,
+        });
+    }
+
+    /// Adds a pair of the image that is not in the table (a leader's
+    /// uncommitted write replaced it; the caller keeps it to undo).
+    pub fn add_to_capture(&mut self, pair: &StoredPair) {
+        let capture = self.capture.as_mut().expect("a capture is running");
+        if pair.write_index() <= capture.index {
+            capture.keep(pair.clone());
+        }
+    }
+
+    /// Hands the next pairs of the image to `emit` (their bytes, see
+    /// [`StoredPair::encoded`]) until about `max_bytes` went out or a bounded
+    /// number of buckets was scanned. Returns true once the whole image has
+    /// been handed out; the caller then ends the capture.
+    pub fn capture_step(&mut self, max_bytes: usize, mut emit: impl FnMut(&[u8])) -> bool {
+        let capture = self.capture.as_mut().expect("a capture is running");
+        let mut emitted_bytes = 0;
+        while emitted_bytes < max_bytes
+            && let Some(pair) = capture.preimages.pop()
+        {
+            emit(pair.encoded());
+            emitted_bytes += pair.encoded().len();
+            capture.preimage_bytes -= pair.encoded().len();
+        }
+        let end = self.table.num_buckets();
+        let scan_end = end.min(capture.cursor + MAX_SCAN_BUCKETS_PER_STEP);
+        while capture.cursor < scan_end && emitted_bytes < max_bytes {
+            if let Some(pair) = self.table.get_bucket(capture.cursor)
+                && pair.write_index() <= capture.index
+            {
+                emit(pair.encoded());
+                emitted_bytes += pair.encoded().len();
+            }
+            capture.cursor += 1;
+        }
+        capture.cursor == end && capture.preimages.is_empty()
+    }
+
+    /// Ends (or abandons) the capture.
+    pub fn end_capture(&mut self) -> CaptureStats {
+        let capture = self.capture.take().expect("a capture is running");
+        CaptureStats {
+            restarts: capture.restarts,
+        }
+    }
+
+    /// The index of the image being captured, if one is.
+    pub fn capture_index(&self) -> Option<u64> {
+        self.capture.as_ref().map(|capture| capture.index)
+    }
+
+    /// Bytes of pre-images a capture holds (its memory beyond the table).
+    pub fn capture_memory_bytes(&self) -> usize {
+        self.capture
+            .as_ref()
+            .map_or(0, |capture| capture.preimage_bytes)
     }
 
     pub fn len(&self) -> usize {
@@ -244,6 +462,194 @@ mod tests {
         assert_eq!(store.get(b"a"), Some(&b"1"[..]));
         assert_eq!(store.get(b"b"), None);
         assert_eq!(store.len(), 1);
+    }
+
+    /// A deterministic xorshift, for the model test.
+    struct Random(u64);
+
+    impl Random {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % bound
+        }
+    }
+
+    type Model = std::collections::BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
+
+    fn model_of(store: &Store) -> Model {
+        store
+            .table
+            .iter()
+            .map(|pair| {
+                let entry = (pair.value().to_vec(), pair.write_index());
+                (pair.key().to_vec(), entry)
+            })
+            .collect()
+    }
+
+    /// Pairs a capture handed out; a pair handed out twice must be equal.
+    fn collect(image: &mut Model, bytes: &[u8]) {
+        let pair = StoredPair::from_encoded(bytes).expect("well formed");
+        let entry = (pair.value().to_vec(), pair.write_index());
+        if let Some(earlier) = image.insert(pair.key().to_vec(), entry.clone()) {
+            assert_eq!(earlier, entry, "a pair handed out twice differs");
+        }
+    }
+
+    /// One capture against a model: a leader that applies writes ahead of
+    /// commit (undoably), commits some, takes back others, and inserts new
+    /// keys (growing the table), while the image of its committed store is
+    /// taken in small slices. The image must be exactly the store as of the
+    /// capture's index.
+    fn capture_while_writing(seed: u64) -> CaptureStats {
+        let mut random = Random(seed | 1);
+        let mut store = Store::new();
+        let mut index = 0;
+        let mut undo: std::collections::VecDeque<(u64, Vec<u8>, Option<StoredPair>)> =
+            Default::default();
+        let keyspace = 16 + random.below(3000);
+        let write = |store: &mut Store,
+                     undo: &mut std::collections::VecDeque<_>,
+                     random: &mut Random,
+                     index: &mut u64| {
+            *index += 1;
+            let index = *index;
+            let key = format!("k{}", random.below(keyspace)).into_bytes();
+            let value = format!("v{index}").repeat(1 + random.below(4) as usize);
+            let op = if random.below(4) == 0 {
+                Op::Del { key: &key }
+            } else {
+                Op::Put {
+                    key: &key,
+                    value: value.as_bytes(),
+                }
+            };
+            let previous = store.apply_returning_previous(index, &op);
+            undo.push_back((index, key.clone(), previous));
+        };
+        for _ in 0..random.below(4000) {
+            write(&mut store, &mut undo, &mut random, &mut index);
+        }
+        // Commit all but the last few; the capture takes the committed image.
+        let uncommitted = random.below(20) as usize;
+        while undo.len() > uncommitted {
+            undo.pop_front();
+        }
+        let commit = undo.front().map_or(index, |(first, _, _)| first - 1);
+        let mut committed = store_without(&store, &undo);
+        let expected = model_of(&committed);
+        store.begin_capture(commit);
+        for (_, _, previous) in &undo {
+            if let Some(previous) = previous {
+                store.add_to_capture(previous);
+            }
+        }
+        let mut image = Model::new();
+        loop {
+            let max_bytes = 1 + random.below(400) as usize;
+            if store.capture_step(max_bytes, |bytes| collect(&mut image, bytes)) {
+                break;
+            }
+            for _ in 0..random.below(8) {
+                match random.below(10) {
+                    0 => {
+                        while let Some((_, key, previous)) = undo.pop_back() {
+                            store.restore(&key, previous);
+                        }
+                    }
+                    1 | 2 => {
+                        undo.pop_front();
+                    }
+                    _ => write(&mut store, &mut undo, &mut random, &mut index),
+                }
+            }
+        }
+        let stats = store.end_capture();
+        assert!(image.values().all(|(_, at)| *at <= commit));
+        assert_eq!(
+            image, expected,
+            "seed {seed}: the image is the store as of {commit}"
+        );
+        committed.begin_capture(commit);
+        let mut again = Model::new();
+        while !committed.capture_step(usize::MAX, |bytes| collect(&mut again, bytes)) {}
+        assert_eq!(again, expected, "an undisturbed capture agrees");
+        stats
+    }
+
+    /// The store with the uncommitted writes in `undo` taken back.
+    fn store_without(
+        store: &Store,
+        undo: &std::collections::VecDeque<(u64, Vec<u8>, Option<StoredPair>)>,
+    ) -> Store {
+        let mut copy = Store::new();
+        for pair in store.table.iter() {
+            copy.insert_loaded(pair.clone());
+        }
+        for (_, key, previous) in undo.iter().rev() {
+            copy.restore(key, previous.clone());
+        }
+        copy
+    }
+
+    #[test]
+    fn a_capture_is_exact_while_writes_undo_and_growth_go_on() {
+        let mut restarts = 0;
+        for seed in 1..=300 {
+            restarts += capture_while_writing(seed).restarts;
+        }
+        assert!(
+            restarts > 10,
+            "growth during captures should restart some scans"
+        );
+    }
+
+    #[test]
+    fn loading_tolerates_a_pair_handed_out_twice() {
+        let mut store = Store::with_capacity(4);
+        let pair = StoredPair::new(b"k", b"v", 3);
+        store.insert_loaded(pair.clone());
+        store.insert_loaded(pair);
+        assert_eq!(store.len(), 1);
+        assert_eq!(store.lookup(b"k").map(StoredPair::write_index), Some(3));
+    }
+
+    #[test]
+    fn a_pair_reads_back_from_its_bytes_only_when_well_formed() {
+        let pair = StoredPair::new(b"key", b"value", 9);
+        assert_eq!(StoredPair::from_encoded(pair.encoded()), Some(pair.clone()));
+        assert_eq!(StoredPair::from_encoded(&pair.encoded()[..5]), None);
+        let mut bad = pair.encoded().to_vec();
+        bad[0] = 200;
+        assert_eq!(
+            StoredPair::from_encoded(&bad),
+            None,
+            "key length past the end"
+        );
+    }
+
+    #[test]
+    fn a_capture_keeps_replaced_pairs_until_handed_out() {
+        let mut store = Store::new();
+        for index in 1..=100u64 {
+            store.put(&index.to_le_bytes(), &[7; 50], index);
+        }
+        store.begin_capture(100);
+        for index in 1..=100u64 {
+            store.put(&index.to_le_bytes(), b"new", 100 + index);
+        }
+        assert!(
+            store.capture_memory_bytes() > 100 * 50,
+            "every pair kept aside"
+        );
+        let mut image = Model::new();
+        while !store.capture_step(1000, |bytes| collect(&mut image, bytes)) {}
+        store.end_capture();
+        assert_eq!(image.len(), 100);
+        assert!(image.values().all(|(value, _)| value == &[7; 50]));
+        assert_eq!(store.capture_memory_bytes(), 0);
     }
 
     #[test]
