@@ -2,18 +2,24 @@
 //! checksummed file.
 //!
 //! This module owns the snapshot format and its rules: how the image is laid
-//! out and checked ([`format`]). It never decides when to
+//! out and checked ([`format`]), and how snapshot files are named, listed,
+//! loaded and published atomically ([`mod@file`]). It never decides when to
 //! take a snapshot, never reads the store or the log, and never deletes a
 //! published snapshot: those are the caller's choices.
 //!
 //! The writer hands [`Encoder::push_pair`] each pair in the store's own
-//! layout and writes the chunks it returns. The reader (a [`Decoder`] fed
-//! from a file or the network) verifies every chunk before handing out
+//! layout and writes the chunks it returns to a temporary file, which
+//! [`publish`] makes the snapshot only once it is whole and durable. A
+//! snapshot file is therefore either absent or complete; a crash leaves at
+//! most a temporary file, which is never loaded. The reader ([`load`], or a
+//! [`Decoder`] fed from the network) verifies every chunk before handing out
 //! its pairs, so loading a pair is one allocation and one copy.
 //!
 //! # Format
 //!
 //! ```text
+//! snapshot-<index:020>.snap:
+//!
 //! file:     header chunk* trailer
 //!
 //! header:   "KVSNAP\0\x01"      8-byte magic, last byte = format version
