@@ -145,8 +145,8 @@ impl std::error::Error for SnapshotError {
 /// the header is bad). `pairs_hint` is 0 when the trailer is unreadable or
 /// invalid (the full decode then reports the real error), and never more
 /// than the file's size could hold, so a table may be sized from it. Then
-/// reads the file from the start in blocks of [`LOAD_BLOCK_BYTES`] (no
-/// system call per pair), calling `on_pair` with every pair in file order.
+/// reads the file from the start in 4 MiB blocks (no system call per pair),
+/// calling `on_pair` with every pair in file order.
 /// On error the caller must discard every pair it was given.
 pub fn load(
     path: &Path,

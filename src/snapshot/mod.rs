@@ -2,7 +2,7 @@
 //! checksummed file.
 //!
 //! This module owns the snapshot format and its rules: how the image is laid
-//! out and checked ([`format`]), and how snapshot files are named, listed,
+//! out and checked ([`mod@format`]), and how snapshot files are named, listed,
 //! loaded and published atomically ([`mod@file`]). It never decides when to
 //! take a snapshot, never reads the store or the log, and never deletes a
 //! published snapshot: those are the caller's choices.
