@@ -12,6 +12,8 @@
 //!   them in place into a borrowed [`protocol::Request`], encoding replies.
 //! - [`store`]: the in-memory map, bytes to bytes.
 //! - [`log`]: the append-only, checksummed log: record format, the file, replay.
+//! - [`snapshot`]: the store as of one log index in one checksummed file: the
+//!   format, naming, loading and atomic publishing.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files.
@@ -28,6 +30,7 @@ pub mod log;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod snapshot;
 pub mod store;
 pub mod timer;
 
