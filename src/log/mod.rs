@@ -30,15 +30,20 @@
 //!                       value bytes     rest of the body; Put only
 //! ```
 
+pub mod data_dir;
 pub mod epoch;
+pub mod error;
 pub mod file;
 pub mod record;
+mod scan;
+pub mod segment;
 
+pub use data_dir::{DataDir, LOCK_FILE_NAME};
 pub use epoch::{EPOCH_FILE_NAME, EpochError, load_epoch, store_epoch};
-pub use file::{
-    LOCK_FILE_NAME, LOG_FILE_NAME, LOG_HEADER_BYTES, LOG_MAGIC, LogError, LogFile, Replay,
-};
+pub use error::LogError;
+pub use file::{LOG_FILE_NAME, LogFile, Replay};
 pub use record::{
     DecodeError, Entry, MAX_RECORD_BODY_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES, decode,
     encode, encoded_len,
 };
+pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC};

@@ -69,7 +69,7 @@ pub struct Entry<'a> {
 }
 
 /// Why a buffer does not start with a valid record.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     /// The buffer holds less than one whole record (so far).
     Incomplete,
