@@ -11,7 +11,8 @@
 //! - [`protocol`]: the client wire format: framing lines in a buffer, parsing
 //!   them in place into a borrowed [`protocol::Request`], encoding replies.
 //! - [`store`]: the in-memory map, bytes to bytes.
-//! - [`log`]: the append-only, checksummed log: record format, the file, replay.
+//! - [`log`]: the append-only, checksummed log: record format, segment files found
+//!   by index, replay and recovery, the data directory and its lock.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files.

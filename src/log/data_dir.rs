@@ -56,6 +56,11 @@ impl DataDir {
     pub fn sync(&self) -> io::Result<()> {
         self.directory.sync_all()
     }
+
+    /// A descriptor of the directory, for a syncer thread to fsync.
+    pub(crate) fn directory_handle(&self) -> Arc<File> {
+        Arc::clone(&self.directory)
+    }
 }
 
 /// Creates the data dir when missing. A new directory's entry in its parent

@@ -4,7 +4,7 @@
 //! ([`super::segments`]), which migrates such a file on its first start.
 //!
 //! The file is the 8-byte [`LOG_MAGIC`] followed by records (see
-//! [`super::record`]); its bytes are handled by [`SegmentFile`] and the
+//! [`super::record`]); its bytes are handled by `SegmentFile` and the
 //! directory by [`DataDir`], exactly as for a segment. Invariants after
 //! [`LogFile::open`] returns:
 //! - the file holds exactly the magic and whole, valid records, each index
@@ -18,6 +18,7 @@
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::path::Path;
 
 use super::data_dir::DataDir;
@@ -158,7 +159,7 @@ fn replay_file(
         replay.records += 1;
         replay.last_epoch = entry.epoch;
         replay.last_index = entry.index;
-        Ok(())
+        Ok(ControlFlow::Continue(()))
     })?;
     replay.valid_bytes = end.valid_bytes;
     match &end.damage {

@@ -11,13 +11,14 @@
 //! corruption, because acknowledged writes may follow it.
 //!
 //! This module only reads: it reports where the valid records end and what
-//! follows ([`ScanEnd`]); cutting a torn tail, and deciding whether a torn tail
+//! follows (`ScanEnd`); cutting a torn tail, and deciding whether a torn tail
 //! is acceptable where it is, is the caller's job. It never checks the order
-//! of records either: the caller's `on_record` does, and its error stops the
+//! of records either: the caller's `on_record` does, and may stop the
 //! scan.
 
 use std::fs::File;
 use std::io;
+use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -82,13 +83,14 @@ impl ScanEnd {
 }
 
 /// Decodes every record of `file` after the header in order, calling
-/// `on_record(byte_offset, &entry)` for each (its error stops the scan), until
-/// the end of the file or the first bad record.
+/// `on_record(byte_offset, &entry)` for each, until the end of the file, the
+/// first bad record, or `on_record` breaking (the scan then ends before that
+/// record, with no damage) or failing (its error is returned).
 pub(crate) fn scan_records(
     file: &File,
     path: &Path,
     progress: &mut Progress,
-    mut on_record: impl FnMut(u64, &Entry<'_>) -> Result<(), LogError>,
+    mut on_record: impl FnMut(u64, &Entry<'_>) -> Result<ControlFlow<()>, LogError>,
 ) -> Result<ScanEnd, LogError> {
     let file_bytes = file
         .metadata()
@@ -106,7 +108,9 @@ pub(crate) fn scan_records(
         let offset = cursor.record_offset();
         match record::decode(cursor.unconsumed()) {
             Ok((entry, record_bytes)) => {
-                on_record(offset, &entry)?;
+                if on_record(offset, &entry)?.is_break() {
+                    return Ok(end);
+                }
                 last_index = Some(entry.index);
                 end.records += 1;
                 end.valid_bytes = offset + record_bytes as u64;
