@@ -308,21 +308,24 @@ impl Segment {
     /// `last_index() + 1`, epochs not below `last_epoch()`, nothing but whole
     /// records. A batch that does not is `InvalidInput`, and nothing is written.
     pub fn append(&mut self, first_index: u64, bytes: &[u8]) -> io::Result<()> {
-        let peeks = self.check_batch(first_index, bytes)?;
-        let batch_offset = self.file.len();
+        self.check_batch(first_index, bytes)?;
+        let mut offset = self.file.len();
         self.file.append(bytes)?;
         self.dirty = true;
-        let mut offset = batch_offset;
-        for peek in peeks {
+        // Checked just above: every peek succeeds and stays within `bytes`.
+        let mut position = 0;
+        while let Some(rest) = bytes.get(position..).filter(|rest| !rest.is_empty()) {
+            let peek = record::peek(rest).expect("checked batch");
             self.index.note_record(offset, peek.index, peek.epoch);
             offset += peek.record_bytes as u64;
+            position += peek.record_bytes;
         }
         debug_assert_eq!(offset, self.file.len());
         Ok(())
     }
 
-    /// The header fields of every record of an append, once checked.
-    fn check_batch(&self, first_index: u64, bytes: &[u8]) -> io::Result<Vec<RecordPeek>> {
+    /// Checks that `bytes` is whole records continuing this segment.
+    fn check_batch(&self, first_index: u64, bytes: &[u8]) -> io::Result<()> {
         if first_index != self.index.last_index + 1 {
             let message = format!(
                 "refusing to append index {first_index} to log {}, which ends at index {}",
@@ -331,7 +334,6 @@ impl Segment {
             );
             return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
         }
-        let mut peeks = Vec::new();
         let mut position = 0;
         let mut expected_index = first_index;
         let mut previous_epoch = self.index.last_epoch;
@@ -355,7 +357,6 @@ impl Segment {
                     position += peek.record_bytes;
                     expected_index += 1;
                     previous_epoch = peek.epoch;
-                    peeks.push(peek);
                     None
                 }
             };
@@ -369,7 +370,7 @@ impl Segment {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, message));
             }
         }
-        Ok(peeks)
+        Ok(())
     }
 
     /// Whole records from `from_index`, which this segment must hold: as many

@@ -116,7 +116,8 @@ impl Log {
     /// single-file log is migrated first. See [`recovery`] for every rule.
     ///
     /// # Panics
-    /// If `segment_bytes` does not exceed the header: no record would fit.
+    /// If `segment_bytes` does not exceed the header (no record would fit),
+    /// or the base is the last possible index (no record could follow it).
     pub fn open(
         data_dir: &DataDir,
         segment_bytes: u64,
@@ -126,6 +127,11 @@ impl Log {
         assert!(
             segment_bytes > LOG_HEADER_BYTES,
             "segment_bytes {segment_bytes} leaves no room for records"
+        );
+        assert!(
+            base.is_none_or(|base| base.index < u64::MAX),
+            "no record can follow a base at index {}",
+            u64::MAX
         );
         let recovered = recovery::recover(data_dir, base, on_entry)?;
         let log = Log {
@@ -152,8 +158,9 @@ impl Log {
     /// if the active one has reached the segment size. Records must continue
     /// the log (`first_index == last_index() + 1`, consecutive indices, epochs
     /// not decreasing); otherwise `InvalidInput` and nothing is written. Not
-    /// durable until a [`SyncJob`] taken afterwards has run. After any other
-    /// error the log may hold part of the bytes: the caller must stop.
+    /// durable until a [`SyncJob`] taken afterwards has run. Any other error
+    /// is the disk's: the records are not in the log (a partial write is cut
+    /// back, best effort), and the caller must stop, as after a failed sync.
     pub fn append(&mut self, first_index: u64, bytes: &[u8]) -> io::Result<()> {
         if first_index != self.last_index() + 1 {
             let message = format!(

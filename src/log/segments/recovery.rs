@@ -210,7 +210,7 @@ fn replay_chain(
         }
         let previous_epoch = match chain.kept.last() {
             Some(previous) => previous.last_epoch(),
-            None if listed.first_index == base.index + 1 => base.epoch,
+            None if Some(listed.first_index) == base.index.checked_add(1) => base.epoch,
             // Record first_index - 1 is gone; only a truncation to it would
             // need its epoch, and the log is never cut below the base.
             None => 0,
