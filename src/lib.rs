@@ -11,7 +11,8 @@
 //! - [`protocol`]: the client wire format: framing lines in a buffer, parsing
 //!   them in place into a borrowed [`protocol::Request`], encoding replies.
 //! - [`store`]: the in-memory map, bytes to bytes.
-//! - [`log`]: the append-only, checksummed log: record format, the file, replay.
+//! - [`log`]: the append-only, checksummed log: record format, segment files found
+//!   by index, replay and recovery, the data directory and its lock.
 //! - [`snapshot`]: the store as of one log index in one checksummed file: the
 //!   format, naming, loading and atomic publishing.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.

@@ -2,21 +2,29 @@
 //! replication log of the cluster.
 //!
 //! This module owns the on-disk format and its recovery rules: how a record
-//! is laid out ([`record`]), how the file starts, how it is replayed at
-//! startup, and which damage is a torn write to truncate and which is
-//! corruption to refuse ([`mod@file`]). It never interprets ops: applying a Put or
-//! a Del is the core's job, as is choosing epochs and indexes.
+//! is laid out ([`record`]), how a log file starts and is replayed
+//! ([`segment`], [`scan`]), which damage is a torn write to truncate and
+//! which is corruption to refuse, and the data directory's lock
+//! ([`data_dir`]). It never interprets ops: applying a Put or a Del is the
+//! core's job, as is choosing epochs and indexes.
+//!
+//! The log is moving from one file that only grows ([`mod@file`], today's
+//! [`LogFile`], found by byte offset) to a sequence of segment files found by
+//! log index ([`segments`]: [`Log`]), so that a prefix a snapshot covers is
+//! dropped by unlinking files. [`Log::open`] migrates a `kvstore.log` left by
+//! the previous version.
 //!
 //! The core encodes the records of one turn into a single buffer; the reactor
-//! writes that buffer with one [`LogFile::append`] and makes it durable with
-//! one [`LogFile::sync_data`] (group commit). Replication ships the same
-//! record bytes to followers, which check them with [`decode`] and append
-//! them unchanged.
+//! writes that buffer with one append and makes it durable with one sync
+//! (group commit; with segments, a [`SyncJob`] a syncer thread runs).
+//! Replication ships the same record bytes to followers, which check them
+//! with [`decode`] and append them unchanged.
 //!
 //! # Format
 //!
 //! ```text
-//! kvstore.log:  "KVLOG\0\0\x01"   8-byte magic, last byte = format version
+//! log-<first index, 20 digits>.log   (a segment; kvstore.log before segments)
+//!               "KVLOG\0\0\x01"   8-byte magic, last byte = format version
 //!               record*
 //!
 //! record:       u32 LE  body_len       bytes of body that follow the crc
@@ -30,15 +38,24 @@
 //!                       value bytes     rest of the body; Put only
 //! ```
 
+pub mod data_dir;
 pub mod epoch;
+pub mod error;
 pub mod file;
 pub mod record;
+pub mod scan;
+pub mod segment;
+pub mod segments;
+pub mod sync_job;
 
+pub use data_dir::{DataDir, LOCK_FILE_NAME};
 pub use epoch::{EPOCH_FILE_NAME, EpochError, load_epoch, store_epoch};
-pub use file::{
-    LOCK_FILE_NAME, LOG_FILE_NAME, LOG_HEADER_BYTES, LOG_MAGIC, LogError, LogFile, Replay,
-};
+pub use error::LogError;
+pub use file::{LOG_FILE_NAME, LogFile, Replay};
 pub use record::{
     DecodeError, Entry, MAX_RECORD_BODY_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES, decode,
     encode, encoded_len,
 };
+pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC};
+pub use segments::{Base, Log, segment_file_name};
+pub use sync_job::SyncJob;

@@ -69,7 +69,7 @@ pub struct Entry<'a> {
 }
 
 /// Why a buffer does not start with a valid record.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     /// The buffer holds less than one whole record (so far).
     Incomplete,
@@ -188,6 +188,43 @@ pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
 pub(crate) fn declared_record_bytes(buf: &[u8]) -> Option<usize> {
     let (body_len, _) = buf.split_first_chunk::<4>()?;
     Some(RECORD_HEADER_BYTES + u32::from_le_bytes(*body_len) as usize)
+}
+
+/// The bytes [`peek`] needs: the header, the epoch and the index.
+pub(crate) const PEEK_BYTES: usize = RECORD_HEADER_BYTES + 16;
+
+/// What a reader needs to find its way through records it trusts (records
+/// already checked once, by replay or before an append) without decoding them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordPeek {
+    /// The whole record's length: header and body.
+    pub record_bytes: usize,
+    pub epoch: u64,
+    pub index: u64,
+}
+
+/// The length, epoch and index of the record at the start of `buf`, without
+/// checking its checksum. The length is range-checked as [`decode`] does, so
+/// walking records by it always moves forward and never past a bound;
+/// [`DecodeError::Incomplete`] when `buf` is shorter than [`PEEK_BYTES`].
+pub(crate) fn peek(buf: &[u8]) -> Result<RecordPeek, DecodeError> {
+    let Some(fields) = buf.first_chunk::<PEEK_BYTES>() else {
+        return Err(DecodeError::Incomplete);
+    };
+    let (body_len, rest) = fields.split_at(4);
+    let (epoch, index) = rest[4..].split_at(8);
+    let body_bytes = u32::from_le_bytes(body_len.try_into().expect("4 bytes")) as usize;
+    if body_bytes > MAX_RECORD_BODY_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooLarge));
+    }
+    if body_bytes < BODY_FIXED_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
+    }
+    Ok(RecordPeek {
+        record_bytes: RECORD_HEADER_BYTES + body_bytes,
+        epoch: u64::from_le_bytes(epoch.try_into().expect("8 bytes")),
+        index: u64::from_le_bytes(index.try_into().expect("8 bytes")),
+    })
 }
 
 /// Decodes the record at the start of `buf`, borrowing key and value from it.
@@ -478,6 +515,27 @@ mod tests {
                 Err(DecodeError::Malformed(reason))
             );
         }
+    }
+
+    #[test]
+    fn peek_reads_length_epoch_and_index_without_the_checksum() {
+        for entry in sample_entries() {
+            let mut bytes = encoded(&entry);
+            let expected = RecordPeek {
+                record_bytes: bytes.len(),
+                epoch: entry.epoch,
+                index: entry.index,
+            };
+            assert_eq!(peek(&bytes), Ok(expected));
+            // The checksum is not consulted.
+            bytes[4] ^= 0xff;
+            assert_eq!(peek(&bytes), Ok(expected));
+            assert_eq!(peek(&bytes[..PEEK_BYTES - 1]), Err(DecodeError::Incomplete));
+        }
+        let mut short = encoded(&sample_entries()[0]);
+        short[0..4].copy_from_slice(&(BODY_FIXED_BYTES as u32 - 1).to_le_bytes());
+        let too_short = Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
+        assert_eq!(peek(&short), too_short);
     }
 
     #[test]
