@@ -19,6 +19,17 @@ pub const MAX_MAX_CLIENTS: usize = 1_000_000;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
 pub const DEFAULT_LOG_MEMORY_BYTES: usize = 64 * 1024 * 1024;
+/// A snapshot starts once the log written since the last one exceeds this
+/// (and the last snapshot's size).
+pub const DEFAULT_SNAPSHOT_LOG_BYTES: u64 = 64 * 1024 * 1024;
+/// The smallest threshold accepted (other than 0, which turns them off):
+/// small enough for tests to compact often.
+pub const MIN_SNAPSHOT_LOG_BYTES: u64 = 64 * 1024;
+/// A log segment is closed and a new one started at about this size: a
+/// quarter of the snapshot threshold, within these bounds, so that dropping
+/// a covered prefix frees most of it.
+pub const MIN_LOG_SEGMENT_BYTES: u64 = 16 * 1024;
+pub const MAX_LOG_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// When the log is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,6 +120,11 @@ pub struct ServerArgs {
     /// read back from the log file when a lagging follower needs them.
     #[arg(long, default_value_t = DEFAULT_LOG_MEMORY_BYTES)]
     pub log_memory_bytes: usize,
+    /// Take a snapshot (and drop the log it covers) once the log written since
+    /// the last one exceeds this many bytes and the last snapshot's size;
+    /// 0 turns automatic snapshots off (the log then grows until SNAPSHOT).
+    #[arg(long, default_value_t = DEFAULT_SNAPSHOT_LOG_BYTES)]
+    pub snapshot_log_bytes: u64,
 }
 
 /// A validated server configuration.
@@ -129,6 +145,19 @@ pub struct Config {
     pub heartbeat_ms: u64,
     pub election_timeout_ms: u64,
     pub log_memory_bytes: usize,
+    /// 0: no automatic snapshots.
+    pub snapshot_log_bytes: u64,
+    /// The size at which a log segment is closed.
+    pub log_segment_bytes: u64,
+}
+
+/// The log segment size for a snapshot threshold (see
+/// [`MIN_LOG_SEGMENT_BYTES`]).
+pub fn log_segment_bytes(snapshot_log_bytes: u64) -> u64 {
+    if snapshot_log_bytes == 0 {
+        return MAX_LOG_SEGMENT_BYTES;
+    }
+    (snapshot_log_bytes / 4).clamp(MIN_LOG_SEGMENT_BYTES, MAX_LOG_SEGMENT_BYTES)
 }
 
 /// Why the flags do not make a configuration.
@@ -152,6 +181,9 @@ pub enum ConfigError {
     TimingOutOfRange {
         heartbeat_ms: u64,
         election_timeout_ms: u64,
+    },
+    SnapshotLogBytesTooSmall {
+        value: u64,
     },
 }
 
@@ -185,6 +217,10 @@ impl fmt::Display for ConfigError {
                 formatter,
                 "--heartbeat-ms {heartbeat_ms} must be at least 1 and at most a third of --election-timeout-ms {election_timeout_ms}"
             ),
+            ConfigError::SnapshotLogBytesTooSmall { value } => write!(
+                formatter,
+                "--snapshot-log-bytes {value} is too small: 0 (off) or at least {MIN_SNAPSHOT_LOG_BYTES}"
+            ),
         }
     }
 }
@@ -214,6 +250,11 @@ impl ServerArgs {
                 election_timeout_ms: self.election_timeout_ms,
             });
         }
+        if self.snapshot_log_bytes != 0 && self.snapshot_log_bytes < MIN_SNAPSHOT_LOG_BYTES {
+            return Err(ConfigError::SnapshotLogBytesTooSmall {
+                value: self.snapshot_log_bytes,
+            });
+        }
         let peers = parse_peers(self.peers.as_deref().unwrap_or(""), listen)?;
         Ok(Config {
             listen,
@@ -232,6 +273,8 @@ impl ServerArgs {
             heartbeat_ms: self.heartbeat_ms,
             election_timeout_ms: self.election_timeout_ms,
             log_memory_bytes: self.log_memory_bytes,
+            snapshot_log_bytes: self.snapshot_log_bytes,
+            log_segment_bytes: log_segment_bytes(self.snapshot_log_bytes),
         })
     }
 }
@@ -353,5 +396,21 @@ mod tests {
             args(&["7001", "--fsync-interval-ms", "0"]).unwrap_err(),
             ConfigError::ZeroFsyncInterval
         );
+        assert_eq!(
+            args(&["7001", "--snapshot-log-bytes", "65535"]).unwrap_err(),
+            ConfigError::SnapshotLogBytesTooSmall { value: 65535 }
+        );
+    }
+
+    #[test]
+    fn snapshots_default_on_and_size_the_log_segments() {
+        let config = args(&["7001"]).unwrap();
+        assert_eq!(config.snapshot_log_bytes, DEFAULT_SNAPSHOT_LOG_BYTES);
+        assert_eq!(config.log_segment_bytes, 16 * 1024 * 1024);
+        let small = args(&["7001", "--snapshot-log-bytes", "65536"]).unwrap();
+        assert_eq!(small.log_segment_bytes, MIN_LOG_SEGMENT_BYTES);
+        let off = args(&["7001", "--snapshot-log-bytes", "0"]).unwrap();
+        assert_eq!(off.snapshot_log_bytes, 0);
+        assert_eq!(off.log_segment_bytes, MAX_LOG_SEGMENT_BYTES);
     }
 }

@@ -15,6 +15,8 @@
 //!   by index, replay and recovery, the data directory and its lock.
 //! - [`snapshot`]: the store as of one log index in one checksummed file: the
 //!   format, naming, loading and atomic publishing.
+//! - [`startup`]: from a data directory to a node: the newest usable snapshot,
+//!   then the log after it.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files.
@@ -27,11 +29,13 @@
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod failpoint;
 pub mod log;
 pub mod net;
 pub mod node;
 pub mod protocol;
 pub mod snapshot;
+pub mod startup;
 pub mod store;
 pub mod timer;
 

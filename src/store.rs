@@ -139,11 +139,22 @@ pub struct CaptureStats {
     pub restarts: u64,
 }
 
+/// The key-value map (see the module doc).
 #[derive(Default)]
 pub struct Store {
     table: HashTable<StoredPair>,
     hasher: DefaultHashBuilder,
     capture: Option<Capture>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Store")
+            .field("pairs", &self.table.len())
+            .field("capturing", &self.capture_index())
+            .finish()
+    }
 }
 
 impl Store {

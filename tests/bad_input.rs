@@ -332,7 +332,7 @@ fn a_client_that_does_not_read_is_held_back_not_buffered() {
     let baseline = server.rss_bytes();
 
     let mut requests = Vec::new();
-    let mut full_log_bytes = fs::metadata(server.log_path()).unwrap().len();
+    let mut full_log_bytes = server.log_bytes();
     for i in 0..REQUESTS {
         if i % 2 == 0 {
             let (key, value) = (format!("k{i}"), i.to_string());
@@ -368,8 +368,7 @@ fn a_client_that_does_not_read_is_held_back_not_buffered() {
 
     // Watch the server while the client does not read, until it has
     // stopped making progress: no more requests taken, no log growth.
-    let log_path = server.log_path();
-    let log_bytes = || fs::metadata(&log_path).unwrap().len();
+    let log_bytes = || server.log_bytes();
     let bound = baseline + 64 * MIB;
     let started = Instant::now();
     let mut last = (written.load(Ordering::Relaxed), log_bytes());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::cluster::Cluster;
 use common::wait_until;
 use kvstore::client::{Client, ClientOptions};
+use kvstore::node::message::PEER_PROTOCOL_VERSION;
 
 fn client(cluster: &Cluster, node: usize) -> Client {
     let options = ClientOptions {
@@ -94,12 +95,13 @@ fn forged_peer_commands_are_refused() {
     }
     // A handshake from an address that is not a configured peer is cut off.
     let mut impostor = cluster.connect(leader);
-    impostor.send(b"KVPEER 1 99 127.0.0.1:1\n");
+    let forged = format!("KVPEER {PEER_PROTOCOL_VERSION} 99 127.0.0.1:1");
+    impostor.send(format!("{forged}\n").as_bytes());
     assert_eq!(impostor.read_until_closed(), b"");
     // A handshake that is not the first line is refused.
     let mut late = cluster.connect(leader);
     assert_eq!(late.request(b"PING"), b"PONG");
-    let refusal = late.request(b"KVPEER 1 99 127.0.0.1:1");
+    let refusal = late.request(forged.as_bytes());
     assert!(
         refusal.starts_with(b"ERR bad peer handshake"),
         "{refusal:?}"

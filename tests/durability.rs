@@ -278,7 +278,7 @@ fn a_torn_tail_is_cut_with_a_warning_and_the_records_before_it_kept() {
 #[test]
 fn a_corrupt_record_in_the_middle_stops_the_server_naming_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
-    let log_path = dir.path().join("kvstore.log");
+    let log_path = dir.path().join(log::segment_file_name(1));
     let mut bytes = LOG_MAGIC.to_vec();
     let mut offsets = Vec::new();
     for index in 1..=5u64 {

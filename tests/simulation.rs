@@ -78,6 +78,10 @@ struct Totals {
     writes_during_sync: u64,
     syncs_dropped: u64,
     reactor_cuts: u64,
+    snapshots_published: u64,
+    snapshot_failures_injected: u64,
+    snapshot_chunks: u64,
+    log_resets: u64,
     events: u64,
 }
 
@@ -96,6 +100,10 @@ impl Totals {
         self.writes_during_sync += other.writes_during_sync;
         self.syncs_dropped += other.syncs_dropped;
         self.reactor_cuts += other.reactor_cuts;
+        self.snapshots_published += other.snapshots_published;
+        self.snapshot_failures_injected += other.snapshot_failures_injected;
+        self.snapshot_chunks += other.snapshot_chunks;
+        self.log_resets += other.log_resets;
         self.events += other.events;
     }
 
@@ -113,6 +121,10 @@ impl Totals {
         self.writes_during_sync += stats.writes_during_sync;
         self.syncs_dropped += stats.syncs_dropped;
         self.reactor_cuts += stats.reactor_cuts;
+        self.snapshots_published += stats.snapshots_published;
+        self.snapshot_failures_injected += stats.snapshots_started - stats.snapshots_published;
+        self.snapshot_chunks += stats.snapshot_chunks;
+        self.log_resets += stats.log_resets;
         self.events += stats.events;
     }
 }
@@ -212,6 +224,27 @@ fn disabling_log_adoption_is_caught() {
     );
 }
 
+/// Letting the log go before the snapshot that covers it is durable loses
+/// acknowledged writes when a node crashes in between; the simulator must
+/// notice.
+#[test]
+fn compacting_before_the_snapshot_is_durable_is_caught() {
+    let options = Options {
+        unsafe_compact_before_snapshot_is_durable: true,
+        ..Options::new(3)
+    };
+    for seed in 1..=600 {
+        if let Err(violation) = run(seed, &options) {
+            eprintln!(
+                "compacting early, seed {seed} fails: {:?}: {}",
+                violation.kind, violation.detail
+            );
+            return;
+        }
+    }
+    panic!("600 seeds compacting the log before the snapshot is durable, and no check failed");
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
     for nodes in [3, 5] {
@@ -267,6 +300,18 @@ fn the_workload_makes_progress_through_failovers() {
         "followers should answer some reads: {totals:?}"
     );
     assert!(
+        totals.snapshots_published > runs,
+        "nodes should take snapshots: {totals:?}"
+    );
+    assert!(
+        totals.snapshot_failures_injected > 0,
+        "some snapshots should fail (a full disk): {totals:?}"
+    );
+    assert!(
+        totals.snapshot_chunks > runs / 2 && totals.log_resets > runs / 4,
+        "lagging nodes should be sent snapshots and install them: {totals:?}"
+    );
+    assert!(
         totals.completed > 5 * totals.unknown,
         "most operations should complete: {totals:?}"
     );
@@ -286,6 +331,9 @@ fn replay() {
     }
     if std::env::var("KVSTORE_SIM_UNSAFE_SKIP_LOG_ADOPTION").as_deref() == Ok("1") {
         options.unsafe_skip_log_adoption = true;
+    }
+    if std::env::var("KVSTORE_SIM_UNSAFE_EARLY_COMPACTION").as_deref() == Ok("1") {
+        options.unsafe_compact_before_snapshot_is_durable = true;
     }
     options.print_trace = true;
     match run(seed, &options) {

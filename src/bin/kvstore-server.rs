@@ -1,18 +1,19 @@
-//! kvstore-server: parse flags, recover the log, run the reactor.
+//! kvstore-server: parse flags, recover the data directory, run the reactor.
 //!
 //! Exit codes: 0 after a clean shutdown (SIGINT/SIGTERM), 1 when the server
-//! cannot start or must stop (data dir, corrupt log, bind, log write
-//! failure), 2 for invalid flags.
+//! cannot start or must stop (data dir, corrupt log or snapshot, bind, log
+//! write failure), 2 for invalid flags.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
-use kvstore::log::{LOG_HEADER_BYTES, LogFile, encoded_len, load_epoch};
-use kvstore::net::{LogIndex, Server};
-use kvstore::node::{Node, NodeConfig};
+use kvstore::net::Server;
+use kvstore::node::NodeConfig;
+use kvstore::startup::{self, Loaded};
 
 fn main() -> ExitCode {
     let config = match ServerArgs::parse().into_config() {
@@ -32,30 +33,47 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> Result<(), String> {
+    let started = Instant::now();
     // Election jitter must differ between processes; std's hasher seed is random.
     let seed = RandomState::new().hash_one(config.id);
     let node_config = NodeConfig::from_config(&config, seed);
-    let mut node = Node::new(node_config);
-    let mut log_index = LogIndex::new(1, LOG_HEADER_BYTES);
-    // The log first: it creates the data dir and locks it.
-    let (log, replay) = LogFile::open(&config.data_dir, |offset, entry| {
-        log_index.note(entry.index, offset, encoded_len(entry) as u64);
-        node.replay(entry)
-    })
-    .map_err(|e| e.to_string())?;
-    let promised_epoch = load_epoch(&config.data_dir).map_err(|e| e.to_string())?;
-    node.restore_promised_epoch(promised_epoch);
-    let mut server =
-        Server::bind(config.clone(), node, log, log_index).map_err(|e| e.to_string())?;
+    let (node, log, loaded) =
+        startup::open(&config.data_dir, &node_config, config.log_segment_bytes)
+            .map_err(|e| e.to_string())?;
+    let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
     kvstore::status!(
-        "node {} listening on {} (data dir {}, fsync {}, {} peers, {} records replayed, last index {})",
+        "node {} listening on {} (data dir {}, fsync {}, {} peers, snapshots every {}; {}; \
+         started in {} ms)",
         config.id,
         server.local_addr(),
         config.data_dir.display(),
         config.fsync,
         config.peers.len(),
-        replay.records,
-        replay.last_index,
+        describe_threshold(config.snapshot_log_bytes),
+        describe_loaded(&loaded),
+        started.elapsed().as_millis(),
     );
     server.run().map_err(|e| e.to_string())
+}
+
+fn describe_threshold(snapshot_log_bytes: u64) -> String {
+    match snapshot_log_bytes {
+        0 => "never (--snapshot-log-bytes 0)".to_string(),
+        bytes => format!("{bytes} log bytes"),
+    }
+}
+
+/// What was loaded: the snapshot, then the log after it.
+fn describe_loaded(loaded: &Loaded) -> String {
+    let snapshot = match loaded.snapshot {
+        Some((point, keys)) => format!(
+            "snapshot index {} with {keys} keys loaded in {} ms",
+            point.index, loaded.snapshot_load_ms
+        ),
+        None => "no snapshot".to_string(),
+    };
+    format!(
+        "{snapshot}; {} records replayed, last index {}, in {} ms",
+        loaded.records_replayed, loaded.last_index, loaded.replay_ms
+    )
 }

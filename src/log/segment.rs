@@ -517,6 +517,11 @@ impl Segment {
         self.file.path()
     }
 
+    /// Whether bytes were written since the last sync job took it.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
     /// Marks the segment as needing a sync (its header, when just created).
     pub fn mark_dirty(&mut self) {
         self.dirty = true;

@@ -338,6 +338,18 @@ impl Log {
         self.segments.iter().map(Segment::len).sum()
     }
 
+    /// Whether the next append starts a new segment. A driver that must
+    /// not let records reach a new segment before the old one is durable
+    /// (so that a crash can only tear the last segment) syncs first.
+    pub fn rolls_next(&self) -> bool {
+        self.active().len() >= self.segment_bytes
+    }
+
+    /// Whether every byte appended so far has been handed to a sync job.
+    pub fn is_clean(&self) -> bool {
+        !self.directory_dirty && self.segments.iter().all(|segment| !segment.is_dirty())
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }

@@ -43,6 +43,9 @@ pub struct Connection {
     pub idle_timer: Option<TimerId>,
     /// Whether any line has been executed: only the first may be a handshake.
     executed_any: bool,
+    /// A `SNAPSHOT` waits for the outcome of this attempt; nothing after it
+    /// is executed (or read) until its reply is queued.
+    pub awaiting_snapshot: Option<u64>,
 }
 
 impl Connection {
@@ -59,12 +62,16 @@ impl Connection {
             last_active_ms: now_ms,
             idle_timer: None,
             executed_any: false,
+            awaiting_snapshot: None,
         }
     }
 
     /// Whether another read(2) is useful now.
     pub fn wants_read(&self) -> bool {
-        !self.closing && !self.read_closed && !self.is_backpressured()
+        !self.closing
+            && !self.read_closed
+            && !self.is_backpressured()
+            && self.awaiting_snapshot.is_none()
     }
 
     /// Whether the connection is waiting on its own unsent replies.
@@ -87,7 +94,7 @@ impl Connection {
     /// Executes every whole line in the buffer, stopping early when replies
     /// back up or the connection is closing.
     pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) -> Executed {
-        while !self.closing && !self.is_backpressured() {
+        while !self.closing && !self.is_backpressured() && self.awaiting_snapshot.is_none() {
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
                 Framed::Line { line, consumed } => {
                     let first = !self.executed_any;
@@ -109,7 +116,13 @@ impl Connection {
                         }
                     };
                     self.input.consume(consumed);
-                    self.closing = flow == Flow::Close;
+                    match flow {
+                        Flow::Continue => {}
+                        Flow::Close => self.closing = true,
+                        Flow::AwaitSnapshot { attempt } => {
+                            self.awaiting_snapshot = Some(attempt);
+                        }
+                    }
                 }
                 Framed::Incomplete => {
                     if self.read_closed {

@@ -14,17 +14,19 @@
 //! would announce the EOF behind that data.
 
 mod connection;
-mod log_index;
 mod peer;
 mod read_buffer;
+mod snapshotter;
 mod syncer;
 
-pub use log_index::LogIndex;
 pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,18 +38,21 @@ use signal_hook_mio::v1_0::Signals;
 use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
-use crate::log::{LogFile, store_epoch};
+use crate::log::{Base, Log, store_epoch};
 use crate::node::message::{self, Envelope, Hello, NodeId};
-use crate::node::{Gate, LogRead, LogWriteOutcome, Node, Step, TimerKind};
+use crate::node::{Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, Step, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
+use crate::snapshot;
 use crate::timer::{TimerId, TimerWheel};
 use connection::{Connection, Executed};
 use peer::{InboundPeer, LinkState, OutboundLink, PeerError};
+use snapshotter::{Report, Snapshotter};
 use syncer::Syncer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const SYNCED: Token = Token(usize::MAX - 3);
+const SNAPSHOTTER: Token = Token(usize::MAX - 4);
 const EVENT_CAPACITY: usize = 1024;
 /// The poll timeout when no timer is armed (and the cap otherwise).
 const MAX_POLL_TIMEOUT_MS: u64 = 1000;
@@ -121,13 +126,20 @@ pub struct Server {
     links: Vec<peer::Link>,
     own_hello: Hello,
     node: Node,
-    log: LogFile,
-    /// Where each record is in `log`.
-    log_index: LogIndex,
+    log: Log,
     /// Scratch for reads of the log the core asks for.
     read_buffer: Vec<u8>,
     /// fdatasync off the loop thread, for `--fsync always`.
     syncer: Syncer,
+    /// Writes snapshot files off the loop thread.
+    snapshotter: Snapshotter,
+    /// The snapshot being written: its index, pairs, and when it began.
+    snapshot_summary: Option<crate::node::SnapshotSummary>,
+    /// Open snapshot files, for sending to nodes that lag: the newest and
+    /// the one before (a transfer of it may still be under way).
+    snapshot_files: BTreeMap<u64, File>,
+    /// Clients whose `SNAPSHOT` waits for its outcome.
+    snapshot_waiters: Vec<usize>,
     timers: TimerWheel<TimerEvent>,
     node_timers: [Option<TimerId>; 2],
     started: Instant,
@@ -151,12 +163,7 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn bind(
-        config: Config,
-        node: Node,
-        log: LogFile,
-        log_index: LogIndex,
-    ) -> Result<Server, ServerError> {
+    pub fn bind(config: Config, node: Node, log: Log) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let bind_error = |source| ServerError::Bind {
             address: config.listen,
@@ -173,8 +180,10 @@ impl Server {
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Signals)?;
         let waker = Waker::new(registry, SYNCED).map_err(ServerError::Poll)?;
-        let log_file = log.try_clone_file().map_err(ServerError::Log)?;
-        let syncer = Syncer::spawn(log_file, Arc::new(waker)).map_err(ServerError::Log)?;
+        let syncer = Syncer::spawn(Arc::new(waker)).map_err(ServerError::Log)?;
+        let waker = Waker::new(registry, SNAPSHOTTER).map_err(ServerError::Poll)?;
+        let snapshotter = Snapshotter::spawn(config.data_dir.clone(), Arc::new(waker))
+            .map_err(ServerError::Log)?;
         let links = config
             .peers
             .iter()
@@ -200,9 +209,12 @@ impl Server {
             own_hello,
             node,
             log,
-            log_index,
             read_buffer: Vec::new(),
             syncer,
+            snapshotter,
+            snapshot_summary: None,
+            snapshot_files: BTreeMap::new(),
+            snapshot_waiters: Vec::new(),
             timers: TimerWheel::new(0),
             node_timers: [None, None],
             started: Instant::now(),
@@ -276,6 +288,7 @@ impl Server {
             LISTENER => self.accept_all(),
             SIGNALS => self.drain_signals(),
             SYNCED => self.collect_syncs(),
+            SNAPSHOTTER => self.collect_snapshot_reports(),
             Token(key) => match self.endpoints.get_mut(key) {
                 Some(Endpoint::Client(connection)) => {
                     if event.is_read_closed() {
@@ -382,6 +395,9 @@ impl Server {
         }
         if let Executed::PeerHandshake(hello) = executed {
             return self.accept_peer(key, hello);
+        }
+        if connection.awaiting_snapshot.is_some() && !self.snapshot_waiters.contains(&key) {
+            self.snapshot_waiters.push(key);
         }
         connection.paused = connection.is_backpressured();
         self.queue_flush(key);
@@ -636,7 +652,8 @@ impl Server {
 
     fn sync_interval(&mut self, now_ms: u64) {
         if self.log_dirty {
-            match self.log.sync_data() {
+            let synced = self.log.take_sync_job().map_or(Ok(()), |job| job.run());
+            match synced {
                 Ok(()) => self.log_dirty = false,
                 Err(error) => self.sync_failure = Some(error),
             }
@@ -678,6 +695,7 @@ impl Server {
                     store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
                 }
                 Step::ReadLog(read) => self.read_log_for_core(read)?,
+                Step::ReadSnapshot(read) => self.read_snapshot_for_core(read),
                 Step::ArmTimers(timers) => self.arm_node_timers(timers),
                 Step::Send(messages) => {
                     for (to, envelope) in &messages {
@@ -694,9 +712,136 @@ impl Server {
                 },
                 Step::VoidHeldReplies => self.refuse_held_replies(ErrorReply::LeadershipLost),
                 Step::Release(released) => self.release_replies(released),
+                Step::BeginSnapshot { index, .. } => self.snapshotter.begin(index),
+                Step::WriteSnapshot(bytes) => self.snapshotter.write(bytes),
+                Step::FinishSnapshot(summary) => {
+                    self.snapshot_summary = Some(summary);
+                    self.snapshotter.finish();
+                }
+                Step::AbortSnapshot => self.snapshotter.abort(),
+                Step::CompactLog(through) => self.compact_log(through)?,
             }
         }
+        self.answer_snapshot_waiters();
         Ok(())
+    }
+
+    /// Reads part of a snapshot file for a node that lags.
+    fn read_snapshot_for_core(&mut self, read: SnapshotRead) {
+        let mut buffer = std::mem::take(&mut self.read_buffer);
+        let read_ok = self.snapshot_file(read.index).is_some_and(|file| {
+            buffer.resize(read.max_bytes, 0);
+            match file.read_at(&mut buffer, read.offset) {
+                Ok(count) => {
+                    buffer.truncate(count);
+                    true
+                }
+                Err(error) => {
+                    crate::status!("cannot read snapshot {}: {error}", read.index);
+                    false
+                }
+            }
+        });
+        self.node
+            .on_snapshot_read(read, read_ok.then_some(buffer.as_slice()));
+        self.read_buffer = buffer;
+    }
+
+    /// The open file of snapshot `index`, opening it if it is the one on
+    /// disk (after a restart).
+    fn snapshot_file(&mut self, index: u64) -> Option<&File> {
+        if !self.snapshot_files.contains_key(&index) {
+            let path = self.config.data_dir.join(snapshot::file_name(index));
+            let file = File::open(path).ok()?;
+            self.keep_snapshot_file(index, file);
+        }
+        self.snapshot_files.get(&index)
+    }
+
+    /// Keeps `file` open as snapshot `index`, and closes all but the two
+    /// newest.
+    fn keep_snapshot_file(&mut self, index: u64, file: File) {
+        self.snapshot_files.insert(index, file);
+        while self.snapshot_files.len() > 2 {
+            self.snapshot_files.pop_first();
+        }
+    }
+
+    /// Removes the log segments the newest snapshot covers.
+    fn compact_log(&mut self, through: u64) -> Result<(), ServerError> {
+        crate::failpoint::reached("compact-log");
+        self.log.remove_through(through).map_err(ServerError::Log)?;
+        Ok(())
+    }
+
+    /// The snapshotter wrote, published or gave up: tell the core.
+    fn collect_snapshot_reports(&mut self) {
+        loop {
+            match self.snapshotter.next_report() {
+                Ok(Some(Report::Written(bytes))) => self.node.on_snapshot_written(bytes),
+                Ok(Some(Report::Published {
+                    index,
+                    file_bytes,
+                    elapsed_ms,
+                })) => {
+                    let pairs = self
+                        .snapshot_summary
+                        .take()
+                        .map_or(0, |summary| summary.pairs);
+                    crate::status!(
+                        "snapshot at index {index} is durable: {pairs} keys, {file_bytes} bytes, \
+                         written in {elapsed_ms} ms"
+                    );
+                    let path = self.config.data_dir.join(snapshot::file_name(index));
+                    if let Ok(file) = File::open(path) {
+                        self.keep_snapshot_file(index, file);
+                    }
+                    self.node.on_snapshot_done(Ok(file_bytes));
+                }
+                Ok(Some(Report::Failed { index, error })) => {
+                    self.snapshot_summary = None;
+                    crate::status!(
+                        "snapshot at index {index} failed and was abandoned: {error}; \
+                         the log keeps every write and the server goes on"
+                    );
+                    self.node.on_snapshot_done(Err(error.to_string()));
+                }
+                Ok(None) => return,
+                Err(error) => {
+                    self.sync_failure = Some(error);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queues the reply of every `SNAPSHOT` whose outcome is known, and
+    /// lets those connections go on with what they sent after it.
+    fn answer_snapshot_waiters(&mut self) {
+        if self.snapshot_waiters.is_empty() {
+            return;
+        }
+        let released = self.node.released();
+        for key in std::mem::take(&mut self.snapshot_waiters) {
+            let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
+                continue;
+            };
+            let Some(attempt) = connection.awaiting_snapshot else {
+                continue;
+            };
+            match self.node.snapshot_reply(attempt) {
+                Some(reply) => {
+                    connection.replies.push(reply, Gate::OPEN, released);
+                    connection.awaiting_snapshot = None;
+                    self.read_again.push(key);
+                    self.queue_flush(key);
+                }
+                None => self.snapshot_waiters.push(key),
+            }
+        }
+        for key in std::mem::take(&mut self.flush_queue) {
+            self.flush_client(key, released);
+        }
     }
 
     fn arm_node_timers(&mut self, timers: Vec<(TimerKind, u64)>) {
@@ -713,8 +858,8 @@ impl Server {
     /// memory) and hands them over.
     fn read_log_for_core(&mut self, read: LogRead) -> Result<(), ServerError> {
         let mut buffer = std::mem::take(&mut self.read_buffer);
-        self.log_index
-            .read(&self.log, read.from_index, read.max_bytes, &mut buffer)
+        self.log
+            .read(read.from_index, read.max_bytes, &mut buffer)
             .map_err(ServerError::Log)?;
         self.node.on_log_read(read, &buffer);
         self.read_buffer = buffer;
@@ -725,32 +870,67 @@ impl Server {
     /// the syncer makes them durable and the core hears of it later; under
     /// the weaker policies they are released once written.
     fn write_log(&mut self) -> io::Result<LogWriteOutcome> {
+        if self.log.rolls_next() && !self.ready_to_roll()? {
+            return Ok(LogWriteOutcome::Deferred);
+        }
         let write = self
             .node
             .pending_log_write()
             .expect("Step::WriteLog comes with a pending write");
-        if let Some(index) = write.truncate_after {
+        if write.reset.is_some() || write.truncate_after.is_some() {
             // A sync in flight covered records this cut replaces: its
             // result must not be reported (reporting less is always safe;
             // the sync requested below covers everything kept).
             self.syncer.wait_idle()?;
-            let length = self.log_index.cut_offset(&self.log, index)?;
-            self.log.truncate(length)?;
-            self.log_index.truncate_after(index, length);
         }
-        self.log.append(write.bytes)?;
-        self.log_index.note_appended(write.first_index, write.bytes);
+        if let Some(base) = write.reset {
+            self.log.reset(Base {
+                index: base.index,
+                epoch: base.epoch,
+            })?;
+        }
+        if let Some(index) = write.truncate_after {
+            self.log.truncate_after(index)?;
+        }
+        self.log.append(write.first_index, write.bytes)?;
+        let last_index = write.last_index;
         Ok(match self.config.fsync {
-            FsyncPolicy::Always => {
-                self.syncer.request(write.last_index);
-                LogWriteOutcome::Syncing
-            }
+            FsyncPolicy::Always => match self.log.take_sync_job() {
+                Some(job) => {
+                    self.syncer.request(last_index, job);
+                    LogWriteOutcome::Syncing
+                }
+                None => LogWriteOutcome::Released,
+            },
             FsyncPolicy::Interval => {
                 self.log_dirty = true;
                 LogWriteOutcome::Released
             }
             FsyncPolicy::Never => LogWriteOutcome::Released,
         })
+    }
+
+    /// Records reach a new segment only once the old one is durable, so
+    /// that a crash can tear only the last segment (recovery takes damage
+    /// anywhere else for corruption). Under `--fsync always` the write
+    /// waits a turn for the syncer; under `interval` the old segment is
+    /// synced here, as the interval timer would; `never` promises nothing.
+    fn ready_to_roll(&mut self) -> io::Result<bool> {
+        match self.config.fsync {
+            FsyncPolicy::Never => Ok(true),
+            FsyncPolicy::Interval => {
+                if let Some(job) = self.log.take_sync_job() {
+                    job.run()?;
+                }
+                Ok(true)
+            }
+            FsyncPolicy::Always => {
+                if let Some(job) = self.log.take_sync_job() {
+                    self.syncer.request(self.log.last_index(), job);
+                }
+                Ok(self.syncer.is_idle())
+            }
+        }
     }
 
     /// The syncer finished: tell the core what is durable.
@@ -839,8 +1019,8 @@ impl Server {
         if let Some(index) = self.syncer.wait_idle().map_err(ServerError::Log)? {
             self.node.on_log_released(index);
         }
-        if self.log_dirty {
-            self.log.sync_data().map_err(ServerError::Log)?;
+        if let Some(job) = self.log.take_sync_job() {
+            job.run().map_err(ServerError::Log)?;
         }
         // What the last sync released: acknowledgements and replies.
         self.end_turn()?;

@@ -1,16 +1,16 @@
-//! The syncer: a thread that owns nothing but a clone of the log's file
-//! descriptor and runs fdatasync on request, so the event loop keeps
-//! reading, executing and writing the next batch while the previous batch's
-//! sync is in flight. Group commit then sizes itself: whatever was written
-//! while a sync ran is covered by the next one.
+//! The syncer: a thread that owns nothing but shared descriptors of the log's
+//! files (a [`SyncJob`]) and runs fdatasync on request, so the event loop
+//! keeps reading, executing and writing the next batch while the previous
+//! batch's sync is in flight. Group commit then sizes itself: whatever was
+//! written while a sync ran is covered by the next one.
 //!
-//! At most one sync is in flight. A request made meanwhile is remembered
-//! (only the highest index matters) and sent when the current one returns.
+//! At most one sync is in flight. Requests made meanwhile are merged into one
+//! (the highest index, every file and the directory any of them covers) and
+//! sent when the current one returns.
 //! Completion wakes the loop through a `mio::Waker`; the loop then tells the
 //! core which index is durable. Replies stay held until then, so nothing is
 //! acknowledged early.
 
-use std::fs::File;
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
@@ -18,28 +18,36 @@ use std::thread::{self, JoinHandle};
 
 use mio::Waker;
 
+use crate::log::SyncJob;
+
 struct Completed {
     index: u64,
     outcome: io::Result<()>,
 }
 
+/// A sync to run: the job, and the log index it makes durable.
+struct Request {
+    index: u64,
+    job: SyncJob,
+}
+
 pub struct Syncer {
-    requests: Option<Sender<u64>>,
+    requests: Option<Sender<Request>>,
     completions: Receiver<Completed>,
     in_flight: Option<u64>,
-    queued: Option<u64>,
+    queued: Option<Request>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Syncer {
-    pub fn spawn(file: File, waker: Arc<Waker>) -> io::Result<Syncer> {
-        let (requests, incoming) = mpsc::channel::<u64>();
+    pub fn spawn(waker: Arc<Waker>) -> io::Result<Syncer> {
+        let (requests, incoming) = mpsc::channel::<Request>();
         let (done, completions) = mpsc::channel();
         let thread = thread::Builder::new()
             .name("kvstore-syncer".to_string())
             .spawn(move || {
-                while let Ok(index) = incoming.recv() {
-                    let outcome = file.sync_data();
+                while let Ok(Request { index, job }) = incoming.recv() {
+                    let outcome = job.run();
                     if done.send(Completed { index, outcome }).is_err() {
                         return;
                     }
@@ -56,20 +64,31 @@ impl Syncer {
         })
     }
 
-    /// Asks for everything written up to `index` to be made durable.
-    pub fn request(&mut self, index: u64) {
-        if self.in_flight.is_some() {
-            self.queued = Some(self.queued.map_or(index, |queued| queued.max(index)));
-        } else {
-            self.send(index);
+    /// Asks for everything written up to `index` to be made durable by
+    /// running `job`.
+    pub fn request(&mut self, index: u64, job: SyncJob) {
+        if self.in_flight.is_none() {
+            return self.send(Request { index, job });
+        }
+        match &mut self.queued {
+            Some(queued) => {
+                queued.index = queued.index.max(index);
+                queued.job.merge(job);
+            }
+            None => self.queued = Some(Request { index, job }),
         }
     }
 
-    fn send(&mut self, index: u64) {
-        self.in_flight = Some(index);
+    /// Whether no sync is in flight or queued.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_none()
+    }
+
+    fn send(&mut self, request: Request) {
+        self.in_flight = Some(request.index);
         if let Some(requests) = &self.requests {
             // The thread only exits once this sender is dropped.
-            let _ = requests.send(index);
+            let _ = requests.send(request);
         }
     }
 
@@ -123,14 +142,28 @@ mod tests {
     #[test]
     fn requests_made_during_a_sync_are_covered_by_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
-        let file = File::create(dir.path().join("log")).unwrap();
+        let data_dir = crate::log::DataDir::lock(dir.path()).unwrap();
+        let (mut log, _) = crate::log::Log::open(&data_dir, 1 << 20, None, |_| {}).unwrap();
         let poll = Poll::new().unwrap();
         let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
-        let mut syncer = Syncer::spawn(file, waker).unwrap();
-        syncer.request(1);
-        syncer.request(2);
-        syncer.request(5);
-        assert_eq!(syncer.wait_idle().unwrap(), Some(5));
+        let mut syncer = Syncer::spawn(waker).unwrap();
+        for index in 1..=3 {
+            let mut record = Vec::new();
+            crate::log::encode(
+                &crate::log::Entry {
+                    epoch: 1,
+                    index,
+                    commit: 0,
+                    op: crate::log::Op::Noop,
+                },
+                &mut record,
+            );
+            log.append(index, &record).unwrap();
+            syncer.request(index, log.take_sync_job().expect("a write to sync"));
+        }
+        assert!(!syncer.is_idle());
+        assert_eq!(syncer.wait_idle().unwrap(), Some(3));
+        assert!(syncer.is_idle());
         assert_eq!(syncer.completed().unwrap(), None);
     }
 }

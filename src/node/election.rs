@@ -267,6 +267,10 @@ impl Node {
         if epoch != self.promised_epoch || self.is_serving_leader() {
             return;
         }
+        if from_index < self.log.first_index() && from_index <= self.snapshots.compacted_through {
+            // Nor does the disk: the new leader gets the snapshot first.
+            return self.send_snapshot_to(from);
+        }
         if from_index < self.log.first_index() {
             // Memory no longer holds them: read them back first.
             let purpose = super::ReadPurpose::Fetch {
@@ -370,6 +374,8 @@ impl Node {
             self.undo_uncommitted();
             self.leadership_losses += 1;
             self.round_wanted = false;
+            // Its followers' snapshots stop with its leadership.
+            self.outgoing.clear();
         }
         self.role = Role::Follower { leader: None };
         self.last_heard_ms = now_ms;

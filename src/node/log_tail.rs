@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 
-use crate::log::{self, DecodeError, Entry};
+use crate::log::{self, Base, DecodeError, Entry};
 
 /// Where one record sits.
 #[derive(Debug, Clone, Copy)]
@@ -35,9 +35,12 @@ struct Slot {
     start: usize,
 }
 
-/// What the next log write must do: cut the log, then append.
+/// What the next log write must do: reset or cut the log, then append.
 #[derive(Debug)]
 pub struct LogWrite<'a> {
+    /// Before anything else, discard every record: the log continues after
+    /// this snapshot, which is durable (a follower installed it).
+    pub reset: Option<Base>,
     /// Before appending, drop every record after this index (a diverged
     /// suffix that was already handed to the disk).
     pub truncate_after: Option<u64>,
@@ -64,6 +67,8 @@ pub struct LogTail {
     handed_off_index: u64,
     /// The lowest index a pending cut keeps (records after it go).
     truncate_after: Option<u64>,
+    /// A pending reset of the whole log (see [`LogWrite::reset`]).
+    reset: Option<Base>,
     durable_index: u64,
 }
 
@@ -86,7 +91,31 @@ impl LogTail {
             handed_off: 0,
             handed_off_index: 0,
             truncate_after: None,
+            reset: None,
             durable_index: 0,
+        }
+    }
+
+    /// Discards every record: the log continues after `base`, a durable
+    /// snapshot, once the driver has reset its files (the next write).
+    pub fn reset_after(&mut self, base: Base) {
+        *self = LogTail {
+            reset: Some(base),
+            ..LogTail::after(base.index, base.epoch)
+        };
+    }
+
+    /// An empty log that continues after record `index` of `epoch` (the
+    /// snapshot a node started from).
+    pub fn after(index: u64, epoch: u64) -> Self {
+        LogTail {
+            first_index: index + 1,
+            epoch_before_first: epoch,
+            last_index: index,
+            last_epoch: epoch,
+            handed_off_index: index,
+            durable_index: index,
+            ..LogTail::new()
         }
     }
 
@@ -212,10 +241,11 @@ impl LogTail {
     /// What the next log write must do, if anything.
     pub fn pending_write(&self) -> Option<LogWrite<'_>> {
         let bytes = &self.records[self.handed_off..];
-        if bytes.is_empty() && self.truncate_after.is_none() {
+        if bytes.is_empty() && self.truncate_after.is_none() && self.reset.is_none() {
             return None;
         }
         Some(LogWrite {
+            reset: self.reset,
             truncate_after: self.truncate_after,
             first_index: self.handed_off_index + 1,
             bytes,
@@ -228,6 +258,7 @@ impl LogTail {
         self.handed_off = self.records.len();
         self.handed_off_index = self.last_index;
         self.truncate_after = None;
+        self.reset = None;
     }
 
     /// The disk has made everything up to `index` durable: the records of
@@ -434,6 +465,27 @@ mod tests {
         put(&mut tail, 2);
         let write = tail.pending_write().unwrap();
         assert_eq!((write.first_index, write.bytes.len()), (601, one));
+    }
+
+    #[test]
+    fn a_reset_discards_every_record_and_continues_after_the_snapshot() {
+        let mut tail = LogTail::new();
+        put(&mut tail, 1);
+        put(&mut tail, 1);
+        tail.mark_handed_off();
+        tail.reset_after(Base { index: 9, epoch: 3 });
+        let write = tail.pending_write().unwrap();
+        assert_eq!(write.reset, Some(Base { index: 9, epoch: 3 }));
+        assert_eq!((write.first_index, write.bytes.len()), (10, 0));
+        assert_eq!(
+            (tail.last_index(), tail.last_epoch(), tail.durable_index()),
+            (9, 3, 9)
+        );
+        assert_eq!(tail.epoch_at(9), Some(3));
+        put(&mut tail, 4);
+        tail.mark_handed_off();
+        assert!(tail.pending_write().is_none());
+        assert_eq!(tail.last_index(), 10);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! frame:      u32 LE  body_len
 //!             body:   u8     kind     1 Election, 2 Alive, 3 Coordinator,
 //!                                     4 Promise, 5 Reject, 6 Fetch,
-//!                                     7 FetchReply, 8 Append, 9 Ack
+//!                                     7 FetchReply, 8 Append, 9 Ack,
+//!                                     10 InstallSnapshot, 11 SnapshotAck
 //!                     u64 LE from
 //!                     u64 LE epoch
 //!                     the kind's fields, in the order of the enum:
@@ -26,7 +27,7 @@
 //!                       Option<NodeId>   u8 flag (0 None, 1 Some) + u64 LE
 //!                                        (the u64 is 0 for None, and ignored)
 //!                       bool             u8 0 or 1
-//!                       records          u32 LE len + the record bytes
+//!                       records, bytes   u32 LE len + the bytes
 //! ```
 //!
 //! [`decode_frame`] checks `body_len` against [`MAX_FRAME_BODY_BYTES`] from
@@ -93,6 +94,21 @@ pub enum Message {
         match_index: u64,
         round: u64,
     },
+    /// Part of the sender's snapshot (Raft's InstallSnapshot): bytes
+    /// `offset..offset + bytes.len()` of the `total_bytes`-long file of the
+    /// store as of `index` (whose record has `epoch`). A leader sends it to
+    /// a follower that lags behind the log it keeps; a promiser to a new
+    /// leader that adopts its log.
+    InstallSnapshot {
+        index: u64,
+        epoch: u64,
+        total_bytes: u64,
+        offset: u64,
+        bytes: Vec<u8>,
+    },
+    /// Receiver to sender: "I hold the first `received_bytes` of snapshot
+    /// `index`; send from there" (0: start over).
+    SnapshotAck { index: u64, received_bytes: u64 },
 }
 
 // ---------------------------------------------------------------------------
@@ -101,7 +117,7 @@ pub enum Message {
 
 /// Bumped whenever the handshake or the frame layout changes, so that nodes of
 /// different builds refuse each other instead of misreading each other.
-pub const PEER_PROTOCOL_VERSION: u32 = 1;
+pub const PEER_PROTOCOL_VERSION: u32 = 2;
 
 /// What a peer's first line starts with; no client command does, so the
 /// reactor can tell a peer from a client by its first bytes.
@@ -216,6 +232,8 @@ const KIND_FETCH: u8 = 6;
 const KIND_FETCH_REPLY: u8 = 7;
 const KIND_APPEND: u8 = 8;
 const KIND_ACK: u8 = 9;
+const KIND_INSTALL_SNAPSHOT: u8 = 10;
+const KIND_SNAPSHOT_ACK: u8 = 11;
 
 /// Why a buffer does not start with a valid frame. Every one means the peer
 /// is broken (or not a peer): the caller drops the connection.
@@ -284,6 +302,8 @@ fn kind(message: &Message) -> u8 {
         Message::FetchReply { .. } => KIND_FETCH_REPLY,
         Message::Append { .. } => KIND_APPEND,
         Message::Ack { .. } => KIND_ACK,
+        Message::InstallSnapshot { .. } => KIND_INSTALL_SNAPSHOT,
+        Message::SnapshotAck { .. } => KIND_SNAPSHOT_ACK,
     }
 }
 
@@ -330,6 +350,26 @@ fn encode_fields(message: &Message, out: &mut Vec<u8>) {
             out.push(u8::from(*success));
             put_u64(out, *match_index);
             put_u64(out, *round);
+        }
+        Message::InstallSnapshot {
+            index,
+            epoch,
+            total_bytes,
+            offset,
+            bytes,
+        } => {
+            put_u64(out, *index);
+            put_u64(out, *epoch);
+            put_u64(out, *total_bytes);
+            put_u64(out, *offset);
+            put_records(out, bytes);
+        }
+        Message::SnapshotAck {
+            index,
+            received_bytes,
+        } => {
+            put_u64(out, *index);
+            put_u64(out, *received_bytes);
         }
     }
 }
@@ -428,6 +468,17 @@ fn decode_message(kind: u8, reader: &mut Reader<'_>) -> Result<Message, FrameErr
             success: reader.flag()?,
             match_index: reader.u64()?,
             round: reader.u64()?,
+        },
+        KIND_INSTALL_SNAPSHOT => Message::InstallSnapshot {
+            index: reader.u64()?,
+            epoch: reader.u64()?,
+            total_bytes: reader.u64()?,
+            offset: reader.u64()?,
+            bytes: reader.records()?,
+        },
+        KIND_SNAPSHOT_ACK => Message::SnapshotAck {
+            index: reader.u64()?,
+            received_bytes: reader.u64()?,
         },
         unknown => return Err(FrameError::UnknownKind(unknown)),
     };
@@ -568,6 +619,24 @@ mod tests {
                 match_index: u64::MAX,
                 round: u64::MAX,
             },
+            Message::InstallSnapshot {
+                index: 9,
+                epoch: 2,
+                total_bytes: 100,
+                offset: 40,
+                bytes: vec![1, 2, 3],
+            },
+            Message::InstallSnapshot {
+                index: u64::MAX,
+                epoch: u64::MAX,
+                total_bytes: u64::MAX,
+                offset: u64::MAX,
+                bytes: Vec::new(),
+            },
+            Message::SnapshotAck {
+                index: 9,
+                received_bytes: 43,
+            },
         ]
     }
 
@@ -643,6 +712,48 @@ mod tests {
             0xaa, 0xbb, 0xcc,            // records
         ];
         assert_eq!(framed(&envelope), expected);
+    }
+
+    #[test]
+    fn snapshot_messages_layout_is_byte_exact() {
+        let chunk = Envelope {
+            from: 1,
+            epoch: 2,
+            message: Message::InstallSnapshot {
+                index: 3,
+                epoch: 4,
+                total_bytes: 5,
+                offset: 6,
+                bytes: vec![0xee],
+            },
+        };
+        #[rustfmt::skip]
+        let expected: [u8; 58] = [
+            54, 0, 0, 0,                 // body_len: 1 + 8 + 8 + 4 * 8 + 4 + 1
+            10,                          // kind: InstallSnapshot
+            1, 0, 0, 0, 0, 0, 0, 0,      // from
+            2, 0, 0, 0, 0, 0, 0, 0,      // epoch
+            3, 0, 0, 0, 0, 0, 0, 0,      // index
+            4, 0, 0, 0, 0, 0, 0, 0,      // snapshot epoch
+            5, 0, 0, 0, 0, 0, 0, 0,      // total_bytes
+            6, 0, 0, 0, 0, 0, 0, 0,      // offset
+            1, 0, 0, 0,                  // bytes length
+            0xee,                        // bytes
+        ];
+        assert_eq!(framed(&chunk), expected);
+        let ack = Envelope {
+            from: 1,
+            epoch: 2,
+            message: Message::SnapshotAck {
+                index: 3,
+                received_bytes: 7,
+            },
+        };
+        let mut expected = vec![33, 0, 0, 0, 11];
+        for field in [1u64, 2, 3, 7] {
+            expected.extend_from_slice(&field.to_le_bytes());
+        }
+        assert_eq!(framed(&ack), expected);
     }
 
     #[test]
@@ -753,7 +864,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_refused() {
-        for kind in [0, 10, 255] {
+        for kind in [0, 12, 255] {
             let bytes = frame_with_body(&[body_start(kind), vec![0; 40]].concat());
             assert_eq!(decode_frame(&bytes), Err(FrameError::UnknownKind(kind)));
         }
@@ -955,7 +1066,7 @@ mod tests {
     fn hello_layout_is_exact() {
         let mut out = b"before".to_vec();
         encode_hello(&hello(7002, "127.0.0.1:7002"), &mut out);
-        assert_eq!(out, b"beforeKVPEER 1 7002 127.0.0.1:7002\n");
+        assert_eq!(out, b"beforeKVPEER 2 7002 127.0.0.1:7002\n");
     }
 
     #[test]
@@ -978,17 +1089,17 @@ mod tests {
     #[test]
     fn hello_tolerates_one_carriage_return() {
         let expected = Ok(hello(7002, "127.0.0.1:7002"));
-        assert_eq!(parse_hello(b"KVPEER 1 7002 127.0.0.1:7002\r"), expected);
+        assert_eq!(parse_hello(b"KVPEER 2 7002 127.0.0.1:7002\r"), expected);
         assert_eq!(
-            parse_hello(b"KVPEER 1 7002 127.0.0.1:7002\r\r"),
+            parse_hello(b"KVPEER 2 7002 127.0.0.1:7002\r\r"),
             Err(HelloError::Malformed)
         );
     }
 
     #[test]
     fn hello_of_another_version_is_a_mismatch() {
-        let mismatch = |theirs| Err(HelloError::VersionMismatch { ours: 1, theirs });
-        assert_eq!(parse_hello(b"KVPEER 2 7002 127.0.0.1:7002"), mismatch(2));
+        let mismatch = |theirs| Err(HelloError::VersionMismatch { ours: 2, theirs });
+        assert_eq!(parse_hello(b"KVPEER 1 7002 127.0.0.1:7002"), mismatch(1));
         assert_eq!(parse_hello(b"KVPEER 0 7002 127.0.0.1:7002"), mismatch(0));
         // A future version may shape the rest of its line differently.
         assert_eq!(parse_hello(b"KVPEER 4294967295 x"), mismatch(u32::MAX));
@@ -1000,22 +1111,22 @@ mod tests {
             b"",
             b"KVPEER",
             b"KVPEER ",
-            b"KVPEER 1",
-            b"KVPEER 1 ",
-            b"KVPEER 1 7002",
-            b"KVPEER 1 7002 ",
+            b"KVPEER 2",
+            b"KVPEER 2 ",
+            b"KVPEER 2 7002",
+            b"KVPEER 2 7002 ",
             b"GET key",
             b"kvpeer 1 7002 127.0.0.1:7002",
             b"KVPEER  1 7002 127.0.0.1:7002",
             b"KVPEER one 7002 127.0.0.1:7002",
-            b"KVPEER 1 node 127.0.0.1:7002",
-            b"KVPEER 1 +7002 127.0.0.1:7002",
-            b"KVPEER 1 18446744073709551616 127.0.0.1:7002",
-            b"KVPEER 1 7002 127.0.0.1",
-            b"KVPEER 1 7002 localhost:7002",
-            b"KVPEER 1 7002 127.0.0.1:70000",
-            b"KVPEER 1 7002 127.0.0.1:7002 extra",
-            b"KVPEER 1 7002 \xff\xfe:7002",
+            b"KVPEER 2 node 127.0.0.1:7002",
+            b"KVPEER 2 +7002 127.0.0.1:7002",
+            b"KVPEER 2 18446744073709551616 127.0.0.1:7002",
+            b"KVPEER 2 7002 127.0.0.1",
+            b"KVPEER 2 7002 localhost:7002",
+            b"KVPEER 2 7002 127.0.0.1:70000",
+            b"KVPEER 2 7002 127.0.0.1:7002 extra",
+            b"KVPEER 2 7002 \xff\xfe:7002",
         ];
         for line in lines {
             assert_eq!(

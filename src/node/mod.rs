@@ -23,6 +23,8 @@ mod log_tail;
 pub mod message;
 mod replication;
 mod replies;
+mod snapshot;
+mod transfer;
 mod turn;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -31,6 +33,8 @@ use std::net::SocketAddr;
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
 pub use replies::{Gate, ReplyQueue};
+pub use snapshot::{SnapshotPoint, SnapshotSummary};
+pub use transfer::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_WINDOW_BYTES, SnapshotRead};
 pub use turn::{LogWriteOutcome, Step};
 
 use crate::config::{
@@ -57,10 +61,17 @@ pub struct NodeConfig {
     /// Committed records beyond this many bytes are dropped from memory
     /// and read back from the log file when a follower needs them.
     pub max_log_memory_bytes: usize,
+    /// A snapshot starts once this much log was written since the newest
+    /// (and more than its size); 0: only on request.
+    pub snapshot_log_bytes: u64,
     /// Test-only: switch off one safety rule to show the simulator finds
     /// the damage. Never set outside tests.
     #[doc(hidden)]
     pub unsafe_skip_log_adoption: bool,
+    /// Test-only: let the log go as soon as a snapshot's bytes are handed
+    /// out, before the file is durable.
+    #[doc(hidden)]
+    pub unsafe_compact_before_snapshot_is_durable: bool,
 }
 
 impl NodeConfig {
@@ -75,7 +86,9 @@ impl NodeConfig {
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             seed: id,
             max_log_memory_bytes: crate::config::DEFAULT_LOG_MEMORY_BYTES,
+            snapshot_log_bytes: crate::config::DEFAULT_SNAPSHOT_LOG_BYTES,
             unsafe_skip_log_adoption: false,
+            unsafe_compact_before_snapshot_is_durable: false,
         }
     }
 
@@ -90,7 +103,9 @@ impl NodeConfig {
             election_timeout_ms: config.election_timeout_ms,
             seed,
             max_log_memory_bytes: config.log_memory_bytes,
+            snapshot_log_bytes: config.snapshot_log_bytes,
             unsafe_skip_log_adoption: false,
+            unsafe_compact_before_snapshot_is_durable: false,
         }
     }
 
@@ -105,6 +120,11 @@ pub enum Flow {
     Continue,
     /// The client asked to close (QUIT): send what is queued, then close.
     Close,
+    /// `SNAPSHOT`: no reply yet. The connection executes nothing more until
+    /// [`Node::snapshot_reply`] for `attempt` is known, then queues it.
+    AwaitSnapshot {
+        attempt: u64,
+    },
 }
 
 /// The two timers a node runs; arming one replaces its previous deadline.
@@ -126,6 +146,8 @@ struct Outbox {
     persist_epoch: Option<u64>,
     /// Records a follower or a new leader needs that memory no longer holds.
     log_reads: VecDeque<LogRead>,
+    /// Chunks of snapshot files to send.
+    snapshot_reads: VecDeque<SnapshotRead>,
 }
 
 /// A read of the log on disk the core asks for: whole records from
@@ -144,8 +166,13 @@ const LOG_READ_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadPurpose {
     /// Records from `next_index` on, for an `Append` to `to`. The read
-    /// starts at the record before when it is on disk, for its epoch.
-    Append { to: NodeId, next_index: u64 },
+    /// starts at the record before when it is on disk, for its epoch;
+    /// otherwise that epoch is known (the compaction point's).
+    Append {
+        to: NodeId,
+        next_index: u64,
+        epoch_before: Option<u64>,
+    },
     /// Records from `from_index` on, for a `FetchReply` to `to`.
     Fetch { to: NodeId, from_index: u64 },
 }
@@ -249,6 +276,9 @@ pub struct Node {
     read_in_flight: bool,
     /// The leadership losses the driver has voided held replies for.
     voided_leadership_losses: u64,
+    snapshots: snapshot::Snapshots,
+    /// Snapshots on their way to other nodes.
+    outgoing: BTreeMap<NodeId, transfer::Outgoing>,
 }
 
 impl Node {
@@ -280,12 +310,15 @@ impl Node {
             phase: turn::Phase::Idle,
             read_in_flight: false,
             voided_leadership_losses: 0,
+            snapshots: snapshot::Snapshots::default(),
+            outgoing: BTreeMap::new(),
         }
     }
 
     /// Takes one record read back from the log at start-up. Records up to
     /// the highest commit marker seen are applied; the rest wait for a leader.
     pub fn replay(&mut self, entry: &Entry<'_>) {
+        self.note_log_bytes(crate::log::encoded_len(entry));
         self.log.append(entry);
         self.log.mark_replayed();
         self.replay_commit_hint = self.replay_commit_hint.max(entry.commit);
@@ -340,6 +373,7 @@ impl Node {
             Request::Role => {
                 replies.push(Reply::Role(self.role_reply()), Gate::OPEN, self.released())
             }
+            Request::Snapshot => return self.request_snapshot(replies),
             Request::Quit => return Flow::Close,
         }
         Flow::Continue
@@ -498,6 +532,7 @@ impl Node {
             leader: self.known_leader(),
             epoch: self.promised_epoch,
             commit_index: self.commit_index,
+            snapshot_index: self.snapshots.newest.index,
         }
     }
 
@@ -665,6 +700,9 @@ mod tests {
         pub messages: Vec<(NodeId, Envelope)>,
         pub persisted_epoch: Option<u64>,
         pub voided: bool,
+        pub snapshot_bytes: Vec<u8>,
+        pub snapshot_finished: Option<SnapshotSummary>,
+        pub compacted_through: Option<u64>,
     }
 
     /// Ends the turn through the turn contract (no log reads expected).
@@ -674,6 +712,8 @@ mod tests {
             match step {
                 Step::PersistEpoch(epoch) => output.persisted_epoch = Some(epoch),
                 Step::ReadLog(read) => panic!("unexpected log read {read:?}"),
+                Step::ReadSnapshot(read) => panic!("unexpected snapshot read {read:?}"),
+                Step::AbortSnapshot => output.snapshot_bytes.clear(),
                 Step::ArmTimers(_) => {}
                 Step::Send(messages) => output.messages.extend(messages),
                 Step::WriteLog => {
@@ -683,6 +723,10 @@ mod tests {
                 }
                 Step::VoidHeldReplies => output.voided = true,
                 Step::Release(_) => {}
+                Step::BeginSnapshot { .. } => output.snapshot_bytes.clear(),
+                Step::WriteSnapshot(bytes) => output.snapshot_bytes.extend(bytes),
+                Step::FinishSnapshot(summary) => output.snapshot_finished = Some(summary),
+                Step::CompactLog(through) => output.compacted_through = Some(through),
             }
         }
         output

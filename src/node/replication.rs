@@ -15,6 +15,7 @@
 use std::net::SocketAddr;
 
 use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
+use super::transfer::Chunk;
 use super::{
     LOG_READ_BYTES, LogPosition, LogRead, Node, Peer, PendingAck, ReadPurpose, Role, TimerKind,
 };
@@ -41,6 +42,11 @@ pub(super) struct Progress {
 }
 
 impl Progress {
+    /// The follower's log matches the leader's, durably, up to here.
+    pub(super) fn match_index(&self) -> u64 {
+        self.match_index
+    }
+
     pub(super) fn new(next_index: u64) -> Self {
         Progress {
             next_index,
@@ -110,6 +116,26 @@ impl Node {
                 match_index,
                 round,
             } => self.on_ack(from, epoch, success, match_index, round, now_ms),
+            Message::InstallSnapshot {
+                index,
+                epoch: snapshot_epoch,
+                total_bytes,
+                offset,
+                bytes,
+            } => {
+                let chunk = Chunk {
+                    index,
+                    epoch: snapshot_epoch,
+                    total_bytes,
+                    offset,
+                    bytes,
+                };
+                self.on_install_snapshot(from, epoch, chunk, now_ms)
+            }
+            Message::SnapshotAck {
+                index,
+                received_bytes,
+            } => self.on_snapshot_ack(from, epoch, index, received_bytes),
         }
     }
 
@@ -132,6 +158,7 @@ impl Node {
             progress.next_index = progress.match_index + 1;
             self.send_heartbeat_to(id);
         }
+        self.resend_unacknowledged(id);
     }
 
     /// The connection to peer `id` is gone.
@@ -168,6 +195,7 @@ impl Node {
                 self.confirmed_round = self.sent_round;
             }
         }
+        self.pump_transfers();
     }
 
     fn on_heartbeat_timer(&mut self, now_ms: u64) {
@@ -250,17 +278,50 @@ impl Node {
             return;
         }
         let prev_index = progress.next_index - 1;
+        if progress.next_index <= self.snapshots.compacted_through
+            && progress.next_index < self.log.first_index()
+        {
+            // Neither memory nor the disk holds what it lacks: it gets the
+            // snapshot, and meanwhile heartbeats that check no position.
+            let heartbeat_due = heartbeat || round_due;
+            if heartbeat_due {
+                progress.sent_round = round;
+            }
+            let commit_index = self.commit_index;
+            self.send_snapshot_to(id);
+            if heartbeat {
+                self.transfer_heartbeat(id);
+            }
+            if heartbeat_due {
+                let message = Message::Append {
+                    prev_index: 0,
+                    prev_epoch: 0,
+                    commit_index,
+                    round,
+                    records: Vec::new(),
+                };
+                self.send(id, message);
+            }
+            return;
+        }
         if progress.next_index < self.log.first_index() {
             // Memory no longer holds what this follower lacks: read it back,
             // from the record before when the disk has it (for its epoch).
             if !progress.reading {
                 progress.reading = true;
+                let compacted = self.snapshots.compacted_through;
+                let (from_index, epoch_before) = if prev_index > compacted || prev_index == 0 {
+                    (prev_index.max(1), (prev_index == 0).then_some(0))
+                } else {
+                    (progress.next_index, Some(self.snapshots.compacted_epoch))
+                };
                 let purpose = ReadPurpose::Append {
                     to: id,
                     next_index: progress.next_index,
+                    epoch_before,
                 };
                 self.outbox.log_reads.push_back(LogRead {
-                    from_index: prev_index.max(1),
+                    from_index,
                     max_bytes: LOG_READ_BYTES,
                     purpose,
                 });
@@ -296,9 +357,13 @@ impl Node {
     pub fn on_log_read(&mut self, read: LogRead, bytes: &[u8]) {
         assert!(self.read_in_flight, "a log read answers a Step::ReadLog");
         self.read_in_flight = false;
-        let (from_index, budget) = match read.purpose {
-            ReadPurpose::Append { next_index, .. } => (next_index, MAX_APPEND_RECORDS_BYTES),
-            ReadPurpose::Fetch { from_index, .. } => (from_index, MAX_FRAME_RECORDS_BYTES),
+        let (from_index, budget, epoch_before) = match read.purpose {
+            ReadPurpose::Append {
+                next_index,
+                epoch_before,
+                ..
+            } => (next_index, MAX_APPEND_RECORDS_BYTES, epoch_before),
+            ReadPurpose::Fetch { from_index, .. } => (from_index, MAX_FRAME_RECORDS_BYTES, None),
         };
         // Only evicted records come from the disk: from the first record in
         // memory on, the disk may still hold records memory has replaced.
@@ -307,6 +372,7 @@ impl Node {
             from_index,
             stop_index: self.log.first_index(),
             budget,
+            epoch_before: epoch_before.unwrap_or(0),
         };
         let Some(found) = records_in(bytes, wanted) else {
             crate::status!(
@@ -316,7 +382,7 @@ impl Node {
             return self.release_read(read);
         };
         match read.purpose {
-            ReadPurpose::Append { to, next_index } => self.append_read(to, next_index, found),
+            ReadPurpose::Append { to, next_index, .. } => self.append_read(to, next_index, found),
             ReadPurpose::Fetch { to, from_index } => {
                 let records = found.records;
                 self.send(
@@ -375,16 +441,7 @@ impl Node {
             };
             return self.send(from, reply);
         }
-        if epoch > self.promised_epoch {
-            self.promise(epoch);
-        }
-        if !matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from) {
-            if !matches!(self.role, Role::Follower { .. }) {
-                self.step_down(now_ms);
-            }
-            self.role = Role::Follower { leader: Some(from) };
-        }
-        self.last_heard_ms = now_ms;
+        self.follow(from, epoch, now_ms);
         let Some(matched_index) = self.accept_append(&append, records) else {
             let hint = self.commit_index.min(self.log.last_index());
             let reply = Message::Ack {
@@ -397,6 +454,21 @@ impl Node {
         self.advance_commit(append.commit_index.min(matched_index));
         self.queue_ack(from, matched_index, append.round);
         self.maybe_take_over(append.commit_index, now_ms);
+    }
+
+    /// A message of `epoch` (at least the promised one) from the leader
+    /// `from`: promise its epoch if it is newer, and follow it.
+    pub(super) fn follow(&mut self, from: NodeId, epoch: u64, now_ms: u64) {
+        if epoch > self.promised_epoch {
+            self.promise(epoch);
+        }
+        if !matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from) {
+            if !matches!(self.role, Role::Follower { .. }) {
+                self.step_down(now_ms);
+            }
+            self.role = Role::Follower { leader: Some(from) };
+        }
+        self.last_heard_ms = now_ms;
     }
 
     /// Checks log matching and appends; returns the index up to which this
@@ -450,7 +522,7 @@ impl Node {
     }
 
     /// Acknowledges `matched_index` to the leader once it is durable.
-    fn queue_ack(&mut self, leader: NodeId, matched_index: u64, round: u64) {
+    pub(super) fn queue_ack(&mut self, leader: NodeId, matched_index: u64, round: u64) {
         self.pending_ack = Some(PendingAck {
             leader,
             matched_index,
@@ -522,6 +594,8 @@ impl Node {
             progress.match_index = progress.match_index.max(match_index);
             progress.next_index = progress.next_index.max(progress.match_index + 1);
             progress.acked_round = progress.acked_round.max(round);
+            let matched = progress.match_index;
+            self.snapshot_delivered(from, matched);
         } else {
             // Resend from where the follower's log is known to match.
             progress.next_index = match_index + 1;
@@ -576,6 +650,9 @@ struct RecordsWanted {
     stop_index: u64,
     /// Bytes of records, at most (but at least one record).
     budget: usize,
+    /// The epoch of record `first_index - 1`, when the read starts at the
+    /// first record wanted.
+    epoch_before: u64,
 }
 
 /// Decodes the records in `bytes` and returns those wanted. `None` when
@@ -584,7 +661,7 @@ struct RecordsWanted {
 fn records_in(bytes: &[u8], wanted: RecordsWanted) -> Option<FoundRecords> {
     let mut rest = bytes;
     let mut index = wanted.first_index;
-    let mut epoch_before = 0;
+    let mut epoch_before = wanted.epoch_before;
     let mut found: Option<FoundRecords> = None;
     while index < wanted.stop_index
         && let Ok((entry, used)) = log::decode(rest)
@@ -726,6 +803,7 @@ mod tests {
             from_index,
             stop_index,
             budget,
+            epoch_before: 0,
         }
     }
 
@@ -738,6 +816,18 @@ mod tests {
         assert_eq!(found.records, bytes[2 * one..]);
         let from_start = records_in(&bytes, wanted(1, 1, u64::MAX, usize::MAX)).unwrap();
         assert_eq!(from_start.epoch_before, 0, "there is no record 0");
+        // A read that starts at the record wanted takes the epoch it is given
+        // (the record before is in a snapshot).
+        let after_snapshot = RecordsWanted {
+            epoch_before: 7,
+            ..wanted(3, 3, u64::MAX, usize::MAX)
+        };
+        assert_eq!(
+            records_in(&bytes[2 * one..], after_snapshot)
+                .unwrap()
+                .epoch_before,
+            7
+        );
     }
 
     #[test]

@@ -16,14 +16,16 @@
 //! 3. the log write: cut, append, start the fdatasync;
 //! 4. step 2 again, for what durability produced (a follower's Acks);
 //! 5. if the node stopped leading, its held replies are void;
-//! 6. release the replies the core lets out.
+//! 6. release the replies the core lets out;
+//! 7. snapshot work: the next slice of the store's image for the snapshot
+//!    file, finishing it, and removing the log a durable snapshot covers.
 //!
 //! Invariants the core asserts: a driver reports a log write before asking
 //! for the next step, and hands over the records of a log read before asking
 //! for the next one.
 
 use super::message::{Envelope, NodeId};
-use super::{Gate, LogRead, Node, TimerKind};
+use super::{Gate, LogRead, Node, SnapshotRead, SnapshotSummary, TimerKind};
 
 /// One thing the driver must do now.
 #[derive(Debug)]
@@ -33,6 +35,9 @@ pub enum Step {
     /// Read whole log records from `from_index` on and hand them to
     /// [`Node::on_log_read`].
     ReadLog(LogRead),
+    /// Read part of a snapshot file and hand it to [`Node::on_snapshot_read`]
+    /// (`None` if that snapshot no longer exists).
+    ReadSnapshot(SnapshotRead),
     /// Arm these timers; each replaces the previous deadline of its kind.
     ArmTimers(Vec<(TimerKind, u64)>),
     /// Send these peer messages, in order.
@@ -45,6 +50,22 @@ pub enum Step {
     VoidHeldReplies,
     /// Write every held reply whose gate is within this one.
     Release(Gate),
+    /// Start writing the snapshot file of the store as of `index` (a
+    /// temporary file until it is finished).
+    BeginSnapshot { index: u64, epoch: u64 },
+    /// Append these bytes to the snapshot file being written; report them
+    /// with [`Node::on_snapshot_written`] once written.
+    WriteSnapshot(Vec<u8>),
+    /// Every byte of the snapshot was handed out: make the file durable
+    /// (fsync, rename to its final name, fsync the directory) and report
+    /// with [`Node::on_snapshot_done`]. A failure at any point after
+    /// `BeginSnapshot` is reported there too, after removing the file.
+    FinishSnapshot(SnapshotSummary),
+    /// Abandon the snapshot file being written: remove it. (No
+    /// `on_snapshot_done` follows.)
+    AbortSnapshot,
+    /// The log up to this index is covered by a durable snapshot: remove it.
+    CompactLog(u64),
 }
 
 /// How the driver carried out [`Step::WriteLog`].
@@ -73,6 +94,8 @@ pub(super) enum Phase {
     AfterWrite,
     Void,
     Release,
+    /// Snapshot work: after the replies, so encoding never delays them.
+    Snapshot,
     Done,
 }
 
@@ -118,9 +141,14 @@ impl Node {
                     }
                 }
                 Phase::Release => {
-                    self.phase = Phase::Done;
+                    self.phase = Phase::Snapshot;
+                    self.plan_snapshot_work();
                     return Some(Step::Release(self.released()));
                 }
+                Phase::Snapshot => match self.snapshots.steps.pop_front() {
+                    Some(step) => return Some(step),
+                    None => self.phase = Phase::Done,
+                },
                 Phase::Done => {
                     self.phase = Phase::Idle;
                     return None;
@@ -138,6 +166,10 @@ impl Node {
         if let Some(read) = self.outbox.log_reads.pop_front() {
             self.read_in_flight = true;
             return Some(Step::ReadLog(read));
+        }
+        if let Some(read) = self.outbox.snapshot_reads.pop_front() {
+            self.read_in_flight = true;
+            return Some(Step::ReadSnapshot(read));
         }
         if !self.outbox.timers.is_empty() {
             return Some(Step::ArmTimers(std::mem::take(&mut self.outbox.timers)));
@@ -160,6 +192,11 @@ impl Node {
             return;
         }
         let last_index = self.log.last_index();
+        let written_bytes = self
+            .log
+            .pending_write()
+            .map_or(0, |write| write.bytes.len());
+        self.note_log_bytes(written_bytes);
         self.log.mark_handed_off();
         if outcome == LogWriteOutcome::Released {
             self.on_log_released(last_index);
@@ -181,6 +218,8 @@ mod tests {
             names.push(match step {
                 Step::PersistEpoch(_) => "persist",
                 Step::ReadLog(_) => "read",
+                Step::ReadSnapshot(_) => "read snapshot",
+                Step::AbortSnapshot => "abort snapshot",
                 Step::ArmTimers(_) => "timers",
                 Step::Send(_) => "send",
                 Step::WriteLog => {
@@ -189,6 +228,10 @@ mod tests {
                 }
                 Step::VoidHeldReplies => "void",
                 Step::Release(_) => "release",
+                Step::BeginSnapshot { .. } => "begin snapshot",
+                Step::WriteSnapshot(_) => "write snapshot",
+                Step::FinishSnapshot(_) => "finish snapshot",
+                Step::CompactLog(_) => "compact",
             });
         }
         names

@@ -51,8 +51,11 @@ pub enum Request<'buf> {
         key: &'buf [u8],
     },
     Ping,
-    /// This node's role, the leader it knows, its epoch and commit index.
+    /// This node's role, the leader it knows, its epoch, commit index and
+    /// newest snapshot's index.
     Role,
+    /// Take a snapshot now (or join the one running); answered once durable.
+    Snapshot,
     Quit,
 }
 
@@ -116,6 +119,8 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
         no_arguments(arguments, "PING").map(|()| Request::Ping)
     } else if command.eq_ignore_ascii_case(b"ROLE") {
         no_arguments(arguments, "ROLE").map(|()| Request::Role)
+    } else if command.eq_ignore_ascii_case(b"SNAPSHOT") {
+        no_arguments(arguments, "SNAPSHOT").map(|()| Request::Snapshot)
     } else if command.eq_ignore_ascii_case(b"QUIT") {
         no_arguments(arguments, "QUIT").map(|()| Request::Quit)
     } else if PEER_COMMANDS

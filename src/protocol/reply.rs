@@ -18,6 +18,10 @@ pub enum Reply<'a> {
     NotLeader(Option<(u64, SocketAddr)>),
     Error(ErrorReply),
     Role(RoleReply),
+    /// A snapshot is durable: `OK <index>`.
+    Snapshot(u64),
+    /// `ERR snapshot failed: <reason>`.
+    SnapshotFailed(&'a str),
 }
 
 /// The answer to `ROLE`.
@@ -27,6 +31,8 @@ pub struct RoleReply {
     pub leader: Option<u64>,
     pub epoch: u64,
     pub commit_index: u64,
+    /// The newest durable snapshot's index (0: none).
+    pub snapshot_index: u64,
 }
 
 /// The reasons behind `ERR <reason>`.
@@ -96,9 +102,15 @@ impl Reply<'_> {
                 let leader = role.leader.map_or(-1, |id| id as i128);
                 let _ = writeln!(
                     out,
-                    "{} {leader} {} {}",
-                    role.role, role.epoch, role.commit_index
+                    "{} {leader} {} {} {}",
+                    role.role, role.epoch, role.commit_index, role.snapshot_index
                 );
+            }
+            Reply::Snapshot(index) => {
+                let _ = writeln!(out, "OK {index}");
+            }
+            Reply::SnapshotFailed(reason) => {
+                let _ = writeln!(out, "ERR snapshot failed: {reason}");
             }
         }
     }
@@ -136,8 +148,14 @@ mod tests {
             leader: None,
             epoch: 4,
             commit_index: 9,
+            snapshot_index: 7,
         };
-        assert_eq!(encoded(Reply::Role(role)), b"follower -1 4 9\n");
+        assert_eq!(encoded(Reply::Role(role)), b"follower -1 4 9 7\n");
+        assert_eq!(encoded(Reply::Snapshot(12)), b"OK 12\n");
+        assert_eq!(
+            encoded(Reply::SnapshotFailed("No space left on device")),
+            b"ERR snapshot failed: No space left on device\n"
+        );
         assert_eq!(
             encoded(Reply::Error(ErrorReply::LineTooLong { max_line_bytes: 8 })),
             b"ERR line too long (limit 8 bytes)\n"

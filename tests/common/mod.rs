@@ -129,8 +129,14 @@ impl ServerProcess {
         Connection::open(self.address)
     }
 
+    /// The first log segment (the whole log while it is small).
     pub fn log_path(&self) -> PathBuf {
-        self.data_dir.join("kvstore.log")
+        self.data_dir.join(kvstore::log::segment_file_name(1))
+    }
+
+    /// Bytes of every log segment in the data dir.
+    pub fn log_bytes(&self) -> u64 {
+        data_dir_bytes(&self.data_dir, "log-")
     }
 
     /// SIGTERM, then waits for a clean exit and its "log synced" line.
@@ -212,6 +218,19 @@ fn server_args(port: u16, data_dir: &Path, extra_args: &[&str]) -> Vec<std::ffi:
     ];
     args.extend(extra_args.iter().map(Into::into));
     args
+}
+
+/// Bytes of the files in `dir` whose names start with `prefix`.
+pub fn data_dir_bytes(dir: &Path, prefix: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(prefix))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
 }
 
 /// A port that was free a moment ago (bind port 0, read it, let it go).

@@ -37,6 +37,9 @@ pub enum ViolationKind {
     BadDisk,
     /// A promised epoch went backwards, or a peer frame did not round-trip.
     Protocol,
+    /// A published snapshot is not the committed store as of its index,
+    /// or does not load.
+    BadSnapshot,
     /// The core panicked (an assertion inside it caught the damage).
     CorePanicked,
 }

@@ -68,10 +68,12 @@ use kvstore::config::{FollowerReads, Replication};
 use kvstore::log;
 use kvstore::node::message::{decode_frame, encode_frame};
 use kvstore::node::{
-    Envelope, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue, Step,
-    TimerKind,
+    Envelope, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue,
+    SnapshotPoint, Step, TimerKind,
 };
 use kvstore::protocol::{self, ErrorReply, Reply, Request};
+use kvstore::snapshot::{Decoder, Summary};
+use kvstore::store::{Store, StoredPair};
 
 use super::checks::{
     CommittedLog, Failure, StoreImage, Violation, ViolationKind, apply_record, describe_image,
@@ -103,6 +105,7 @@ pub struct Options {
     pub keys: usize,
     pub follower_reads: FollowerReads,
     pub unsafe_skip_log_adoption: bool,
+    pub unsafe_compact_before_snapshot_is_durable: bool,
     /// How long faults are injected (virtual ms) before everything heals.
     pub chaos_ms: u64,
     /// Print every trace line as it happens.
@@ -117,6 +120,7 @@ impl Options {
             keys: 4,
             follower_reads: FollowerReads::Local,
             unsafe_skip_log_adoption: false,
+            unsafe_compact_before_snapshot_is_durable: false,
             chaos_ms: 5000,
             print_trace: false,
         }
@@ -130,6 +134,9 @@ impl Options {
         }
         if self.unsafe_skip_log_adoption {
             env.push_str(" KVSTORE_SIM_UNSAFE_SKIP_LOG_ADOPTION=1");
+        }
+        if self.unsafe_compact_before_snapshot_is_durable {
+            env.push_str(" KVSTORE_SIM_UNSAFE_EARLY_COMPACTION=1");
         }
         if self.clients != Options::new(self.nodes).clients {
             let _ = write!(env, " KVSTORE_SIM_CLIENTS={}", self.clients);
@@ -169,6 +176,12 @@ pub struct Stats {
     pub reactor_cuts: u64,
     pub messages: u64,
     pub committed: u64,
+    pub snapshots_started: u64,
+    pub snapshots_published: u64,
+    /// Logs reset by a node installing a snapshot it was sent.
+    pub log_resets: u64,
+    /// `InstallSnapshot` messages sent.
+    pub snapshot_chunks: u64,
 }
 
 /// Runs one seed to its end; a failed check comes back as a `Violation`
@@ -241,6 +254,22 @@ enum Event {
         last_index: u64,
         sync: u64,
     },
+    /// The snapshot writer wrote `bytes` of the node's snapshot file.
+    SnapshotWritten {
+        node: NodeId,
+        incarnation: u64,
+        attempt: u64,
+        bytes: usize,
+    },
+    /// The snapshot writer published (fsync, rename) or gave up on the
+    /// node's snapshot file.
+    SnapshotDone {
+        node: NodeId,
+        incarnation: u64,
+        attempt: u64,
+        index: u64,
+        published: bool,
+    },
     /// `node`'s connection to `peer` broke.
     PeerDown {
         node: NodeId,
@@ -304,6 +333,8 @@ impl Event {
             Event::Timer { node, .. }
             | Event::EndTurn { node, .. }
             | Event::Released { node, .. }
+            | Event::SnapshotWritten { node, .. }
+            | Event::SnapshotDone { node, .. }
             | Event::PeerDown { node, .. }
             | Event::Dial { node, .. } => Some(*node),
             Event::Request { conn, .. } => conns.get(conn).map(|conn| conn.node),
@@ -377,15 +408,23 @@ struct SimNode {
     slow_disk_until: u64,
     /// Committed records of this incarnation already checked.
     checked_commit: u64,
+    /// Numbers the snapshot files this node's writer started.
+    snapshot_attempt: u64,
+    /// The current snapshot file will fail after this many more writes
+    /// (a full disk); `None`: it will not.
+    snapshot_fails_after: Option<u64>,
+    /// The current snapshot file failed; its outcome is on its way.
+    snapshot_failed: bool,
 }
 
-/// A sync the reactor's disk runs: it covers the first `length` bytes of
-/// the file (what was written when it began) and reports `index`.
+/// A sync the reactor's disk runs: it covers the log up to `position`
+/// (what was written when it began, see `Disk::position`) and reports
+/// `index`.
 #[derive(Debug, Clone, Copy)]
 struct SyncInFlight {
     sync: u64,
     index: u64,
-    length: usize,
+    position: usize,
 }
 
 /// A client's connection to a node, with its reply queue.
@@ -466,6 +505,9 @@ impl World {
                 acks_checked: 0,
                 slow_disk_until: 0,
                 checked_commit: 0,
+                snapshot_attempt: 0,
+                snapshot_fails_after: None,
+                snapshot_failed: false,
             })
             .collect();
         let clients = (0..options.clients)
@@ -636,7 +678,7 @@ impl World {
                 if sim.reactor_syncs {
                     match sim.sync_in_flight {
                         Some(in_flight) if in_flight.sync == sync => {
-                            sim.disk.sync_to(in_flight.length);
+                            sim.disk.sync_to(in_flight.position);
                         }
                         // Waited out before a truncation: already done.
                         _ => return Ok(()),
@@ -683,6 +725,26 @@ impl World {
                 }
                 self.input_taken(node)
             }
+            Event::SnapshotWritten {
+                node,
+                incarnation,
+                attempt,
+                bytes,
+            } => {
+                let sim = self.node(node);
+                if sim.incarnation != incarnation || sim.snapshot_attempt != attempt {
+                    return Ok(());
+                }
+                self.core_mut(node).on_snapshot_written(bytes);
+                self.input_taken(node)
+            }
+            Event::SnapshotDone {
+                node,
+                incarnation,
+                attempt,
+                index,
+                published,
+            } => self.snapshot_done(node, incarnation, attempt, index, published),
             Event::PeerDown {
                 node,
                 incarnation,
@@ -785,9 +847,43 @@ impl World {
             } else {
                 kvstore::config::DEFAULT_LOG_MEMORY_BYTES
             },
+            // A third of the runs take no snapshots; the others take them
+            // often, so they meet crashes, failovers and lagging followers.
+            snapshot_log_bytes: match self.seed % 3 {
+                0 => 0,
+                1 => 512,
+                _ => 4 * 1024,
+            },
             unsafe_skip_log_adoption: self.options.unsafe_skip_log_adoption,
+            unsafe_compact_before_snapshot_is_durable: self
+                .options
+                .unsafe_compact_before_snapshot_is_durable,
         };
         let mut core = Node::new(config);
+        let log_start = reopened.first_index;
+        let covered = reopened
+            .snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.index);
+        if log_start > covered + 1 {
+            return fail(
+                ViolationKind::BadDisk,
+                format!(
+                    "node {id} restarts with a log from index {log_start} but a snapshot only \
+                     through {covered}: records are lost"
+                ),
+            );
+        }
+        if let Some(snapshot) = &reopened.snapshot {
+            let (store, summary) = load_snapshot(&snapshot.bytes)
+                .or_else(|error| fail(ViolationKind::BadSnapshot, format!("node {id}: {error}")))?;
+            let point = SnapshotPoint {
+                index: summary.index,
+                epoch: summary.epoch,
+                file_bytes: summary.file_bytes,
+            };
+            core.restore_snapshot(point, store);
+        }
         for record in &reopened.records {
             let (entry, _) = log::decode(record).expect("reopen checked every record");
             core.replay(&entry);
@@ -797,11 +893,15 @@ impl World {
         core.start(self.now);
         let records = reopened.records.len();
         let torn = reopened.torn_bytes;
+        let snapshot_index = reopened
+            .snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.index);
         let reactor_syncs = self.node(id).reactor_syncs;
         self.trace(|| {
             format!(
-                "n{id} starts (incarnation {incarnation}): {records} records replayed, \
-                 {torn} torn bytes cut, epoch {persisted}, {} disk",
+                "n{id} starts (incarnation {incarnation}): snapshot {snapshot_index}, {records} \
+                 records replayed, {torn} torn bytes cut, epoch {persisted}, {} disk",
                 if reactor_syncs {
                     "reactor's"
                 } else {
@@ -811,10 +911,11 @@ impl World {
         });
         let sim = self.node_mut(id);
         sim.core = Some(core);
+        // What the snapshot covers was checked when it was published.
+        sim.checked_commit = snapshot_index;
         sim.syncing = false;
         sim.sync_in_flight = None;
         sim.sync_queued = None;
-        sim.checked_commit = 0;
         sim.turn_pending = false;
         sim.acks_checked = 0;
         for peer in self.ids() {
@@ -899,6 +1000,13 @@ impl World {
             .collect();
         let sim = &self.nodes[(id - 1) as usize];
         for (to, epoch, match_index) in acks {
+            if let Some(snapshot) = sim.disk.snapshot()
+                && match_index <= snapshot.index
+            {
+                // A durable snapshot holds the committed state through it.
+                self.check_ack_of_snapshot(id, to, epoch, match_index)?;
+                continue;
+            }
             let durable = sim.disk.durable_record(match_index);
             let record = sim.record(match_index);
             if durable != record {
@@ -936,6 +1044,46 @@ impl World {
         Ok(())
     }
 
+    /// An Ack of an index a durable snapshot covers: at the snapshot's own
+    /// index, the leader's record there must have the snapshot's epoch.
+    fn check_ack_of_snapshot(
+        &self,
+        id: NodeId,
+        to: NodeId,
+        epoch: u64,
+        match_index: u64,
+    ) -> Result<(), Failure> {
+        let snapshot = self
+            .node(id)
+            .disk
+            .snapshot()
+            .expect("checked by the caller");
+        if match_index != snapshot.index {
+            return Ok(());
+        }
+        let leader_record = (self.leaders.get(&epoch) == Some(&to))
+            .then(|| self.node(to).core.as_ref())
+            .flatten()
+            .filter(|leader| leader.leading_epoch() == Some(epoch))
+            .and_then(|leader| leader.record(match_index));
+        let Some(leader_record) = leader_record else {
+            return Ok(());
+        };
+        let (entry, _) = log::decode(leader_record).expect("records in memory decode");
+        if entry.epoch != snapshot.epoch {
+            return fail(
+                ViolationKind::Protocol,
+                format!(
+                    "node {id} tells node {to}, leader of epoch {epoch}, that it holds its log \
+                     through {match_index} by a snapshot of epoch {}, but the leader has {}",
+                    snapshot.epoch,
+                    describe_record(leader_record)
+                ),
+            );
+        }
+        Ok(())
+    }
+
     /// The end of a turn: the core's steps, in the order it hands them out
     /// (`node::turn`), carried out as the reactor does (see the module doc).
     fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
@@ -943,6 +1091,13 @@ impl World {
             match step {
                 Step::PersistEpoch(epoch) => self.persist_epoch(id, epoch)?,
                 Step::ReadLog(read) => self.read_log(id, read),
+                Step::ReadSnapshot(read) => {
+                    let bytes =
+                        self.node(id)
+                            .disk
+                            .read_snapshot(read.index, read.offset, read.max_bytes);
+                    self.core_mut(id).on_snapshot_read(read, bytes.as_deref());
+                }
                 Step::ArmTimers(timers) => self.arm_timers(id, timers),
                 Step::Send(messages) => {
                     self.check_acks(id, &messages)?;
@@ -961,6 +1116,21 @@ impl World {
                     // committed.
                     self.observe(id)?;
                     self.release_replies(id, released);
+                }
+                Step::BeginSnapshot { index, epoch } => self.begin_snapshot(id, index, epoch),
+                Step::WriteSnapshot(bytes) => self.write_snapshot(id, &bytes)?,
+                Step::FinishSnapshot(summary) => self.finish_snapshot(id, summary.index),
+                Step::AbortSnapshot => {
+                    let sim = self.node_mut(id);
+                    sim.disk.abandon_snapshot();
+                    // Its outcome will not be reported.
+                    sim.snapshot_attempt += 1;
+                    self.trace(|| format!("n{id} abandons its snapshot file"));
+                }
+                Step::CompactLog(through) => {
+                    self.node_mut(id).disk.compact_through(through);
+                    self.trace(|| format!("n{id} compacts its log through {through}"));
+                    self.maybe_crash_soon(id, 30);
                 }
             }
         }
@@ -1029,6 +1199,9 @@ impl World {
             return Ok(());
         }
         self.stats.messages += 1;
+        if let Message::InstallSnapshot { .. } = envelope.message {
+            self.stats.snapshot_chunks += 1;
+        }
         let mut frame = Vec::new();
         encode_frame(envelope, &mut frame);
         let now = self.now;
@@ -1105,6 +1278,10 @@ impl World {
         let truncate = write.truncate_after;
         let last_index = write.last_index;
         let bytes = write.bytes.len();
+        if let Some(base) = write.reset {
+            self.stats.log_resets += 1;
+            sim.disk.reset_after(base.index);
+        }
         if let Some(index) = truncate {
             sim.disk
                 .truncate_after(index)
@@ -1151,10 +1328,9 @@ impl World {
         let last_index = write.last_index;
         let bytes = write.bytes.len();
         let mut dropped = Vec::new();
-        if let Some(index) = truncate {
-            self.stats.reactor_cuts += 1;
+        if write.reset.is_some() || truncate.is_some() {
             if let Some(in_flight) = sim.sync_in_flight.take() {
-                sim.disk.sync_to(in_flight.length);
+                sim.disk.sync_to(in_flight.position);
                 dropped.push(in_flight.index);
             }
             if let Some(queued) = sim.sync_queued.take() {
@@ -1163,6 +1339,13 @@ impl World {
                 sim.disk.sync();
                 dropped.push(queued);
             }
+        }
+        if let Some(base) = write.reset {
+            self.stats.log_resets += 1;
+            sim.disk.reset_after(base.index);
+        }
+        if let Some(index) = truncate {
+            self.stats.reactor_cuts += 1;
             sim.disk
                 .truncate_after(index)
                 .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
@@ -1202,11 +1385,11 @@ impl World {
         let sim = &mut self.nodes[(id - 1) as usize];
         sim.syncs_started += 1;
         let sync = sim.syncs_started;
-        let length = sim.disk.len() as usize;
+        let position = sim.disk.position();
         sim.sync_in_flight = Some(SyncInFlight {
             sync,
             index,
-            length,
+            position,
         });
         let incarnation = sim.incarnation;
         // Now and then a slower sync, so that writes and cuts meet it.
@@ -1217,7 +1400,7 @@ impl World {
         } else {
             self.now + self.rng_disk.range(0, 5)
         };
-        self.trace(|| format!("n{id} sync #{sync} of {length} bytes for index {index} begins"));
+        self.trace(|| format!("n{id} sync #{sync} up to byte {position} for index {index} begins"));
         self.schedule(
             at,
             Event::SyncDone {
@@ -1227,6 +1410,167 @@ impl World {
                 sync,
             },
         );
+    }
+
+    /// The snapshotter starts a temporary file; now and then it is one
+    /// that a full disk will make fail part way.
+    fn begin_snapshot(&mut self, id: NodeId, index: u64, epoch: u64) {
+        let fails_after = self.rng_disk.chance(60).then(|| self.rng_disk.range(0, 4));
+        let sim = self.node_mut(id);
+        sim.snapshot_attempt += 1;
+        sim.snapshot_fails_after = fails_after;
+        sim.snapshot_failed = false;
+        sim.disk.begin_snapshot(index, epoch);
+        self.stats.snapshots_started += 1;
+        self.trace(|| {
+            format!("n{id} begins a snapshot of index {index} (fails after {fails_after:?} writes)")
+        });
+        self.maybe_crash_soon(id, 10);
+    }
+
+    fn write_snapshot(&mut self, id: NodeId, bytes: &[u8]) -> Result<(), Failure> {
+        let sim = self.node_mut(id);
+        if sim.snapshot_failed {
+            return Ok(());
+        }
+        match sim.snapshot_fails_after {
+            Some(0) => {
+                self.fail_snapshot(id);
+                return Ok(());
+            }
+            Some(writes) => sim.snapshot_fails_after = Some(writes - 1),
+            None => {}
+        }
+        sim.disk
+            .write_snapshot(bytes)
+            .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
+        let attempt = sim.snapshot_attempt;
+        let incarnation = sim.incarnation;
+        let at = self.now + self.rng_disk.range(0, 3);
+        self.schedule(
+            at,
+            Event::SnapshotWritten {
+                node: id,
+                incarnation,
+                attempt,
+                bytes: bytes.len(),
+            },
+        );
+        Ok(())
+    }
+
+    /// The disk is full: the file is removed and the failure reported.
+    fn fail_snapshot(&mut self, id: NodeId) {
+        let sim = self.node_mut(id);
+        sim.snapshot_failed = true;
+        sim.snapshot_fails_after = None;
+        sim.disk.abandon_snapshot();
+        let (attempt, incarnation) = (sim.snapshot_attempt, sim.incarnation);
+        let at = self.now + self.rng_disk.range(0, 3);
+        self.schedule(
+            at,
+            Event::SnapshotDone {
+                node: id,
+                incarnation,
+                attempt,
+                index: 0,
+                published: false,
+            },
+        );
+    }
+
+    /// fsync, rename, fsync the directory: a few milliseconds later the
+    /// snapshot is published (or the fsync finds the disk full).
+    fn finish_snapshot(&mut self, id: NodeId, index: u64) {
+        let sim = self.node(id);
+        if sim.snapshot_failed {
+            return;
+        }
+        if sim.snapshot_fails_after.is_some() {
+            return self.fail_snapshot(id);
+        }
+        let (attempt, incarnation) = (sim.snapshot_attempt, sim.incarnation);
+        let at = self.now + self.rng_disk.range(1, 30);
+        self.schedule(
+            at,
+            Event::SnapshotDone {
+                node: id,
+                incarnation,
+                attempt,
+                index,
+                published: true,
+            },
+        );
+    }
+
+    /// The snapshot writer's outcome reaches the node. A published
+    /// snapshot must be exactly the committed store as of its index.
+    fn snapshot_done(
+        &mut self,
+        id: NodeId,
+        incarnation: u64,
+        attempt: u64,
+        index: u64,
+        published: bool,
+    ) -> Result<(), Failure> {
+        let sim = self.node(id);
+        if sim.incarnation != incarnation || sim.snapshot_attempt != attempt {
+            return Ok(());
+        }
+        if !published {
+            self.node_mut(id).disk.abandon_snapshot();
+            self.trace(|| format!("n{id}'s snapshot failed (a full disk)"));
+            self.core_mut(id)
+                .on_snapshot_done(Err("simulated full disk".to_string()));
+            return self.input_taken(id);
+        }
+        let file_bytes = self
+            .node_mut(id)
+            .disk
+            .publish_snapshot(index)
+            .or_else(|error| fail(ViolationKind::BadDisk, format!("node {id}: {error}")))?;
+        self.check_snapshot(id)?;
+        self.stats.snapshots_published += 1;
+        self.trace(|| {
+            format!("n{id} published its snapshot of index {index} ({file_bytes} bytes)")
+        });
+        self.core_mut(id).on_snapshot_done(Ok(file_bytes));
+        self.maybe_crash_soon(id, 30);
+        self.input_taken(id)
+    }
+
+    /// The node's published snapshot decodes and holds exactly the
+    /// committed store as of its index.
+    fn check_snapshot(&self, id: NodeId) -> Result<(), Failure> {
+        let snapshot = self.node(id).disk.snapshot().expect("just published");
+        let (store, summary) = load_snapshot(&snapshot.bytes)
+            .or_else(|error| fail(ViolationKind::BadSnapshot, format!("node {id}: {error}")))?;
+        if summary.index != snapshot.index || summary.epoch != snapshot.epoch {
+            return fail(
+                ViolationKind::BadSnapshot,
+                format!(
+                    "node {id}'s snapshot file says index {} epoch {}",
+                    summary.index, summary.epoch
+                ),
+            );
+        }
+        let actual: StoreImage = store
+            .iter()
+            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+            .collect();
+        let expected = self.committed.image_at(snapshot.index);
+        if snapshot.index > self.committed.len() || actual != expected {
+            return fail(
+                ViolationKind::BadSnapshot,
+                format!(
+                    "node {id}'s snapshot of index {} holds {} but the committed log says {}",
+                    snapshot.index,
+                    describe_image(&actual),
+                    describe_image(&expected)
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// `refuse_held_replies`: a deposed leader's held replies are void.
@@ -1383,7 +1727,9 @@ impl World {
                 ),
             );
         }
-        for index in sim.checked_commit + 1..=commit {
+        // What a durable snapshot covers was checked when it was published.
+        let floor = sim.checked_commit.max(sim.disk.snapshot_index());
+        for index in floor + 1..=commit {
             let Some(record) = sim.record(index) else {
                 return fail(
                     ViolationKind::CommittedLogDiverged,
@@ -1435,7 +1781,9 @@ impl World {
         let holders: Vec<NodeId> = self
             .nodes
             .iter()
-            .filter(|sim| sim.disk.durable_record(index) == Some(record))
+            .filter(|sim| {
+                sim.disk.durable_record(index) == Some(record) || sim.disk.snapshot_index() >= index
+            })
             .map(|sim| sim.id)
             .collect();
         if holders.len() < self.options.nodes / 2 + 1 {
@@ -2116,7 +2464,9 @@ impl World {
                 ));
             }
             for index in 1..=last {
-                if sim.record(index) != leader_sim.record(index) {
+                // Where either has only a snapshot, its store is compared below.
+                let (theirs, leaders) = (sim.record(index), leader_sim.record(index));
+                if theirs.is_some() && leaders.is_some() && theirs != leaders {
                     return Err(format!(
                         "node {} and the leader differ at committed index {index}",
                         sim.id
@@ -2181,6 +2531,24 @@ impl World {
     }
 }
 
+/// Decodes a snapshot file into a store, as start-up loads one.
+fn load_snapshot(bytes: &[u8]) -> Result<(Store, Summary), String> {
+    let mut decoder = Decoder::new();
+    let mut store = Store::new();
+    let mut bad_pair = false;
+    decoder
+        .feed(bytes, |pair| match StoredPair::from_encoded(pair) {
+            Some(pair) => store.insert_loaded(pair),
+            None => bad_pair = true,
+        })
+        .map_err(|error| error.to_string())?;
+    if bad_pair {
+        return Err("a pair the format accepted does not make a stored pair".to_string());
+    }
+    let summary = decoder.finish().map_err(|error| error.to_string())?;
+    Ok((store, summary))
+}
+
 /// A peer message, briefly, for the trace.
 fn describe(envelope: &Envelope) -> String {
     let body = match &envelope.message {
@@ -2206,6 +2574,16 @@ fn describe(envelope: &Envelope) -> String {
             from_index,
             records,
         } => format!("FetchReply from={from_index} {} bytes", records.len()),
+        Message::InstallSnapshot {
+            index,
+            epoch,
+            total_bytes,
+            offset,
+            bytes,
+        } => format!(
+            "InstallSnapshot index={index} epoch={epoch} bytes {offset}..{} of {total_bytes}",
+            offset + bytes.len() as u64
+        ),
         other => format!("{other:?}"),
     };
     format!("[e{}] {body}", envelope.epoch)
