@@ -55,7 +55,7 @@ impl fmt::Display for StartupError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartupError::Log(error) => error.fmt(formatter),
-            StartupError::Snapshot(error) => write!(formatter, "{error}; refusing to start"),
+            StartupError::Snapshot(error) => error.fmt(formatter),
             StartupError::UnusableSnapshot {
                 error,
                 covered_index,

@@ -135,6 +135,8 @@ pub struct Server {
     snapshotter: Snapshotter,
     /// The snapshot being written: its index, pairs, and when it began.
     snapshot_summary: Option<crate::node::SnapshotSummary>,
+    /// The node sending the snapshot being written (None: our own).
+    snapshot_source: Option<NodeId>,
     /// Open snapshot files, for sending to nodes that lag: the newest and
     /// the one before (a transfer of it may still be under way).
     snapshot_files: BTreeMap<u64, File>,
@@ -214,6 +216,7 @@ impl Server {
             snapshotter,
             snapshot_summary: None,
             snapshot_files: BTreeMap::new(),
+            snapshot_source: None,
             snapshot_waiters: Vec::new(),
             timers: TimerWheel::new(0),
             node_timers: [None, None],
@@ -712,7 +715,10 @@ impl Server {
                 },
                 Step::VoidHeldReplies => self.refuse_held_replies(ErrorReply::LeadershipLost),
                 Step::Release(released) => self.release_replies(released),
-                Step::BeginSnapshot { index, .. } => self.snapshotter.begin(index),
+                Step::BeginSnapshot { index, from, .. } => {
+                    self.snapshot_source = from;
+                    self.snapshotter.begin(index);
+                }
                 Step::WriteSnapshot(bytes) => self.snapshotter.write(bytes),
                 Step::FinishSnapshot(summary) => {
                     self.snapshot_summary = Some(summary);
@@ -728,6 +734,9 @@ impl Server {
 
     /// Reads part of a snapshot file for a node that lags.
     fn read_snapshot_for_core(&mut self, read: SnapshotRead) {
+        if read.offset > 0 {
+            crate::failpoint::reached("snapshot-send");
+        }
         let mut buffer = std::mem::take(&mut self.read_buffer);
         let read_ok = self.snapshot_file(read.index).is_some_and(|file| {
             buffer.resize(read.max_bytes, 0);
@@ -788,9 +797,13 @@ impl Server {
                         .snapshot_summary
                         .take()
                         .map_or(0, |summary| summary.pairs);
+                    let source = match self.snapshot_source.take() {
+                        Some(node) => format!(" (sent by node {node})"),
+                        None => String::new(),
+                    };
                     crate::status!(
-                        "snapshot at index {index} is durable: {pairs} keys, {file_bytes} bytes, \
-                         written in {elapsed_ms} ms"
+                        "snapshot at index {index} is durable{source}: {pairs} keys, \
+                         {file_bytes} bytes, written in {elapsed_ms} ms"
                     );
                     let path = self.config.data_dir.join(snapshot::file_name(index));
                     if let Ok(file) = File::open(path) {
@@ -884,6 +897,7 @@ impl Server {
             self.syncer.wait_idle()?;
         }
         if let Some(base) = write.reset {
+            crate::failpoint::reached("log-reset");
             self.log.reset(Base {
                 index: base.index,
                 epoch: base.epoch,

@@ -361,9 +361,11 @@ impl Node {
         let (encoder, header) = Encoder::new(Header { index, epoch });
         let snapshots = &mut self.snapshots;
         snapshots.attempts += 1;
-        snapshots
-            .steps
-            .push_back(Step::BeginSnapshot { index, epoch });
+        snapshots.steps.push_back(Step::BeginSnapshot {
+            index,
+            epoch,
+            from: None,
+        });
         snapshots.unwritten_bytes += header.len();
         snapshots.steps.push_back(Step::WriteSnapshot(header));
         snapshots.task = Some(Task::Capturing {

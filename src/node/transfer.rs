@@ -329,6 +329,7 @@ impl Node {
         snapshots.steps.push_back(Step::BeginSnapshot {
             index: chunk.index,
             epoch: chunk.epoch,
+            from: Some(from),
         });
         let receiving = Receiving {
             attempt: snapshots.attempts,

@@ -51,8 +51,13 @@ pub enum Step {
     /// Write every held reply whose gate is within this one.
     Release(Gate),
     /// Start writing the snapshot file of the store as of `index` (a
-    /// temporary file until it is finished).
-    BeginSnapshot { index: u64, epoch: u64 },
+    /// temporary file until it is finished): this node's own, or one that
+    /// node `from` is sending.
+    BeginSnapshot {
+        index: u64,
+        epoch: u64,
+        from: Option<NodeId>,
+    },
     /// Append these bytes to the snapshot file being written; report them
     /// with [`Node::on_snapshot_written`] once written.
     WriteSnapshot(Vec<u8>),

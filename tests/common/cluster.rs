@@ -23,17 +23,28 @@ pub struct RoleLine {
 impl Cluster {
     /// Starts `size` nodes whose ids are their ports.
     pub fn start(size: usize, extra_args: &[&str]) -> Cluster {
-        let ports = (0..size).map(|_| free_port()).collect();
-        let mut cluster = Cluster {
-            ports,
-            nodes: (0..size).map(|_| None).collect(),
-            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
-            dir: tempfile::tempdir().unwrap(),
-        };
+        let mut cluster = Cluster::prepare(size, extra_args);
         for node in 0..size {
             cluster.start_node(node);
         }
         cluster
+    }
+
+    /// A cluster of `size` nodes, none started yet (start them one by one).
+    pub fn prepare(size: usize, extra_args: &[&str]) -> Cluster {
+        Cluster {
+            ports: (0..size).map(|_| free_port()).collect(),
+            nodes: (0..size).map(|_| None).collect(),
+            extra_args: extra_args.iter().map(|arg| arg.to_string()).collect(),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The node with the highest id (the port): the one Bully makes leader.
+    pub fn highest(&self) -> usize {
+        (0..self.ports.len())
+            .max_by_key(|&node| self.ports[node])
+            .unwrap()
     }
 
     pub fn data_dir(&self, node: usize) -> PathBuf {
@@ -41,6 +52,11 @@ impl Cluster {
     }
 
     pub fn start_node(&mut self, node: usize) {
+        self.start_node_with_env(node, &[]);
+    }
+
+    /// Starts `node` with extra environment variables (a crash point).
+    pub fn start_node_with_env(&mut self, node: usize, env: &[(&str, &str)]) {
         let peers: Vec<String> = self
             .ports
             .iter()
@@ -50,8 +66,17 @@ impl Cluster {
         let mut args: Vec<&str> = vec![&peers];
         args.extend(self.extra_args.iter().map(String::as_str));
         let data_dir = self.data_dir(node);
-        let process = ServerProcess::start_on_port(self.ports[node], &data_dir, &args);
+        let process = ServerProcess::start_with_env(self.ports[node], &data_dir, &args, env);
         self.nodes[node] = Some(process);
+    }
+
+    /// Removes a stopped node's data directory: a replaced machine.
+    pub fn wipe(&mut self, node: usize) {
+        assert!(self.nodes[node].is_none(), "wipe a stopped node");
+        let data_dir = self.data_dir(node);
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir).unwrap();
+        }
     }
 
     pub fn process(&mut self, node: usize) -> &mut ServerProcess {

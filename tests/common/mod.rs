@@ -6,6 +6,7 @@
 
 pub mod cluster;
 
+use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -48,8 +49,20 @@ impl ServerProcess {
     }
 
     pub fn start_on_port(port: u16, data_dir: &Path, extra_args: &[&str]) -> ServerProcess {
+        Self::start_with_env(port, data_dir, extra_args, &[])
+    }
+
+    /// Starts a server with extra environment variables (a crash point:
+    /// `KVSTORE_FAILPOINT`).
+    pub fn start_with_env(
+        port: u16,
+        data_dir: &Path,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
         let mut command = Command::new(server_binary());
         command.args(server_args(port, data_dir, extra_args));
+        command.envs(env.iter().copied());
         Self::spawn(command, data_dir)
     }
 
@@ -276,6 +289,48 @@ pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String) {
         output.status,
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Sends `pairs` as PUTs pipelined in batches and checks every reply is OK.
+pub fn put_all(connection: &mut Connection, pairs: &[(String, String)]) {
+    const BATCH: usize = 64;
+    for batch in pairs.chunks(BATCH) {
+        let requests: String = batch
+            .iter()
+            .map(|(key, value)| format!("PUT {key} {value}\n"))
+            .collect();
+        connection.send(requests.as_bytes());
+        for (key, _) in batch {
+            assert_eq!(connection.read_line(), b"OK\n", "PUT {key}");
+        }
+    }
+}
+
+/// Every key reads back its value.
+pub fn assert_values(connection: &mut Connection, expected: &BTreeMap<String, String>) {
+    for (key, value) in expected {
+        assert_eq!(
+            connection.request(format!("GET {key}").as_bytes()),
+            value.as_bytes(),
+            "GET {key}"
+        );
+    }
+}
+
+/// `rounds` overwrites of each of `keys` keys; returns the last values.
+pub fn overwrites(keys: usize, rounds: usize, value_bytes: usize) -> Vec<(String, String)> {
+    let mut pairs = Vec::new();
+    for round in 0..rounds {
+        for key in 0..keys {
+            let value = format!("{round}-{}", "v".repeat(value_bytes));
+            pairs.push((format!("key{key}"), value));
+        }
+    }
+    pairs
+}
+
+pub fn last_values(pairs: &[(String, String)]) -> BTreeMap<String, String> {
+    pairs.iter().cloned().collect()
 }
 
 /// A raw TCP client connection speaking the line protocol.

@@ -1117,7 +1117,7 @@ impl World {
                     self.observe(id)?;
                     self.release_replies(id, released);
                 }
-                Step::BeginSnapshot { index, epoch } => self.begin_snapshot(id, index, epoch),
+                Step::BeginSnapshot { index, epoch, .. } => self.begin_snapshot(id, index, epoch),
                 Step::WriteSnapshot(bytes) => self.write_snapshot(id, &bytes)?,
                 Step::FinishSnapshot(summary) => self.finish_snapshot(id, summary.index),
                 Step::AbortSnapshot => {
