@@ -295,6 +295,21 @@ impl Store {
         self.replace(key, previous);
     }
 
+    /// Frees up to `max_pairs` pairs of a store that is being thrown away,
+    /// from bucket `*cursor` on; returns true once it is empty. Freeing a
+    /// large store at once would stall the loop for one free per key.
+    pub fn free_some(&mut self, cursor: &mut usize, max_pairs: usize) -> bool {
+        let mut freed = 0;
+        while freed < max_pairs && *cursor < self.table.num_buckets() {
+            if let Ok(entry) = self.table.get_bucket_entry(*cursor) {
+                entry.remove();
+                freed += 1;
+            }
+            *cursor += 1;
+        }
+        self.table.is_empty()
+    }
+
     /// Starts capturing the image as of write index `index`.
     pub fn begin_capture(&mut self, index: u64) {
         assert!(self.capture.is_none(), "one capture at a time");
@@ -620,6 +635,21 @@ mod tests {
             restarts > 25,
             "growth during captures should restart many scans: {restarts}"
         );
+    }
+
+    #[test]
+    fn a_store_is_freed_a_slice_at_a_time() {
+        let mut store = Store::new();
+        for index in 0..1000u32 {
+            store.put(&index.to_le_bytes(), b"v", 1);
+        }
+        let mut cursor = 0;
+        let mut steps = 0;
+        while !store.free_some(&mut cursor, 100) {
+            steps += 1;
+            assert!(store.len() >= 1000 - 100 * steps, "at most 100 per step");
+        }
+        assert_eq!((store.len(), steps), (0, 9));
     }
 
     #[test]

@@ -57,7 +57,7 @@ fn assert_all_readable(cluster: &Cluster, node: usize, pairs: &[(String, String)
 
 #[test]
 fn writes_replicate_and_followers_redirect() {
-    let cluster = Cluster::start(3, &[]);
+    let mut cluster = Cluster::start(3, &[]);
     let leader = cluster.wait_for_leader(&[0, 1, 2]);
     // The highest id (port) leads.
     assert_eq!(cluster.ports[leader], *cluster.ports.iter().max().unwrap());

@@ -247,6 +247,7 @@ impl Driver {
             }
             let now = Instant::now();
             if phase.tally.completed > answered_before {
+                phase.tally.note_reply_gap(now - last_reply);
                 last_reply = now;
             } else if self.outstanding > 0 && now - last_reply > REPLY_TIMEOUT {
                 progress.finish();

@@ -36,6 +36,10 @@ pub struct Tally {
     /// Microseconds from queueing a request to parsing its reply; only
     /// kept for the measured phase.
     latencies: Option<Histogram<u64>>,
+    /// The longest the run waited, with requests outstanding, between one
+    /// reply and the next (from any connection): a server that stalls
+    /// shows here, however few requests it delays.
+    pub max_reply_gap: Duration,
 }
 
 impl Tally {
@@ -52,7 +56,13 @@ impl Tally {
             unexpected_replies: 0,
             first_error_reply: None,
             latencies,
+            max_reply_gap: Duration::ZERO,
         }
+    }
+
+    /// Replies arrived `gap` after the previous ones.
+    pub fn note_reply_gap(&mut self, gap: Duration) {
+        self.max_reply_gap = self.max_reply_gap.max(gap);
     }
 
     /// Counts one reply to `operation`.
@@ -153,6 +163,10 @@ impl Report {
         }
     }
 
+    fn max_reply_gap_us(&self) -> u64 {
+        u64::try_from(self.tally.max_reply_gap.as_micros()).unwrap_or(u64::MAX)
+    }
+
     fn latencies(&self) -> Latencies {
         Latencies {
             p50: self.tally.latency_at(0.50),
@@ -192,6 +206,7 @@ impl Report {
             ("p99", format!("{} µs", latencies.p99)),
             ("p99.9", format!("{} µs", latencies.p999)),
             ("max", format!("{} µs", latencies.max)),
+            ("max gap", format!("{} µs", self.max_reply_gap_us())),
             ("errors", self.describe_errors()),
             ("GET misses", self.tally.misses.to_string()),
         ];
@@ -227,14 +242,15 @@ impl Report {
     pub fn result_line(&self) -> String {
         let latencies = self.latencies();
         format!(
-            "RESULT ops={} seconds={:.3} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} errors={} \
-             clients={} pipeline={} proto={} get_ratio={} value_size={}",
+            "RESULT ops={} seconds={:.3} ops_per_sec={:.0} p50_us={} p99_us={} p999_us={} \
+             max_gap_us={} errors={} clients={} pipeline={} proto={} get_ratio={} value_size={}",
             self.ops(),
             self.seconds,
             self.ops_per_sec(),
             latencies.p50,
             latencies.p99,
             latencies.p999,
+            self.max_reply_gap_us(),
             self.errors(),
             self.clients,
             self.pipeline,
@@ -373,11 +389,13 @@ mod tests {
         for micros in 1..=1000 {
             tally.record(Operation::Put, Reply::Ok, Duration::from_micros(micros));
         }
+        tally.note_reply_gap(Duration::from_micros(1200));
+        tally.note_reply_gap(Duration::from_micros(300));
         let line = report(tally, 2.0).result_line();
         assert_eq!(
             line,
             "RESULT ops=1000 seconds=2.000 ops_per_sec=500 p50_us=500 p99_us=990 p999_us=999 \
-             errors=0 clients=4 pipeline=8 proto=line get_ratio=0.5 value_size=100"
+             max_gap_us=1200 errors=0 clients=4 pipeline=8 proto=line get_ratio=0.5 value_size=100"
         );
     }
 

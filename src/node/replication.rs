@@ -375,6 +375,27 @@ impl Node {
             epoch_before: epoch_before.unwrap_or(0),
         };
         let Some(found) = records_in(bytes, wanted) else {
+            // The read stopped at the end of a segment right after the
+            // record before the one wanted: read on from there, knowing the
+            // epoch before it.
+            if let ReadPurpose::Append { to, next_index, .. } = read.purpose
+                && read.from_index + 1 == next_index
+                && let Some(epoch) = epoch_of_first(bytes, read.from_index)
+            {
+                let purpose = ReadPurpose::Append {
+                    to,
+                    next_index,
+                    epoch_before: Some(epoch),
+                };
+                let from_index = next_index;
+                let max_bytes = read.max_bytes;
+                self.outbox.log_reads.push_back(LogRead {
+                    from_index,
+                    max_bytes,
+                    purpose,
+                });
+                return;
+            }
             crate::status!(
                 "a read of the log from index {} found no record {from_index}",
                 read.from_index
@@ -639,6 +660,12 @@ struct FoundRecords {
     epoch_before: u64,
 }
 
+/// The epoch of the first record in `bytes`, if it is record `index`.
+fn epoch_of_first(bytes: &[u8], index: u64) -> Option<u64> {
+    let (entry, _) = log::decode(bytes).ok()?;
+    (entry.index == index).then_some(entry.epoch)
+}
+
 /// Which records of a read to use.
 #[derive(Debug, Clone, Copy)]
 struct RecordsWanted {
@@ -850,6 +877,15 @@ mod tests {
                 .last_index,
             2
         );
+    }
+
+    #[test]
+    fn the_epoch_of_a_read_that_stopped_at_a_segment_end_is_known() {
+        let bytes = puts(&[1, 2, 2]);
+        let one = bytes.len() / 3;
+        assert_eq!(epoch_of_first(&bytes[one..], 2), Some(2));
+        assert_eq!(epoch_of_first(&bytes[one..], 3), None, "not record 3");
+        assert_eq!(epoch_of_first(&bytes[..one - 1], 1), None, "cut short");
     }
 
     #[test]

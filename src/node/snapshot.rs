@@ -37,6 +37,8 @@ const CAPTURE_BYTES_PER_TURN: usize = 256 * 1024;
 const MAX_UNWRITTEN_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
 /// Outcomes of finished attempts remembered for waiting `SNAPSHOT`s.
 const REMEMBERED_OUTCOMES: usize = 16;
+/// Pairs of a store replaced by an installed snapshot freed per turn.
+const RETIRED_PAIRS_FREED_PER_TURN: usize = 16 * 1024;
 
 /// A durable snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -141,6 +143,9 @@ pub(super) struct Snapshots {
     retry_at_log_bytes: u64,
     /// Steps planned for this turn's end.
     pub(super) steps: VecDeque<Step>,
+    /// A store an installed snapshot replaced, being freed a slice per turn
+    /// (from the bucket given).
+    pub(super) retired_store: Option<(Store, usize)>,
 }
 
 impl Node {
@@ -307,11 +312,20 @@ impl Node {
     /// grown enough, hand out the next slice of the image, publish a
     /// complete one, let go of log a durable one covers.
     pub(super) fn plan_snapshot_work(&mut self) {
+        self.free_retired_store();
         self.check_receiving();
         self.maybe_start_snapshot();
         self.capture_slice();
         self.maybe_finish_snapshot();
         self.maybe_compact_log();
+    }
+
+    fn free_retired_store(&mut self) {
+        if let Some((store, cursor)) = &mut self.snapshots.retired_store
+            && store.free_some(cursor, RETIRED_PAIRS_FREED_PER_TURN)
+        {
+            self.snapshots.retired_store = None;
+        }
     }
 
     fn maybe_start_snapshot(&mut self) {

@@ -434,7 +434,8 @@ impl Node {
                 self.advance_commit(point.index);
             }
         } else {
-            self.store = install.store;
+            let replaced = std::mem::replace(&mut self.store, install.store);
+            self.snapshots.retired_store = Some((replaced, 0));
             self.log.reset_after(crate::log::Base {
                 index: point.index,
                 epoch: point.epoch,

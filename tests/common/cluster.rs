@@ -160,12 +160,39 @@ impl Cluster {
         });
     }
 
-    /// Polls `GET key` on `node` until it answers `expected`.
-    pub fn wait_for_value(&self, node: usize, key: &str, expected: &[u8]) {
+    /// Polls `GET key` on `node` until it answers `expected`; on timeout,
+    /// panics with every node's `ROLE` and stderr.
+    pub fn wait_for_value(&mut self, node: usize, key: &str, expected: &[u8]) {
         let request = format!("GET {key}");
-        wait_until(&format!("node {node} to read {key}"), || {
+        let started = std::time::Instant::now();
+        loop {
             let mut connection = self.connect(node);
-            connection.request(request.as_bytes()) == expected
-        });
+            if connection.request(request.as_bytes()) == expected {
+                return;
+            }
+            if started.elapsed() > super::DEADLINE {
+                panic!(
+                    "timed out waiting for node {node} to read {key}\n{}",
+                    self.describe()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Every node's `ROLE` and stderr so far, for a failure report.
+    pub fn describe(&mut self) -> String {
+        let mut report = String::new();
+        for node in 0..self.nodes.len() {
+            let role = self.role(node);
+            let port = self.ports[node];
+            report.push_str(&format!("node {node} (port {port}): {role:?}\n"));
+            if let Some(process) = self.nodes[node].as_mut() {
+                for line in process.stderr_so_far() {
+                    report.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        report
     }
 }

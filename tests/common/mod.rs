@@ -130,6 +130,14 @@ impl ServerProcess {
         );
     }
 
+    /// The stderr lines printed so far, without waiting for more.
+    pub fn stderr_so_far(&mut self) -> &[String] {
+        while let Ok(line) = self.stderr_lines.try_recv() {
+            self.stderr_seen.push(line);
+        }
+        &self.stderr_seen
+    }
+
     /// Collects the rest of stderr (after the process exited).
     pub fn drain_stderr(&mut self) -> String {
         while let Ok(line) = self.stderr_lines.recv_timeout(Duration::from_secs(5)) {
@@ -246,10 +254,35 @@ pub fn data_dir_bytes(dir: &Path, prefix: &str) -> u64 {
         .sum()
 }
 
-/// A port that was free a moment ago (bind port 0, read it, let it go).
+/// Ports handed out by [`free_port`] come from below the kernel's ephemeral
+/// range (32768 and up on Linux), which outgoing connections draw from: a
+/// node restarted on its port must not find it taken by a peer's dial.
+const FIRST_TEST_PORT: u32 = 20_000;
+const TEST_PORTS: u32 = 12_000;
+
+/// A port that was free a moment ago, and that no other caller in this
+/// process has been given.
 pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    // Each test binary starts at its own place in the range.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(97) % TEST_PORTS,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..TEST_PORTS {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % TEST_PORTS;
+        let port = (FIRST_TEST_PORT + offset) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free port in {FIRST_TEST_PORT}..{}",
+        FIRST_TEST_PORT + TEST_PORTS
+    );
 }
 
 /// Raises this process's soft limit on open files to at least `wanted`

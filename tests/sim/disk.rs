@@ -114,10 +114,13 @@ impl Disk {
 
     /// Whole records from `from_index` on, up to `max_bytes` but at least
     /// one, as the running process reads them (durable and written alike).
+    /// Like `Log::read`, a read stops at the end of a segment.
     pub fn read_records(&self, from_index: u64, max_bytes: usize) -> Vec<u8> {
         let Some(start) = self.offset_of(from_index) else {
             return Vec::new();
         };
+        let segment_end = segment_start(from_index) + SEGMENT_RECORDS;
+        let records = (segment_end - from_index) as usize;
         let whole: Vec<u8> = self
             .durable
             .iter()
@@ -126,11 +129,13 @@ impl Disk {
             .copied()
             .collect();
         let mut end = 0;
+        let mut taken = 0;
         while let Ok((_, used)) = log::decode(&whole[end..]) {
-            if end > 0 && end + used > max_bytes {
+            if taken == records || (end > 0 && end + used > max_bytes) {
                 break;
             }
             end += used;
+            taken += 1;
         }
         whole[..end].to_vec()
     }
@@ -510,6 +515,14 @@ mod tests {
             disk.read_records(2, usize::MAX),
             [record(2), record(3)].concat()
         );
+        let mut long = disk_with(1..=20);
+        long.append(21, &record(21)).unwrap();
+        let to_segment_end: Vec<u8> = (6..=8).flat_map(record).collect();
+        assert_eq!(
+            long.read_records(6, usize::MAX),
+            to_segment_end,
+            "stops at 8"
+        );
         assert!(disk.append(5, &record(5)).is_err(), "a gap");
         disk.truncate_after(1).unwrap();
         disk.crash(usize::MAX);
@@ -562,7 +575,7 @@ mod tests {
         );
         assert_eq!(
             unsynced.read_records(9, usize::MAX).len(),
-            12 * record(1).len(),
+            8 * record(1).len(),
             "9..=16 is not durable yet: kept"
         );
     }
