@@ -17,11 +17,11 @@ Measurements (servers on CPU 0, kvstore-bench on CPU 1, as in compare.py):
             kill -9) against replaying the whole log (no snapshot), and Redis
             loading the same data from its RDB file (SAVE, then restart).
   stall     1,000,000 keys loaded; 10 s of kvstore-bench (50 clients,
-            pipeline 32, 50% GET over all the keys): without a snapshot,
-            then with SNAPSHOT sent 2 s in (and taken while the load goes
-            on). Longest gap between two replies, p99, and the server's RSS
-            before and at its peak during the snapshot (the memory a
-            snapshot costs: pre-images of the pairs the load replaced).
+            pipeline 32, over all the keys; 50% GET, then 100% PUT), A B A B:
+            without a snapshot, and with SNAPSHOT sent 2 s in (taken while
+            the load goes on). Longest gap between two replies, p99, and the
+            server's RSS before and at its peak (the memory a snapshot
+            costs: pre-images of the pairs the load replaced).
 
 Redis comes from the OS packages (apt-get if missing) and runs as our own
 process.
@@ -139,7 +139,7 @@ class Kvstore:
         command = pinned(0, [
             str(SERVER), str(self.port), "--data-dir", str(self.data_dir), *self.flags,
         ])
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return time_to_first_pong(self.port, self.process, kvstore_ping)
 
     def kill9(self):
@@ -150,6 +150,12 @@ class Kvstore:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             self.process.wait(timeout=120)
+
+
+def settle():
+    """Flushes dirty pages, so one measurement's writeback does not run
+    into the next one's."""
+    subprocess.run(["sync"], check=False)
 
 
 def run_bench(port, *arguments, timeout=900):
@@ -204,6 +210,7 @@ def measure_disk(workdir, duration):
         ("snapshots, defaults (64 MiB)", []),
     ]:
         server = Kvstore(workdir, f"disk-{len(rows)}", ["--fsync", "never", *flags])
+        settle()
         server.start()
         sampler = Sampler(lambda: directory_bytes(server.data_dir), 0.1)
         result = run_bench(
@@ -213,8 +220,10 @@ def measure_disk(workdir, duration):
         largest = sampler.stop()
         final = directory_bytes(server.data_dir)
         server.kill9()
+        settle()
         restart_s = server.start()
         server.stop()
+        shutil.rmtree(server.data_dir)
         rows.append((label, largest, final, restart_s, float(result["ops_per_sec"])))
         log(f"disk: {label}: largest {largest / MIB:.1f} MiB, final {final / MIB:.1f} MiB, "
             f"restart {restart_s * 1000:.0f} ms")
@@ -249,6 +258,7 @@ def measure_restart(workdir):
             reply = request(server.port, "SNAPSHOT")
             assert reply.startswith("OK "), reply
         server.kill9()
+        settle()
         seconds = []
         for _ in range(3):
             seconds.append(server.start())
@@ -305,35 +315,18 @@ def measure_stall(workdir, duration):
     server = Kvstore(workdir, "stall", ["--fsync", "never", "--snapshot-log-bytes", "0"])
     server.start()
     preload(server.port)
-    load = [
-        "--clients", "50", "--pipeline", "32", "--get-ratio", "0.5",
-        "--keyspace", str(LARGE_KEYSPACE), "--value-size", "100",
-        "--duration", str(duration), "--warmup", "1",
-    ]
     rows = []
-    for label, snapshot_at_s in [("no snapshot", None), ("SNAPSHOT sent 2 s in", 2.0)]:
-        baseline_rss = rss_bytes(server.process.pid)
-        sampler = Sampler(lambda: rss_bytes(server.process.pid), 0.02)
-        outcome = {}
-        if snapshot_at_s is not None:
-            def snapshot():
-                time.sleep(1 + snapshot_at_s)
-                started = time.monotonic()
-                outcome["reply"] = request(server.port, "SNAPSHOT")
-                outcome["seconds"] = time.monotonic() - started
-            thread = threading.Thread(target=snapshot)
-            thread.start()
-        result = run_bench(server.port, *load)
-        peak_rss = sampler.stop()
-        if snapshot_at_s is not None:
-            thread.join()
-            assert outcome["reply"].startswith("OK "), outcome
-        rows.append((label, result, baseline_rss, peak_rss, outcome.get("seconds")))
-        log(f"stall: {label}: max gap {result['max_gap_us']} µs, p99 {result['p99_us']} µs, "
-            f"RSS {baseline_rss / MIB:.0f} -> {peak_rss / MIB:.0f} MiB")
+    for get_ratio in ["0.5", "0"]:
+        load = [
+            "--clients", "50", "--pipeline", "32", "--get-ratio", get_ratio,
+            "--keyspace", str(LARGE_KEYSPACE), "--value-size", "100",
+            "--duration", str(duration), "--warmup", "1",
+        ]
+        for snapshot in [False, True, False, True]:
+            rows.append(measure_one_stall(server, load, get_ratio, snapshot))
     server.stop()
     lines = [
-        "| 1,000,000 keys, 50 clients x pipeline 32, 50% GET | ops/s | p99 | p99.9 | longest gap between replies | RSS before -> peak | snapshot took |",
+        "| 1,000,000 keys, 50 clients x pipeline 32 | ops/s | p99 | p99.9 | longest gap between replies | RSS before -> peak | snapshot took |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for label, result, baseline, peak, took in rows:
@@ -343,6 +336,34 @@ def measure_stall(workdir, duration):
             f"{result['p999_us']} µs | {int(result['max_gap_us']) / 1000:.1f} ms | "
             f"{baseline / MIB:.0f} -> {peak / MIB:.0f} MiB | {took_text} |")
     return lines
+
+
+def measure_one_stall(server, load, get_ratio, snapshot):
+    """One run of `load`; with `snapshot`, SNAPSHOT is sent 2 s in."""
+    settle()
+    baseline_rss = rss_bytes(server.process.pid)
+    sampler = Sampler(lambda: rss_bytes(server.process.pid), 0.02)
+    outcome = {}
+
+    def take_snapshot():
+        time.sleep(3)  # the bench's 1 s warm-up, then 2 s of load
+        started = time.monotonic()
+        outcome["reply"] = request(server.port, "SNAPSHOT")
+        outcome["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=take_snapshot) if snapshot else None
+    if thread:
+        thread.start()
+    result = run_bench(server.port, *load)
+    peak_rss = sampler.stop()
+    if thread:
+        thread.join()
+        assert outcome["reply"].startswith("OK "), outcome
+    mix = "50% GET" if get_ratio == "0.5" else "100% PUT"
+    label = f"{mix}, {'SNAPSHOT sent 2 s in' if snapshot else 'no snapshot'}"
+    log(f"stall: {label}: max gap {result['max_gap_us']} µs, p99 {result['p99_us']} µs, "
+        f"RSS {baseline_rss / MIB:.0f} -> {peak_rss / MIB:.0f} MiB")
+    return label, result, baseline_rss, peak_rss, outcome.get("seconds")
 
 
 def commit():

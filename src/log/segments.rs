@@ -27,7 +27,7 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::data_dir::DataDir;
 use super::error::LogError;
@@ -279,28 +279,29 @@ impl Log {
         Ok(())
     }
 
-    /// Unlinks, oldest first, every segment all of whose records are at or
-    /// below `index`, never the active segment. Returns the bytes freed. The
-    /// removals become durable with the next sync job; until then a crash
-    /// may bring some back, which [`Log::open`] removes again given a base at
-    /// or past `index`. The caller must only pass an index a durable snapshot
-    /// covers.
-    pub fn remove_through(&mut self, index: u64) -> io::Result<u64> {
-        let mut freed_bytes = 0;
+    /// Takes out of the log, oldest first, every segment all of whose
+    /// records are at or below `index`, never the active segment, and
+    /// returns their paths: the caller deletes the files, on a thread where
+    /// freeing their blocks cannot stall anything (this only closes them,
+    /// which is cheap while they are still linked). Until they are deleted
+    /// and the directory synced, a crash may bring some back, which
+    /// [`Log::open`] removes again given a base at or past `index`. The
+    /// caller must only pass an index a durable snapshot covers.
+    pub fn detach_through(&mut self, index: u64) -> Vec<PathBuf> {
+        let mut detached = Vec::new();
         while self.segments.len() > 1 && self.segments[0].last_index() <= index {
-            fs::remove_file(self.segments[0].path())?;
             let removed = self.segments.remove(0);
             self.directory_dirty = true;
-            freed_bytes += removed.len();
             if removed.last_index() > self.base.index {
                 self.base = Base {
                     index: removed.last_index(),
                     epoch: removed.last_epoch(),
                 };
             }
+            detached.push(removed.path().to_path_buf());
         }
         self.assert_invariants();
-        Ok(freed_bytes)
+        detached
     }
 
     /// What the next fdatasync must cover: every segment written since the
@@ -821,24 +822,22 @@ mod tests {
     }
 
     #[test]
-    fn remove_through_never_removes_the_active_segment_nor_a_newer_record() {
+    fn detach_through_never_takes_the_active_segment_nor_a_newer_record() {
         let (_directory, data_dir) = log_through(10);
         let (mut log, _, _) = open(&data_dir, None).expect("open");
-        let segment_bytes = LOG_HEADER_BYTES + 4 * TEST_RECORD_BYTES;
-        assert_eq!(
-            log.remove_through(3).expect("remove"),
-            0,
-            "segment 1 holds record 4"
-        );
+        let path = |first: u64| data_dir.path().join(segment_file_name(first));
+        assert!(log.detach_through(3).is_empty(), "segment 1 holds record 4");
         // Segment 5 holds 7 and 8, newer than 6.
-        assert_eq!(log.remove_through(6).expect("remove"), segment_bytes);
-        assert_eq!(segment_files(&data_dir), [5, 9]);
+        assert_eq!(log.detach_through(6), [path(1)]);
+        assert_eq!(segment_files(&data_dir), [1, 5, 9], "the caller deletes");
+        fs::remove_file(path(1)).expect("delete");
         assert_eq!(log.first_index(), 5);
         let job = log.take_sync_job().expect("the directory changed");
         assert!(job.syncs_directory());
         job.run().expect("sync");
         // Everything is at or below 100, but segment 9 is the active one.
-        assert_eq!(log.remove_through(100).expect("remove"), segment_bytes);
+        assert_eq!(log.detach_through(100), [path(5)]);
+        fs::remove_file(path(5)).expect("delete");
         assert_eq!(segment_files(&data_dir), [9]);
         assert_eq!((log.first_index(), log.last_index()), (9, 10));
         let mut out = Vec::new();

@@ -768,18 +768,25 @@ impl Server {
     }
 
     /// Keeps `file` open as snapshot `index`, and closes all but the two
-    /// newest.
+    /// newest (on the snapshotter: closing the last descriptor of a deleted
+    /// file frees its blocks).
     fn keep_snapshot_file(&mut self, index: u64, file: File) {
         self.snapshot_files.insert(index, file);
         while self.snapshot_files.len() > 2 {
-            self.snapshot_files.pop_first();
+            if let Some((_, old)) = self.snapshot_files.pop_first() {
+                self.snapshotter.close(old);
+            }
         }
     }
 
-    /// Removes the log segments the newest snapshot covers.
+    /// Removes the log segments the newest snapshot covers: out of the
+    /// log here, their files deleted by the snapshotter (freeing the blocks
+    /// of a large file takes milliseconds).
     fn compact_log(&mut self, through: u64) -> Result<(), ServerError> {
         crate::failpoint::reached("compact-log");
-        self.log.remove_through(through).map_err(ServerError::Log)?;
+        for path in self.log.detach_through(through) {
+            self.snapshotter.remove(path);
+        }
         Ok(())
     }
 

@@ -12,6 +12,10 @@
 //! A failure (a full disk, say) is reported once, the temporary file is
 //! removed, and the rest of that snapshot's bytes are dropped: the server
 //! goes on serving from its log, which is whole.
+//!
+//! It also deletes the files a snapshot made obsolete (log segments it
+//! covers) and closes old snapshot files: freeing a large file's blocks
+//! takes milliseconds, which the event loop must not spend.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -31,6 +35,8 @@ enum Job {
     Write(Vec<u8>),
     Finish,
     Abort,
+    Remove(PathBuf),
+    Close(File),
 }
 
 /// What the thread reports.
@@ -106,6 +112,16 @@ impl Snapshotter {
         self.send(Job::Abort);
     }
 
+    /// Deletes a file no longer needed (a log segment a snapshot covers).
+    pub fn remove(&self, path: PathBuf) {
+        self.send(Job::Remove(path));
+    }
+
+    /// Closes a file (perhaps the last descriptor of a deleted snapshot).
+    pub fn close(&self, file: File) {
+        self.send(Job::Close(file));
+    }
+
     fn send(&self, job: Job) {
         if let Some(jobs) = &self.jobs {
             // The thread only exits once this sender is dropped.
@@ -144,6 +160,16 @@ fn run(dir: &Path, jobs: &Receiver<Job>, report: impl Fn(Report) -> bool) {
                 if let Some(current) = writing.take() {
                     discard(dir, current);
                 }
+                None
+            }
+            Job::Remove(path) => {
+                if let Err(error) = std::fs::remove_file(&path) {
+                    crate::status!("cannot remove {}: {error}", path.display());
+                }
+                None
+            }
+            Job::Close(file) => {
+                drop(file);
                 None
             }
         };
