@@ -199,12 +199,19 @@ impl Store {
     pub fn insert_loaded(&mut self, pair: StoredPair) {
         debug_assert!(self.capture.is_none(), "loading is not capturing");
         let hash = self.hash(pair.key());
-        match self
-            .table
-            .find_entry(hash, |stored| stored.key() == pair.key())
-        {
-            Ok(mut occupied) => *occupied.get_mut() = pair,
-            Err(_) => self.insert_new(hash, pair),
+        let hasher = &self.hasher;
+        // One probe finds the key or the slot for it (loading is most of
+        // start-up, and each probe is a cache miss in a large table).
+        let entry = self.table.entry(
+            hash,
+            |stored| stored.key() == pair.key(),
+            |stored| hasher.hash_one(stored.key()),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = pair,
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(pair);
+            }
         }
     }
 

@@ -166,3 +166,38 @@ fn every_node_restarted_from_its_snapshot_loses_nothing() {
         wait_for_values(&mut cluster, node, &expected);
     }
 }
+
+#[test]
+fn a_snapshot_file_starts_a_new_cluster() {
+    // The backup: a single server's snapshot.
+    let source = tempfile::tempdir().unwrap();
+    let mut server = common::ServerProcess::start(source.path(), &[]);
+    let pairs = overwrites(500, 2, 20);
+    put_all(&mut server.connect(), &pairs);
+    let reply = String::from_utf8(server.connect().request(b"SNAPSHOT")).unwrap();
+    let index: u64 = reply.strip_prefix("OK ").unwrap().parse().unwrap();
+    server.stop();
+    let name = kvstore::snapshot::file_name(index);
+    // Every node of a new cluster starts from a copy of it.
+    let mut cluster = Cluster::prepare(3, &[]);
+    for node in 0..3 {
+        let data_dir = cluster.data_dir(node);
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::copy(source.path().join(&name), data_dir.join(&name)).unwrap();
+    }
+    for node in 0..3 {
+        cluster.start_node(node);
+        let line = cluster.process(node).wait_for_stderr("listening on");
+        assert!(line.contains(&format!("snapshot index {index}")), "{line}");
+    }
+    let leader = cluster.wait_for_leader(&[0, 1, 2]);
+    let expected = last_values(&pairs);
+    for node in 0..3 {
+        wait_for_values(&mut cluster, node, &expected);
+    }
+    let mut client = cluster.connect(leader);
+    assert_eq!(client.request(b"PUT restored yes"), b"OK");
+    for node in 0..3 {
+        cluster.wait_for_value(node, "restored", b"yes");
+    }
+}

@@ -82,6 +82,7 @@ struct Totals {
     snapshot_failures_injected: u64,
     snapshot_chunks: u64,
     log_resets: u64,
+    disks_replaced: u64,
     events: u64,
 }
 
@@ -104,6 +105,7 @@ impl Totals {
         self.snapshot_failures_injected += other.snapshot_failures_injected;
         self.snapshot_chunks += other.snapshot_chunks;
         self.log_resets += other.log_resets;
+        self.disks_replaced += other.disks_replaced;
         self.events += other.events;
     }
 
@@ -125,6 +127,7 @@ impl Totals {
         self.snapshot_failures_injected += stats.snapshots_started - stats.snapshots_published;
         self.snapshot_chunks += stats.snapshot_chunks;
         self.log_resets += stats.log_resets;
+        self.disks_replaced += stats.disks_replaced;
         self.events += stats.events;
     }
 }
@@ -310,6 +313,10 @@ fn the_workload_makes_progress_through_failovers() {
     assert!(
         totals.snapshot_chunks > runs / 2 && totals.log_resets > runs / 4,
         "lagging nodes should be sent snapshots and install them: {totals:?}"
+    );
+    assert!(
+        totals.disks_replaced > 0,
+        "some nodes should rejoin with an empty disk: {totals:?}"
     );
     assert!(
         totals.completed > 5 * totals.unknown,

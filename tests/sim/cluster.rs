@@ -182,6 +182,8 @@ pub struct Stats {
     pub log_resets: u64,
     /// `InstallSnapshot` messages sent.
     pub snapshot_chunks: u64,
+    /// Nodes restarted with an empty disk (a replaced machine).
+    pub disks_replaced: u64,
 }
 
 /// Runs one seed to its end; a failed check comes back as a `Violation`
@@ -2191,6 +2193,10 @@ impl World {
                 self.break_link(other, random_node);
                 Ok(())
             }
+            87..91 if self.settled_epoch().is_some() => match self.replaceable_follower() {
+                Some(id) => self.replace_disk(id),
+                None => Ok(()),
+            },
             _ => {
                 let weather = Weather {
                     loss_per_mille: *self.rng_faults.pick(&[0, 20, 100, 300]),
@@ -2206,6 +2212,65 @@ impl World {
                 Ok(())
             }
         }
+    }
+
+    /// The epoch every node has promised and persisted, with a live leader
+    /// of it, if there is such a settled state.
+    fn settled_epoch(&self) -> Option<u64> {
+        let leader = self.leader()?;
+        let epoch = self.node(leader).core.as_ref()?.leading_epoch()?;
+        let settled = self.nodes.iter().all(|sim| {
+            !sim.paused
+                && sim.persisted_epoch == epoch
+                && sim
+                    .core
+                    .as_ref()
+                    .is_some_and(|core| core.promised_epoch() == epoch)
+        });
+        settled.then_some(epoch)
+    }
+
+    /// A follower whose disk may be replaced: everything it holds is
+    /// durable on a majority of the other nodes' disks too, so what it
+    /// acknowledged does not depend on its copy.
+    fn replaceable_follower(&mut self) -> Option<NodeId> {
+        let leader = self.leader()?;
+        let majority = self.options.nodes / 2 + 1;
+        let candidates: Vec<NodeId> = self
+            .ids()
+            .into_iter()
+            .filter(|&id| id != leader)
+            .filter(|&id| {
+                let held = self.node(id).core.as_ref().map_or(0, Node::last_index);
+                let record = self.node(id).record(held).map(<[u8]>::to_vec);
+                let others = self
+                    .nodes
+                    .iter()
+                    .filter(|other| other.id != id)
+                    .filter(|other| {
+                        held == 0 || other.disk.durable_record(held) == record.as_deref()
+                    })
+                    .count();
+                others >= majority
+            })
+            .collect();
+        (!candidates.is_empty()).then(|| *self.rng_faults.pick(&candidates))
+    }
+
+    /// A replaced machine: a follower crashes and comes back with an empty
+    /// disk, to rejoin by a snapshot or the log. Its promises are lost with
+    /// its disk, so this happens only while every node has promised the
+    /// epoch of a live leader (any later candidacy then asks for a newer
+    /// epoch than the one it forgot), and only when the others hold what it
+    /// held: what an operator must wait for.
+    fn replace_disk(&mut self, id: NodeId) -> Result<(), Failure> {
+        self.crash(id)?;
+        self.trace(|| format!("n{id}'s disk is replaced by an empty one"));
+        self.stats.disks_replaced += 1;
+        let sim = self.node_mut(id);
+        sim.disk = Disk::new();
+        sim.persisted_epoch = 0;
+        Ok(())
     }
 
     /// Cuts `side` off from the rest: silently (frames vanish, both ways)
