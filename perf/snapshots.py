@@ -92,7 +92,7 @@ def time_to_first_pong(port, process, ping):
         if process.poll() is not None:
             raise RuntimeError(f"server exited with status {process.returncode}")
         try:
-            if ping(port) == "PONG" or ping(port) == "+PONG":
+            if ping(port) in ("PONG", "+PONG"):
                 return time.monotonic() - started
         except OSError:
             pass

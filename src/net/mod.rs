@@ -809,7 +809,7 @@ impl Server {
                         None => String::new(),
                     };
                     crate::status!(
-                        "snapshot at index {index} is durable{source}: {pairs} keys, \
+                        "snapshot at index {index} is durable{source}: {pairs} pairs, \
                          {file_bytes} bytes, written in {elapsed_ms} ms"
                     );
                     let path = self.config.data_dir.join(snapshot::file_name(index));
