@@ -86,7 +86,7 @@ pub struct ServerArgs {
     /// Node id, unique in the cluster [default: PORT].
     #[arg(long)]
     pub id: Option<u64>,
-    /// Where the log lives [default: ./kvstore-data/<id>].
+    /// Where the log and snapshots live (default: ./kvstore-data/ID, ID being this node's id).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// When the log is flushed to disk.

@@ -10,13 +10,13 @@
 //! Every driver (the reactor in `net`, or the simulator in the tests) ends a
 //! turn by asking [`Node::next_step`] for steps until there are none; the
 //! order they come in, which the safety argument relies on, is written once
-//! in [`turn`].
+//! in `turn.rs`.
 //!
 //! A node of a one-node cluster elects itself at start-up and from then on is
 //! the single-node server: a write is released once its record is durable.
 //! The cluster design (Bully election made safe with epochs, majorities and
-//! log adoption) is in `docs/CLUSTER.md`; its parts are in [`election`] and
-//! [`replication`].
+//! log adoption) is in `docs/CLUSTER.md`; its parts are in `election.rs` and
+//! `replication.rs`.
 
 mod election;
 mod log_tail;
