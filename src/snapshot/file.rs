@@ -278,16 +278,8 @@ mod tests {
     use std::io::Write;
 
     use super::*;
+    use crate::snapshot::format::tests::pair;
     use crate::snapshot::format::{CHUNK_HEADER_BYTES, Encoder, MalformedReason};
-
-    /// A pair in the store's layout: key length, write index, key, value.
-    fn pair(key: &[u8], write_index: u64, value: &[u8]) -> Vec<u8> {
-        let mut bytes = (key.len() as u32).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&write_index.to_le_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        bytes
-    }
 
     /// Writes and publishes a snapshot of `pairs` in `dir`, as a server
     /// would; returns its path, its summary and the offset of every chunk.

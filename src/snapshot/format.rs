@@ -841,11 +841,11 @@ impl Decoder {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A pair in the store's layout: key length, write index, key, value.
-    fn pair(key: &[u8], write_index: u64, value: &[u8]) -> Vec<u8> {
+    pub(crate) fn pair(key: &[u8], write_index: u64, value: &[u8]) -> Vec<u8> {
         let mut bytes = (key.len() as u32).to_le_bytes().to_vec();
         bytes.extend_from_slice(&write_index.to_le_bytes());
         bytes.extend_from_slice(key);
