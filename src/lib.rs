@@ -17,6 +17,7 @@
 //!   format, naming, loading and atomic publishing.
 //! - [`startup`]: from a data directory to a node: the newest usable snapshot,
 //!   then the log after it.
+//! - [`security`]: the peer handshake, secrets, passwords and TLS settings.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files.
@@ -35,6 +36,7 @@ pub mod log;
 pub mod net;
 pub mod node;
 pub mod protocol;
+pub mod security;
 pub mod snapshot;
 pub mod startup;
 pub mod store;
