@@ -14,7 +14,7 @@ mod sim;
 use std::time::Instant;
 
 use kvstore::config::FollowerReads;
-use sim::checks::ViolationKind;
+use sim::checks::{Violation, ViolationKind};
 use sim::cluster::{Options, Stats, run};
 
 /// Seeds per batch in the default run (`cargo test --release`): some 20 s of
@@ -83,6 +83,7 @@ struct Totals {
     snapshot_chunks: u64,
     log_resets: u64,
     disks_replaced: u64,
+    forgeries_refused: u64,
     events: u64,
 }
 
@@ -106,6 +107,7 @@ impl Totals {
         self.snapshot_chunks += other.snapshot_chunks;
         self.log_resets += other.log_resets;
         self.disks_replaced += other.disks_replaced;
+        self.forgeries_refused += other.forgeries_refused;
         self.events += other.events;
     }
 
@@ -128,6 +130,7 @@ impl Totals {
         self.snapshot_chunks += stats.snapshot_chunks;
         self.log_resets += stats.log_resets;
         self.disks_replaced += stats.disks_replaced;
+        self.forgeries_refused += stats.forgeries_refused;
         self.events += stats.events;
     }
 }
@@ -227,6 +230,11 @@ fn disabling_log_adoption_is_caught() {
     );
 }
 
+/// The first of `seeds` whose run fails a check, if any.
+fn first_failure(options: &Options, seeds: std::ops::RangeInclusive<u64>) -> Option<Violation> {
+    seeds.into_iter().find_map(|seed| run(seed, options).err())
+}
+
 /// Letting the log go before the snapshot that covers it is durable loses
 /// acknowledged writes when a node crashes in between; the simulator must
 /// notice.
@@ -236,16 +244,23 @@ fn compacting_before_the_snapshot_is_durable_is_caught() {
         unsafe_compact_before_snapshot_is_durable: true,
         ..Options::new(3)
     };
-    for seed in 1..=600 {
-        if let Err(violation) = run(seed, &options) {
-            eprintln!(
-                "compacting early, seed {seed} fails: {:?}: {}",
-                violation.kind, violation.detail
-            );
-            return;
-        }
-    }
-    panic!("600 seeds compacting the log before the snapshot is durable, and no check failed");
+    let violation = first_failure(&options, 1..=600)
+        .expect("600 seeds compacting the log before the snapshot is durable, and no check failed");
+    eprintln!("compacting early: {violation}");
+}
+
+/// Without the core's frame checks, the adversarial peer's forgeries (epoch
+/// 2^64-1, records of epoch 0 or from the future, gaps, acknowledgements
+/// past the log) must break a safety check: the checks are what hold.
+#[test]
+fn forged_frames_without_frame_checks_are_caught() {
+    let options = Options {
+        unsafe_skip_frame_checks: true,
+        ..Options::new(3)
+    };
+    let violation = first_failure(&options, 1..=300)
+        .expect("300 seeds of forged frames taken unchecked, and no check failed");
+    eprintln!("without frame checks: {violation}");
 }
 
 #[test]
@@ -319,6 +334,10 @@ fn the_workload_makes_progress_through_failovers() {
         "some nodes should rejoin with an empty disk: {totals:?}"
     );
     assert!(
+        totals.forgeries_refused > runs,
+        "the adversarial peer should forge frames: {totals:?}"
+    );
+    assert!(
         totals.completed > 5 * totals.unknown,
         "most operations should complete: {totals:?}"
     );
@@ -341,6 +360,9 @@ fn replay() {
     }
     if std::env::var("KVSTORE_SIM_UNSAFE_EARLY_COMPACTION").as_deref() == Ok("1") {
         options.unsafe_compact_before_snapshot_is_durable = true;
+    }
+    if std::env::var("KVSTORE_SIM_UNSAFE_SKIP_FRAME_CHECKS").as_deref() == Ok("1") {
+        options.unsafe_skip_frame_checks = true;
     }
     options.print_trace = true;
     match run(seed, &options) {

@@ -18,6 +18,7 @@ mod peer;
 mod read_buffer;
 mod snapshotter;
 mod syncer;
+mod throttle;
 
 pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
 
@@ -161,6 +162,8 @@ pub struct Server {
     sync_failure: Option<io::Error>,
     /// The gate at the last flush of `waiting`.
     flushed_gate: Gate,
+    /// Refused peer frames, logged at most once a second.
+    invalid_frame_log: throttle::Throttle,
     stop_requested: bool,
 }
 
@@ -229,6 +232,7 @@ impl Server {
             log_dirty: false,
             sync_failure: None,
             flushed_gate: Gate::OPEN,
+            invalid_frame_log: throttle::Throttle::default(),
             stop_requested: false,
         })
     }
@@ -493,12 +497,26 @@ impl Server {
             return;
         };
         let mut frames = std::mem::take(&mut self.frames);
-        let outcome = inbound
+        let peer_id = inbound.id;
+        let mut outcome = inbound
             .read_frames(&mut frames)
             .and_then(|()| inbound.output.flush(&mut inbound.stream));
         for envelope in frames.drain(..) {
-            self.node.handle_message(envelope, now_ms);
+            if let Err(invalid) = self.node.handle_message(envelope, now_ms) {
+                // Nothing of it was applied; what follows on this
+                // connection cannot be trusted either.
+                if let Some(suppressed) = self.invalid_frame_log.admit(now_ms) {
+                    crate::status!(
+                        "refused a frame from node {peer_id}: {invalid}; dropping its \
+                         connection{}",
+                        throttle::suppressed_note(suppressed)
+                    );
+                }
+                outcome = Err(PeerError::Closed);
+                break;
+            }
         }
+        frames.clear();
         self.frames = frames;
         if let Err(error) = outcome {
             if !matches!(error, PeerError::Closed) {

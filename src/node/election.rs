@@ -22,7 +22,7 @@
 use super::message::{Message, NodeId};
 use super::replication::Progress;
 use super::{LogPosition, Node, Role, TimerKind};
-use crate::log::Op;
+use crate::log::{MAX_EPOCH, Op};
 use std::collections::BTreeMap;
 
 impl Node {
@@ -87,7 +87,14 @@ impl Node {
         if self.is_serving_leader() {
             self.step_down(now_ms);
         }
-        let epoch = self.promised_epoch.max(self.seen_epoch) + 1;
+        // Frames at or beyond MAX_EPOCH are refused, so this cannot fail
+        // short of 2^62 elections; if it ever did, standing would need an
+        // epoch out of range (or a wrapped, smaller one): stay a follower.
+        let newest = self.promised_epoch.max(self.seen_epoch);
+        let Some(epoch) = newest.checked_add(1).filter(|epoch| *epoch <= MAX_EPOCH) else {
+            self.role = Role::Follower { leader: None };
+            return self.arm_election_timer(now_ms);
+        };
         self.promise(epoch);
         let mut promises = BTreeMap::new();
         promises.insert(self.config.id, self.log_position());
@@ -406,7 +413,8 @@ mod tests {
         run(&mut node, &mut queue, b"PUT k v");
         assert_eq!(node.store().get(b"k"), Some(&b"v"[..]));
         let coordinator = Message::Coordinator { commit_index: 0 };
-        node.handle_message(from_peer(2, 2, coordinator), 1100);
+        node.handle_message(from_peer(2, 2, coordinator), 1100)
+            .expect("a valid frame");
         // It runs for a new epoch, which may adopt another log: the PUT is
         // not committed, so it is taken back and its held OK is void.
         assert!(matches!(node.role, Role::Candidate { epoch: 3, .. }));

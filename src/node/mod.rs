@@ -26,6 +26,7 @@ mod replies;
 mod snapshot;
 mod transfer;
 mod turn;
+mod validate;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -36,6 +37,7 @@ pub use replies::{Gate, ReplyQueue};
 pub use snapshot::{SnapshotPoint, SnapshotSummary};
 pub use transfer::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_WINDOW_BYTES, SnapshotRead};
 pub use turn::{LogWriteOutcome, Step};
+pub use validate::{InvalidFrame, check_frame};
 
 use crate::config::{
     DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, FollowerReads, Replication,
@@ -72,6 +74,9 @@ pub struct NodeConfig {
     /// out, before the file is durable.
     #[doc(hidden)]
     pub unsafe_compact_before_snapshot_is_durable: bool,
+    /// Test-only: take peer frames without checking them (`validate`).
+    #[doc(hidden)]
+    pub unsafe_skip_frame_checks: bool,
 }
 
 impl NodeConfig {
@@ -89,6 +94,7 @@ impl NodeConfig {
             snapshot_log_bytes: crate::config::DEFAULT_SNAPSHOT_LOG_BYTES,
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
+            unsafe_skip_frame_checks: false,
         }
     }
 
@@ -106,6 +112,7 @@ impl NodeConfig {
             snapshot_log_bytes: config.snapshot_log_bytes,
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
+            unsafe_skip_frame_checks: false,
         }
     }
 
@@ -772,7 +779,8 @@ mod tests {
             last_index: 0,
             commit_index: 0,
         };
-        node.handle_message(from_peer(1, 1, promise), 1000);
+        node.handle_message(from_peer(1, 1, promise), 1000)
+            .expect("a valid frame");
         assert_eq!(node.leading_epoch(), Some(1));
         write_log(&mut node);
         for peer in [1, 2] {
@@ -781,7 +789,8 @@ mod tests {
                 match_index: 1,
                 round: 0,
             };
-            node.handle_message(from_peer(peer, 1, ack), 1000);
+            node.handle_message(from_peer(peer, 1, ack), 1000)
+                .expect("a valid frame");
         }
         assert_eq!(node.commit_index(), 1);
         finish_turn(&mut node);

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 
 use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
 use super::transfer::Chunk;
+use super::validate::{InvalidFrame, check_frame};
 use super::{
     LOG_READ_BYTES, LogPosition, LogRead, Node, Peer, PendingAck, ReadPurpose, Role, TimerKind,
 };
@@ -64,15 +65,21 @@ impl Progress {
 pub(super) struct BadRecords;
 
 impl Node {
-    /// Takes one peer message.
-    pub fn handle_message(&mut self, envelope: Envelope, now_ms: u64) {
+    /// Takes one peer message. A frame that breaks the protocol's
+    /// invariants (`validate`) is refused whole, before any of it is
+    /// applied; the driver logs the refusal and drops the connection. One
+    /// from a node this node has no link with is ignored.
+    pub fn handle_message(&mut self, envelope: Envelope, now_ms: u64) -> Result<(), InvalidFrame> {
+        if !self.config.unsafe_skip_frame_checks {
+            check_frame(&envelope)?;
+        }
         let Envelope {
             from,
             epoch,
             message,
         } = envelope;
         if from == self.config.id || !self.peers.contains_key(&from) {
-            return;
+            return Ok(());
         }
         self.seen_epoch = self.seen_epoch.max(epoch);
         match message {
@@ -115,7 +122,7 @@ impl Node {
                 success,
                 match_index,
                 round,
-            } => self.on_ack(from, epoch, success, match_index, round, now_ms),
+            } => return self.on_ack(from, epoch, success, match_index, round, now_ms),
             Message::InstallSnapshot {
                 index,
                 epoch: snapshot_epoch,
@@ -137,6 +144,7 @@ impl Node {
                 received_bytes,
             } => self.on_snapshot_ack(from, epoch, index, received_bytes),
         }
+        Ok(())
     }
 
     /// A connection to peer `id` (listening for clients at
@@ -592,23 +600,33 @@ impl Node {
         match_index: u64,
         round: u64,
         now_ms: u64,
-    ) {
+    ) -> Result<(), InvalidFrame> {
+        let last_index = self.log.last_index();
         let Role::Leader {
             epoch: leading,
             followers,
             ..
         } = &mut self.role
         else {
-            return;
+            return Ok(());
         };
         if epoch > *leading {
-            return self.step_down(now_ms);
+            self.step_down(now_ms);
+            return Ok(());
         }
         if epoch < *leading {
-            return;
+            return Ok(());
+        }
+        // In its own epoch a leader's log only grows, and a follower
+        // matches (or hints at) no more than it was sent.
+        if match_index > last_index && !self.config.unsafe_skip_frame_checks {
+            return Err(InvalidFrame::AckBeyondLog {
+                match_index,
+                last_index,
+            });
         }
         let Some(progress) = followers.get_mut(&from) else {
-            return;
+            return Ok(());
         };
         progress.last_ack_ms = Some(now_ms);
         if success {
@@ -624,6 +642,7 @@ impl Node {
             self.send_append(from, true);
         }
         self.update_commit();
+        Ok(())
     }
 
     /// Moves the commit index to the highest record of this epoch that a
@@ -777,11 +796,13 @@ mod tests {
             round: 7,
             records,
         };
-        node.handle_message(from_peer(3, 1, append), 10);
+        node.handle_message(from_peer(3, 1, append), 10)
+            .expect("a valid frame");
         assert!(sent(&mut node).is_empty(), "nothing is durable to ack");
         // Node 3 restarts and runs for epoch 2; node 1 promises it.
         let coordinator = Message::Coordinator { commit_index: 0 };
-        node.handle_message(from_peer(3, 2, coordinator), 20);
+        node.handle_message(from_peer(3, 2, coordinator), 20)
+            .expect("a valid frame");
         assert_eq!(node.promised_epoch(), 2);
         // The turn writes record 1 and the disk makes it durable at once.
         let turn = finish_turn(&mut node);
@@ -926,16 +947,19 @@ mod tests {
             last_index: 2,
             commit_index: 1,
         };
-        node.handle_message(from_peer(1, 2, promise), 1000);
+        node.handle_message(from_peer(1, 2, promise), 1000)
+            .expect("a valid frame");
         assert_eq!(node.leading_epoch(), Some(2));
         write_log(&mut node);
         assert_eq!(node.commit_index(), 1);
         // Node 1 holds record 2 (epoch 1): with the leader that is a
         // majority, yet record 2 must not commit on that count.
-        node.handle_message(from_peer(1, 2, ack(2)), 1001);
+        node.handle_message(from_peer(1, 2, ack(2)), 1001)
+            .expect("a valid frame");
         assert_eq!(node.commit_index(), 1);
         // Once the leader's Noop (index 3, epoch 2) is on a majority, both commit.
-        node.handle_message(from_peer(1, 2, ack(3)), 1002);
+        node.handle_message(from_peer(1, 2, ack(3)), 1002)
+            .expect("a valid frame");
         assert_eq!(node.commit_index(), 3);
     }
 
@@ -955,7 +979,8 @@ mod tests {
             match_index: 1,
             round: 1,
         };
-        node.handle_message(from_peer(1, 1, ack), 1002);
+        node.handle_message(from_peer(1, 1, ack), 1002)
+            .expect("a valid frame");
         node.end_turn();
         assert!(sent(&mut node).is_empty());
         assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\n");

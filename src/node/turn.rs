@@ -292,7 +292,8 @@ mod tests {
             round: 0,
             records,
         };
-        node.handle_message(from_peer(3, 1, append), 10);
+        node.handle_message(from_peer(3, 1, append), 10)
+            .expect("a valid frame");
         assert_eq!(
             step_names(&mut node),
             ["persist", "write", "send", "release"],
@@ -311,7 +312,8 @@ mod tests {
             match_index: 0,
             round: 0,
         };
-        node.handle_message(from_peer(1, 5, newer), 1100);
+        node.handle_message(from_peer(1, 5, newer), 1100)
+            .expect("a valid frame");
         let names = step_names(&mut node);
         assert_eq!(names[names.len() - 2..], ["void", "release"]);
         assert!(

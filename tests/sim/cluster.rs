@@ -75,6 +75,7 @@ use kvstore::protocol::{self, ErrorReply, Reply, Request};
 use kvstore::snapshot::{Decoder, Summary};
 use kvstore::store::{Store, StoredPair};
 
+use super::adversary::{self, Expect};
 use super::checks::{
     CommittedLog, Failure, StoreImage, Violation, ViolationKind, apply_record, describe_image,
     describe_record, fail,
@@ -94,6 +95,9 @@ use super::workload::{
 const REQUEST_TIMEOUT_MS: u64 = 1000;
 /// After healing, how long the cluster may take to converge.
 const CONVERGENCE_DEADLINE_MS: u64 = 20_000;
+/// How often (per mille of delivered frames, during the chaos phase) the
+/// adversarial peer sends a forgery just before a real frame.
+const ADVERSARY_PER_MILLE: u64 = 20;
 /// How many trace lines a failure report shows.
 const TRACE_TAIL: usize = 50;
 
@@ -106,6 +110,9 @@ pub struct Options {
     pub follower_reads: FollowerReads,
     pub unsafe_skip_log_adoption: bool,
     pub unsafe_compact_before_snapshot_is_durable: bool,
+    /// The cores take the adversary's forgeries unchecked; the run's own
+    /// safety checks must then find the damage.
+    pub unsafe_skip_frame_checks: bool,
     /// How long faults are injected (virtual ms) before everything heals.
     pub chaos_ms: u64,
     /// Print every trace line as it happens.
@@ -121,6 +128,7 @@ impl Options {
             follower_reads: FollowerReads::Local,
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
+            unsafe_skip_frame_checks: false,
             chaos_ms: 5000,
             print_trace: false,
         }
@@ -137,6 +145,9 @@ impl Options {
         }
         if self.unsafe_compact_before_snapshot_is_durable {
             env.push_str(" KVSTORE_SIM_UNSAFE_EARLY_COMPACTION=1");
+        }
+        if self.unsafe_skip_frame_checks {
+            env.push_str(" KVSTORE_SIM_UNSAFE_SKIP_FRAME_CHECKS=1");
         }
         if self.clients != Options::new(self.nodes).clients {
             let _ = write!(env, " KVSTORE_SIM_CLIENTS={}", self.clients);
@@ -184,6 +195,8 @@ pub struct Stats {
     pub snapshot_chunks: u64,
     /// Nodes restarted with an empty disk (a replaced machine).
     pub disks_replaced: u64,
+    /// Forged frames the cores refused or ignored (`adversary`).
+    pub forgeries_refused: u64,
 }
 
 /// Runs one seed to its end; a failed check comes back as a `Violation`
@@ -467,6 +480,9 @@ struct World {
     rng_faults: Rng,
     rng_clients: Rng,
     rng_turns: Rng,
+    /// The adversarial peer's choices (forked last: the other streams are
+    /// the same as before it existed).
+    rng_adversary: Rng,
     next_fault: u64,
     weather_fault: u64,
     chaos_over: bool,
@@ -535,6 +551,7 @@ impl World {
             rng_faults: root.fork(3),
             rng_clients: root.fork(4),
             rng_turns: root.fork(5),
+            rng_adversary: root.fork(6),
             next_fault: 1,
             weather_fault: 0,
             chaos_over: false,
@@ -860,6 +877,7 @@ impl World {
             unsafe_compact_before_snapshot_is_durable: self
                 .options
                 .unsafe_compact_before_snapshot_is_durable,
+            unsafe_skip_frame_checks: self.options.unsafe_skip_frame_checks,
         };
         let mut core = Node::new(config);
         let log_start = reopened.first_index;
@@ -1259,10 +1277,53 @@ impl World {
                 format!("a frame from {from} does not re-encode to itself: {envelope:?}"),
             );
         }
+        if !self.chaos_over && self.rng_adversary.chance(ADVERSARY_PER_MILLE) {
+            self.deliver_forgery(to, &envelope)?;
+        }
         self.trace(|| format!("n{to} <- n{from} {}", describe(&envelope)));
         let now = self.now;
-        self.core_mut(to).handle_message(envelope, now);
+        if let Err(refused) = self.core_mut(to).handle_message(envelope, now) {
+            return fail(
+                ViolationKind::Protocol,
+                format!("n{to} refused a frame n{from} sent by the protocol: {refused}"),
+            );
+        }
         self.input_taken(to)
+    }
+
+    /// The adversarial peer (`adversary`): a forgery of the frame about to
+    /// arrive, which the core must refuse (or ignore) without a trace.
+    fn deliver_forgery(&mut self, to: NodeId, real: &Envelope) -> Result<(), Failure> {
+        let forgery = adversary::forge(real, &mut self.rng_adversary);
+        self.trace(|| {
+            format!(
+                "n{to} <- forged: {}: {}",
+                forgery.what,
+                describe(&forgery.envelope)
+            )
+        });
+        let before = adversary::fingerprint(self.core_mut(to));
+        let now = self.now;
+        let outcome = self
+            .core_mut(to)
+            .handle_message(forgery.envelope.clone(), now);
+        let after = adversary::fingerprint(self.core_mut(to));
+        let kept = match forgery.expect {
+            Expect::Refused => outcome.is_err(),
+            Expect::Ignored => outcome.is_ok(),
+        };
+        let unchecked = self.options.unsafe_skip_frame_checks;
+        if !unchecked && (!kept || before != after) {
+            return fail(
+                ViolationKind::Protocol,
+                format!(
+                    "n{to} took {} ({:?}): {outcome:?}, state {before:?} -> {after:?}",
+                    forgery.what, forgery.expect
+                ),
+            );
+        }
+        self.stats.forgeries_refused += 1;
+        Ok(())
     }
 
     fn write_log(&mut self, id: NodeId) -> Result<LogWriteOutcome, Failure> {

@@ -7,6 +7,7 @@
 //! and no thread, so a seed replays exactly (see `cluster` for the world and
 //! `tests/simulation.rs` for how to replay one).
 
+pub mod adversary;
 pub mod checks;
 pub mod cluster;
 pub mod disk;
