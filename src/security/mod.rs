@@ -5,3 +5,8 @@
 //! secret, the files secrets and passwords are read from, client password
 //! checks, and TLS configuration. See `docs/SECURITY.md` for the threat
 //! model.
+//!
+//! - [`handshake`]: the peer handshake lines, their proofs and deadlines;
+//!   time comes in as `now_ms` arguments, never from a clock read here.
+
+pub mod handshake;
