@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use crate::node::message::{self, Envelope, FrameError, NodeId};
-use crate::security::handshake::{self, Hello, HelloError};
+use crate::security::handshake::{self, HandshakeError as HelloError, Hello};
 
 /// A peer that cannot keep up is cut off past this many unsent bytes; it
 /// reconnects and the leader resends from what it acknowledged.
