@@ -9,12 +9,14 @@
 //! - [`handshake`]: the peer handshake lines, their proofs and deadlines;
 //!   time comes in as `now_ms` arguments, never from a clock read here.
 //! - [`secret_file`]: reading a secret from a file the operator protected.
+//! - [`password`]: checking a client's password in constant time.
 //!
 //! Every MAC here is RustCrypto's HMAC-SHA256 and every MAC comparison goes
 //! through its constant-time `verify_slice`; this module never compares
 //! secret-derived bytes with `==` and never implements a primitive itself.
 
 pub mod handshake;
+pub mod password;
 pub mod secret_file;
 
 use std::io;
