@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::cluster::Cluster;
 use common::wait_until;
 use kvstore::client::{Client, ClientOptions};
-use kvstore::node::message::PEER_PROTOCOL_VERSION;
+use kvstore::security::handshake::PEER_PROTOCOL_VERSION;
 
 fn client(cluster: &Cluster, node: usize) -> Client {
     let options = ClientOptions {

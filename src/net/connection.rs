@@ -4,9 +4,9 @@ use std::io::{self, Write};
 
 use mio::net::TcpStream;
 
-use crate::node::message::{self, HANDSHAKE_PREFIX, Hello};
 use crate::node::{Flow, Gate, Node, ReplyQueue};
 use crate::protocol::{self, ErrorReply, Framed, Reply};
+use crate::security::handshake::{self, HANDSHAKE_PREFIX, Hello};
 use crate::timer::TimerId;
 
 use super::read_buffer::{ReadBuffer, ReadOutcome};
@@ -100,7 +100,7 @@ impl Connection {
                     let first = !self.executed_any;
                     self.executed_any = true;
                     if line.starts_with(HANDSHAKE_PREFIX) {
-                        if let (true, Ok(hello)) = (first, message::parse_hello(line)) {
+                        if let (true, Ok(hello)) = (first, handshake::parse_hello(line)) {
                             self.input.consume(consumed);
                             return Executed::PeerHandshake(hello);
                         }

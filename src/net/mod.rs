@@ -40,9 +40,10 @@ use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{Base, Log, store_epoch};
-use crate::node::message::{self, Envelope, Hello, NodeId};
+use crate::node::message::{self, Envelope, NodeId};
 use crate::node::{Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, Step, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
+use crate::security::handshake::Hello;
 use crate::snapshot;
 use crate::timer::{TimerId, TimerWheel};
 use connection::{Connection, Executed};

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
-use crate::node::message::{self, Envelope, FrameError, Hello, HelloError, NodeId};
+use crate::node::message::{self, Envelope, FrameError, NodeId};
+use crate::security::handshake::{self, HandshakeError as HelloError, Hello};
 
 /// A peer that cannot keep up is cut off past this many unsent bytes; it
 /// reconnects and the leader resends from what it acknowledged.
@@ -159,7 +160,7 @@ impl OutboundLink {
         }
         self.stream.peer_addr()?;
         let _ = self.stream.set_nodelay(true);
-        message::encode_hello(own, self.output.buffer());
+        handshake::encode_hello(own, self.output.buffer());
         self.state = LinkState::AwaitingHandshake;
         Ok(())
     }
@@ -178,7 +179,7 @@ impl OutboundLink {
             }
             return Ok(None);
         };
-        let hello = message::parse_hello(&self.input[..end]).map_err(PeerError::Handshake)?;
+        let hello = handshake::parse_hello(&self.input[..end]).map_err(PeerError::Handshake)?;
         self.input.clear();
         Ok(Some(hello))
     }
@@ -197,7 +198,7 @@ impl InboundPeer {
     /// `rest` is what arrived after that line.
     pub fn new(stream: TcpStream, hello: Hello, own: &Hello, rest: Vec<u8>) -> Self {
         let mut output = Output::default();
-        message::encode_hello(own, output.buffer());
+        handshake::encode_hello(own, output.buffer());
         InboundPeer {
             stream,
             id: hello.id,
