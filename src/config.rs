@@ -125,6 +125,16 @@ pub struct ServerArgs {
     /// 0 turns automatic snapshots off (the log then grows until SNAPSHOT).
     #[arg(long, default_value_t = DEFAULT_SNAPSHOT_LOG_BYTES)]
     pub snapshot_log_bytes: u64,
+    /// File holding the cluster's shared secret (one line of at least 32
+    /// bytes, mode 600, the same file on every node; two lines while
+    /// rotating). Peers prove they hold it before any frame is read.
+    /// Required when the cluster is not all on loopback.
+    #[arg(long, value_name = "PATH")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// File holding the password clients must send with AUTH before any
+    /// other command but PING and QUIT (Redis's requirepass; mode 600).
+    #[arg(long, value_name = "PATH")]
+    pub requirepass_file: Option<PathBuf>,
 }
 
 /// A validated server configuration.
@@ -149,6 +159,18 @@ pub struct Config {
     pub snapshot_log_bytes: u64,
     /// The size at which a log segment is closed.
     pub log_segment_bytes: u64,
+    /// `None`: peers are not authenticated (only allowed on loopback).
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `None`: clients need no password.
+    pub requirepass_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Whether peers prove a shared secret; without one, every address of
+    /// the cluster is on loopback and only loopback may say it is a peer.
+    pub fn peers_authenticated(&self) -> bool {
+        self.cluster_secret_file.is_some()
+    }
 }
 
 /// The log segment size for a snapshot threshold (see
@@ -184,6 +206,10 @@ pub enum ConfigError {
     },
     SnapshotLogBytesTooSmall {
         value: u64,
+    },
+    /// A cluster reachable from other machines needs a secret.
+    PeersNeedSecret {
+        address: SocketAddr,
     },
 }
 
@@ -221,6 +247,14 @@ impl fmt::Display for ConfigError {
                 formatter,
                 "--snapshot-log-bytes {value} is too small: 0 (off) or at least {MIN_SNAPSHOT_LOG_BYTES}"
             ),
+            ConfigError::PeersNeedSecret { address } => write!(
+                formatter,
+                "{address} is not a loopback address, and without --cluster-secret-file any \
+                 machine that reaches the port could pose as a peer: pass \
+                 --cluster-secret-file FILE (the same file on every node, made with \
+                 `(umask 077; openssl rand -hex 32 > FILE)`), or keep --host and every peer \
+                 on loopback"
+            ),
         }
     }
 }
@@ -256,6 +290,12 @@ impl ServerArgs {
             });
         }
         let peers = parse_peers(self.peers.as_deref().unwrap_or(""), listen)?;
+        if !peers.is_empty() && self.cluster_secret_file.is_none() {
+            let mut addresses = std::iter::once(&listen).chain(&peers);
+            if let Some(address) = addresses.find(|address| !address.ip().is_loopback()) {
+                return Err(ConfigError::PeersNeedSecret { address: *address });
+            }
+        }
         Ok(Config {
             listen,
             id,
@@ -275,6 +315,8 @@ impl ServerArgs {
             log_memory_bytes: self.log_memory_bytes,
             snapshot_log_bytes: self.snapshot_log_bytes,
             log_segment_bytes: log_segment_bytes(self.snapshot_log_bytes),
+            cluster_secret_file: self.cluster_secret_file,
+            requirepass_file: self.requirepass_file,
         })
     }
 }
@@ -400,6 +442,33 @@ mod tests {
             args(&["7001", "--snapshot-log-bytes", "65535"]).unwrap_err(),
             ConfigError::SnapshotLogBytesTooSmall { value: 65535 }
         );
+    }
+
+    /// The seed's loopback session runs as before; a cluster any other
+    /// machine can reach needs a secret; a single node needs none.
+    #[test]
+    fn a_cluster_off_loopback_needs_a_secret() {
+        let loopback = args(&["7001", "127.0.0.1:7002,[::1]:7003"]).unwrap();
+        assert!(!loopback.peers_authenticated());
+        let everywhere = args(&["7001", "127.0.0.1:7002", "--host", "0.0.0.0"]);
+        assert_eq!(
+            everywhere.unwrap_err(),
+            ConfigError::PeersNeedSecret {
+                address: "0.0.0.0:7001".parse().unwrap()
+            }
+        );
+        let remote_peer = args(&["7001", "10.0.0.2:7002"]);
+        let error = remote_peer.unwrap_err();
+        assert_eq!(
+            error,
+            ConfigError::PeersNeedSecret {
+                address: "10.0.0.2:7002".parse().unwrap()
+            }
+        );
+        assert!(error.to_string().contains("--cluster-secret-file"), "{error}");
+        let with_secret = ["7001", "10.0.0.2:7002", "--cluster-secret-file", "s"];
+        assert!(args(&with_secret).unwrap().peers_authenticated());
+        assert!(args(&["7001", "--host", "0.0.0.0"]).is_ok());
     }
 
     #[test]

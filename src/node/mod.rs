@@ -43,7 +43,7 @@ use crate::config::{
     DEFAULT_ELECTION_TIMEOUT_MS, DEFAULT_HEARTBEAT_MS, FollowerReads, Replication,
 };
 use crate::log::{Entry, Op};
-use crate::protocol::{Reply, Request, RoleReply};
+use crate::protocol::{ErrorReply, ParseError, Reply, Request, RoleReply};
 use crate::store::Store;
 use log_tail::LogTail;
 use replication::Progress;
@@ -382,6 +382,13 @@ impl Node {
             }
             Request::Snapshot => return self.request_snapshot(replies),
             Request::Quit => return Flow::Close,
+            Request::Auth { .. } => {
+                // The connection answers AUTH (the password is not the
+                // core's business); reaching here is a driver's bug.
+                debug_assert!(false, "AUTH reached the core");
+                let reply = Reply::Error(ErrorReply::Parse(ParseError::UnknownCommand));
+                replies.push(reply, Gate::OPEN, self.released());
+            }
         }
         Flow::Continue
     }

@@ -57,6 +57,12 @@ pub enum Request<'buf> {
     /// Take a snapshot now (or join the one running); answered once durable.
     Snapshot,
     Quit,
+    /// `AUTH <password>` (`--requirepass-file`): the password is the rest
+    /// of the line, spaces included. Answered by the connection, never by
+    /// the core.
+    Auth {
+        password: &'buf [u8],
+    },
 }
 
 impl Request<'_> {
@@ -123,6 +129,13 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
         no_arguments(arguments, "SNAPSHOT").map(|()| Request::Snapshot)
     } else if command.eq_ignore_ascii_case(b"QUIT") {
         no_arguments(arguments, "QUIT").map(|()| Request::Quit)
+    } else if command.eq_ignore_ascii_case(b"AUTH") {
+        match arguments {
+            Some(password) if !password.is_empty() => Ok(Request::Auth { password }),
+            _ => Err(ParseError::WrongArity {
+                usage: "AUTH <password>",
+            }),
+        }
     } else if PEER_COMMANDS
         .iter()
         .any(|peer_command| command.eq_ignore_ascii_case(peer_command))
@@ -236,6 +249,27 @@ mod tests {
         assert_eq!(parse(b"ping"), Ok(Request::Ping));
         assert_eq!(parse(b"QUIT"), Ok(Request::Quit));
         assert_eq!(parse(b"role"), Ok(Request::Role));
+        assert_eq!(
+            parse(b"auth s3cret"),
+            Ok(Request::Auth {
+                password: b"s3cret"
+            })
+        );
+    }
+
+    #[test]
+    fn a_password_is_the_rest_of_the_line() {
+        assert_eq!(
+            parse(b"AUTH two words "),
+            Ok(Request::Auth {
+                password: b"two words "
+            })
+        );
+        let arity = Err(ParseError::WrongArity {
+            usage: "AUTH <password>",
+        });
+        assert_eq!(parse(b"AUTH"), arity);
+        assert_eq!(parse(b"AUTH "), arity);
     }
 
     #[test]

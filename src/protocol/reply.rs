@@ -51,6 +51,13 @@ pub enum ErrorReply {
     /// The held replies of this connection lost their leader; their
     /// outcome is unknown.
     LeadershipLost,
+    /// `--requirepass-file` is set and this connection has not sent the
+    /// password yet (Redis's text).
+    NoAuth,
+    /// `AUTH` with a wrong password (Redis's text).
+    WrongPassword,
+    /// `AUTH` on a server without `--requirepass-file` (Redis's text).
+    AuthNotConfigured,
 }
 
 impl fmt::Display for ErrorReply {
@@ -73,6 +80,16 @@ impl fmt::Display for ErrorReply {
             ErrorReply::LeadershipLost => write!(
                 formatter,
                 "leadership lost; earlier requests on this connection may or may not have been applied"
+            ),
+            ErrorReply::NoAuth => write!(formatter, "NOAUTH Authentication required."),
+            ErrorReply::WrongPassword => write!(
+                formatter,
+                "WRONGPASS invalid username-password pair or user is disabled."
+            ),
+            ErrorReply::AuthNotConfigured => write!(
+                formatter,
+                "AUTH <password> called without any password configured for the default \
+                 user. Are you sure your configuration is correct?"
             ),
         }
     }

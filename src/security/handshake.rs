@@ -106,9 +106,13 @@ pub struct Hello {
 
 /// The secret every node of a cluster holds: the key of every proof.
 ///
+/// While a secret is being rotated a node holds two: it proves with the
+/// first and accepts proofs made with either (`docs/SECURITY.md`).
+///
 /// Its `Debug` says only whether there is a secret, never its bytes.
 pub struct ClusterKey {
-    secret: Vec<u8>,
+    /// The first proves; every one verifies. Never empty.
+    secrets: Vec<Vec<u8>>,
 }
 
 impl ClusterKey {
@@ -117,18 +121,33 @@ impl ClusterKey {
     /// than `MIN_CLUSTER_SECRET_BYTES`). An empty `secret` is the same as
     /// [`ClusterKey::unauthenticated`].
     pub fn new(secret: Vec<u8>) -> ClusterKey {
-        ClusterKey { secret }
+        ClusterKey {
+            secrets: vec![secret],
+        }
+    }
+
+    /// During a rotation: proves with `current`, and accepts proofs made
+    /// with `current` or `previous`.
+    pub fn rotating(current: Vec<u8>, previous: Vec<u8>) -> ClusterKey {
+        ClusterKey {
+            secrets: vec![current, previous],
+        }
     }
 
     /// The empty key of a cluster run without a secret: proofs still bind a
     /// handshake to its nonces and identities, but anyone can make them.
     pub fn unauthenticated() -> ClusterKey {
-        ClusterKey { secret: Vec::new() }
+        ClusterKey::new(Vec::new())
     }
 
     /// Whether proofs made with this key show that a peer holds a secret.
     pub fn is_authenticated(&self) -> bool {
-        !self.secret.is_empty()
+        !self.secrets[0].is_empty()
+    }
+
+    /// The secret proofs are made with.
+    fn proving(&self) -> &[u8] {
+        &self.secrets[0]
     }
 }
 
@@ -376,8 +395,8 @@ struct Transcript {
 impl Transcript {
     /// The MAC over this transcript in `direction`, as laid out in the
     /// module documentation.
-    fn mac(&self, key: &ClusterKey, direction: Direction) -> HmacSha256 {
-        let mut mac = keyed_mac(&key.secret);
+    fn mac(&self, secret: &[u8], direction: Direction) -> HmacSha256 {
+        let mut mac = keyed_mac(secret);
         mac.update(TRANSCRIPT_DOMAIN);
         mac.update(direction.label());
         mac.update(&PEER_PROTOCOL_VERSION.to_le_bytes());
@@ -391,20 +410,27 @@ impl Transcript {
     }
 
     fn prove(&self, key: &ClusterKey, direction: Direction) -> Proof {
-        self.mac(key, direction).finalize().into_bytes().into()
+        self.mac(key.proving(), direction)
+            .finalize()
+            .into_bytes()
+            .into()
     }
 
     /// Compares in constant time (`verify_slice`), so the time a refusal
-    /// takes says nothing about how much of `proof` was right.
+    /// takes says nothing about how much of `proof` was right. Every secret
+    /// of `key` is tried (at most two: which one matched is no secret).
     fn verify(
         &self,
         key: &ClusterKey,
         direction: Direction,
         proof: &Proof,
     ) -> Result<(), HandshakeError> {
-        self.mac(key, direction)
-            .verify_slice(proof)
-            .map_err(|_| HandshakeError::WrongProof)
+        let matched = key.secrets.iter().any(|secret| {
+            self.mac(secret, direction)
+                .verify_slice(proof)
+                .is_ok()
+        });
+        matched.then_some(()).ok_or(HandshakeError::WrongProof)
     }
 }
 
@@ -770,6 +796,59 @@ mod tests {
         proof.iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
+    // -- Rotation -------------------------------------------------------------
+
+    fn old_secret() -> ClusterKey {
+        key("the old cluster secret, being rotated out, 32+ bytes")
+    }
+
+    fn new_and_old() -> ClusterKey {
+        let new = b"the tests' cluster secret, more than 32 bytes long".to_vec();
+        let old = b"the old cluster secret, being rotated out, 32+ bytes".to_vec();
+        ClusterKey::rotating(new, old)
+    }
+
+    fn old_and_new() -> ClusterKey {
+        ClusterKey::rotating(
+            old_secret().proving().to_vec(),
+            secret().proving().to_vec(),
+        )
+    }
+
+    fn both_accept(dialer_key: ClusterKey, acceptor_key: ClusterKey) {
+        let (dialer_view, acceptor_view) = run_handshake(dialer_key, acceptor_key);
+        assert_eq!(dialer_view, Ok(acceptor()));
+        assert_eq!(acceptor_view, Some(Ok(dialer())));
+    }
+
+    /// The rolling rotation of docs/SECURITY.md: every node restarts with
+    /// (old, new), then each with (new, old), then each with (new); at
+    /// every moment any two nodes accept each other.
+    #[test]
+    fn each_step_of_a_rolling_rotation_keeps_nodes_talking() {
+        // Step 1, part way: (old, new) beside old.
+        both_accept(old_and_new(), old_secret());
+        both_accept(old_secret(), old_and_new());
+        // Step 2, part way: (new, old) beside (old, new).
+        both_accept(new_and_old(), old_and_new());
+        both_accept(old_and_new(), new_and_old());
+        // Step 3, part way: new beside (new, old).
+        both_accept(secret(), new_and_old());
+        both_accept(new_and_old(), secret());
+    }
+
+    /// Skipping step 1: a node proving with the new secret is refused by
+    /// one that holds only the old.
+    #[test]
+    fn a_node_that_only_knows_the_old_secret_refuses_the_new_one() {
+        let (dialer_view, acceptor_view) = run_handshake(new_and_old(), old_secret());
+        assert_eq!(dialer_view, Ok(acceptor()));
+        assert_eq!(acceptor_view, Some(Err(HandshakeError::WrongProof)));
+        let (dialer_view, acceptor_view) = run_handshake(old_secret(), new_and_old());
+        assert_eq!(dialer_view, Err(HandshakeError::WrongProof));
+        assert_eq!(acceptor_view, None);
+    }
+
     // -- Line layout --------------------------------------------------------
 
     #[test]
@@ -783,7 +862,7 @@ mod tests {
     #[test]
     fn acceptor_line_layout_and_proof_are_exact() {
         let (_, reply) = accepting(&first_line(dialer()), ACCEPTOR_NONCE, &secret());
-        let proof = documented_proof_hex(b"acceptor\0", &secret().secret);
+        let proof = documented_proof_hex(b"acceptor\0", &secret().secrets[0]);
         let expected = format!("KVPEER 3 7002 127.0.0.1:7002 {ACCEPTOR_NONCE_HEX} {proof}\n");
         assert_eq!(String::from_utf8(reply).unwrap(), expected);
     }
@@ -792,7 +871,7 @@ mod tests {
     fn proof_line_layout_and_proof_are_exact() {
         for key in [secret(), ClusterKey::unauthenticated()] {
             let line = proof_line(dialer(), ACCEPTOR_NONCE, &key);
-            let proof = documented_proof_hex(b"dialer\0", &key.secret);
+            let proof = documented_proof_hex(b"dialer\0", &key.secrets[0]);
             assert_eq!(
                 String::from_utf8(line).unwrap(),
                 format!("KVPROOF {proof}\n")

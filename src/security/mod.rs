@@ -10,6 +10,8 @@
 //!   time comes in as `now_ms` arguments, never from a clock read here.
 //! - [`secret_file`]: reading a secret from a file the operator protected.
 //! - [`password`]: checking a client's password in constant time.
+//! - [`settings`]: what a server starts with, read from the files its
+//!   flags name.
 //!
 //! Every MAC here is RustCrypto's HMAC-SHA256 and every MAC comparison goes
 //! through its constant-time `verify_slice`; this module never compares
@@ -18,6 +20,7 @@
 pub mod handshake;
 pub mod password;
 pub mod secret_file;
+pub mod settings;
 
 use std::io;
 
