@@ -465,7 +465,10 @@ mod tests {
                 address: "10.0.0.2:7002".parse().unwrap()
             }
         );
-        assert!(error.to_string().contains("--cluster-secret-file"), "{error}");
+        assert!(
+            error.to_string().contains("--cluster-secret-file"),
+            "{error}"
+        );
         let with_secret = ["7001", "10.0.0.2:7002", "--cluster-secret-file", "s"];
         assert!(args(&with_secret).unwrap().peers_authenticated());
         assert!(args(&["7001", "--host", "0.0.0.0"]).is_ok());

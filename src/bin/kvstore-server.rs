@@ -13,6 +13,7 @@ use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
 use kvstore::net::Server;
 use kvstore::node::NodeConfig;
+use kvstore::security::settings::Settings;
 use kvstore::startup::{self, Loaded};
 
 fn main() -> ExitCode {
@@ -34,26 +35,63 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> Result<(), String> {
     let started = Instant::now();
+    let settings = Settings::load(
+        config.cluster_secret_file.as_deref(),
+        config.requirepass_file.as_deref(),
+    )
+    .map_err(|e| e.to_string())?;
+    warn_about_exposure(&config);
     // Election jitter must differ between processes; std's hasher seed is random.
     let seed = RandomState::new().hash_one(config.id);
     let node_config = NodeConfig::from_config(&config, seed);
     let (node, log, loaded) =
         startup::open(&config.data_dir, &node_config, config.log_segment_bytes)
             .map_err(|e| e.to_string())?;
-    let mut server = Server::bind(config.clone(), node, log).map_err(|e| e.to_string())?;
+    let mut server =
+        Server::bind(config.clone(), settings, node, log).map_err(|e| e.to_string())?;
     kvstore::status!(
-        "node {} listening on {} (data dir {}, fsync {}, {} peers, snapshots every {}; {}; \
+        "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}, snapshots every {}; {}; \
          started in {} ms)",
         config.id,
         server.local_addr(),
         config.data_dir.display(),
         config.fsync,
         config.peers.len(),
+        describe_peer_authentication(&config),
+        describe_client_authentication(&config),
         describe_threshold(config.snapshot_log_bytes),
         describe_loaded(&loaded),
         started.elapsed().as_millis(),
     );
     server.run().map_err(|e| e.to_string())
+}
+
+fn describe_peer_authentication(config: &Config) -> &'static str {
+    match (config.peers.is_empty(), config.peers_authenticated()) {
+        (true, _) => "",
+        (false, true) => " authenticated by the cluster secret",
+        (false, false) => " NOT authenticated (no --cluster-secret-file: loopback only)",
+    }
+}
+
+fn describe_client_authentication(config: &Config) -> &'static str {
+    match config.requirepass_file {
+        Some(_) => "clients must AUTH",
+        None => "no client password",
+    }
+}
+
+/// Redis's protected mode refuses clients of a server that listens beyond
+/// loopback without a password; kvstore serves them and says so, once, at
+/// start (docs/SECURITY.md).
+fn warn_about_exposure(config: &Config) {
+    if config.requirepass_file.is_none() && !config.listen.ip().is_loopback() {
+        kvstore::status!(
+            "WARNING: listening on {} without --requirepass-file: anyone who can reach this \
+             port can read, write and delete every key",
+            config.listen
+        );
+    }
 }
 
 fn describe_threshold(snapshot_log_bytes: u64) -> String {

@@ -5,8 +5,9 @@ use std::io::{self, Write};
 use mio::net::TcpStream;
 
 use crate::node::{Flow, Gate, Node, ReplyQueue};
-use crate::protocol::{self, ErrorReply, Framed, Reply};
-use crate::security::handshake::{self, HANDSHAKE_PREFIX, Hello};
+use crate::protocol::{self, ErrorReply, Framed, Reply, Request};
+use crate::security::handshake::{HANDSHAKE_PREFIX, MAX_HANDSHAKE_LINE_BYTES};
+use crate::security::password::PasswordCheck;
 use crate::timer::TimerId;
 
 use super::read_buffer::{ReadBuffer, ReadOutcome};
@@ -19,8 +20,12 @@ pub const MAX_UNSENT_REPLY_BYTES: usize = 256 * 1024;
 pub enum Executed {
     /// Lines ran (or none were whole); the connection stays a client.
     Requests,
-    /// The first line was a peer's handshake: the connection is a peer's.
-    PeerHandshake(Hello),
+    /// The first line was a peer's handshake (here, without its `\n`):
+    /// the connection is a peer's, if the line and then its proof check out.
+    PeerHandshake(Vec<u8>),
+    /// `AUTH` with a wrong password: its reply waits out a delay, and
+    /// nothing after it runs until then.
+    WrongPassword,
 }
 
 pub struct Connection {
@@ -46,6 +51,16 @@ pub struct Connection {
     /// A `SNAPSHOT` waits for the outcome of this attempt; nothing after it
     /// is executed (or read) until its reply is queued.
     pub awaiting_snapshot: Option<u64>,
+    /// Whether commands other than AUTH, PING and QUIT may run: from the
+    /// start when no password is required, else after a right `AUTH`.
+    pub authenticated: bool,
+    /// A wrong password's reply is held until this timer fires.
+    pub wrong_password_timer: Option<TimerId>,
+    /// Admitted beyond `--max-clients` because it may be a peer: it must
+    /// open with a peer handshake, or it is refused.
+    pub peer_only: bool,
+    /// When it was accepted.
+    pub admitted_ms: u64,
 }
 
 impl Connection {
@@ -63,15 +78,22 @@ impl Connection {
             idle_timer: None,
             executed_any: false,
             awaiting_snapshot: None,
+            authenticated: true,
+            wrong_password_timer: None,
+            peer_only: false,
+            admitted_ms: now_ms,
         }
     }
 
     /// Whether another read(2) is useful now.
     pub fn wants_read(&self) -> bool {
-        !self.closing
-            && !self.read_closed
-            && !self.is_backpressured()
-            && self.awaiting_snapshot.is_none()
+        !self.closing && !self.read_closed && !self.is_backpressured() && !self.is_held()
+    }
+
+    /// Waiting for a `SNAPSHOT`'s outcome or a wrong password's delay:
+    /// nothing after that request runs yet.
+    fn is_held(&self) -> bool {
+        self.awaiting_snapshot.is_some() || self.wrong_password_timer.is_some()
     }
 
     /// Whether the connection is waiting on its own unsent replies.
@@ -92,22 +114,47 @@ impl Connection {
     }
 
     /// Executes every whole line in the buffer, stopping early when replies
-    /// back up or the connection is closing.
-    pub fn execute_buffered(&mut self, node: &mut Node, max_line_bytes: usize) -> Executed {
-        while !self.closing && !self.is_backpressured() && self.awaiting_snapshot.is_none() {
+    /// back up or the connection is closing. `password`: the one
+    /// `--requirepass-file` names, if any.
+    pub fn execute_buffered(
+        &mut self,
+        node: &mut Node,
+        max_line_bytes: usize,
+        password: Option<&PasswordCheck>,
+    ) -> Executed {
+        if self.peer_only && !could_be_handshake(self.input.buffered()) {
+            self.refuse(ErrorReply::TooManyClients, node);
+        }
+        while !self.closing && !self.is_backpressured() && !self.is_held() {
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
                 Framed::Line { line, consumed } => {
                     let first = !self.executed_any;
                     self.executed_any = true;
                     if line.starts_with(HANDSHAKE_PREFIX) {
-                        if let (true, Ok(hello)) = (first, handshake::parse_hello(line)) {
+                        if first && line.len() < MAX_HANDSHAKE_LINE_BYTES {
+                            let line = line.to_vec();
                             self.input.consume(consumed);
-                            return Executed::PeerHandshake(hello);
+                            return Executed::PeerHandshake(line);
                         }
                         self.refuse(ErrorReply::BadHandshake, node);
                         continue;
                     }
                     let flow = match protocol::parse(line) {
+                        Ok(Request::Auth {
+                            password: candidate,
+                        }) => {
+                            let verdict = password.map(|check| check.matches(candidate));
+                            self.input.consume(consumed);
+                            if !self.authenticate(verdict, node) {
+                                return Executed::WrongPassword;
+                            }
+                            continue;
+                        }
+                        Ok(request) if !self.authenticated && !allowed_before_auth(&request) => {
+                            let reply = Reply::Error(ErrorReply::NoAuth);
+                            self.replies.push(reply, Gate::OPEN, node.released());
+                            Flow::Continue
+                        }
                         Ok(request) => node.handle_request(request, &mut self.replies),
                         Err(error) => {
                             let reply = Reply::Error(ErrorReply::Parse(error));
@@ -136,6 +183,31 @@ impl Connection {
         }
         self.input.shrink_if_idle();
         Executed::Requests
+    }
+
+    /// An `AUTH` whose password was right (`Some(true)`), wrong, or asked
+    /// of a server that requires none (`None`): `OK` and authenticated, or
+    /// an error. Returns false for a wrong password, whose reply the
+    /// reactor sends after a delay ([`Connection::release_wrong_password`]).
+    fn authenticate(&mut self, verdict: Option<bool>, node: &Node) -> bool {
+        let reply = match verdict {
+            None => Reply::Error(ErrorReply::AuthNotConfigured),
+            Some(true) => {
+                self.authenticated = true;
+                Reply::Ok
+            }
+            Some(false) => return false,
+        };
+        self.replies.push(reply, Gate::OPEN, node.released());
+        true
+    }
+
+    /// The delay of a wrong password is over: its reply goes out, and the
+    /// requests after it may run.
+    pub fn release_wrong_password(&mut self, released: Gate) {
+        self.wrong_password_timer = None;
+        let reply = Reply::Error(ErrorReply::WrongPassword);
+        self.replies.push(reply, Gate::OPEN, released);
     }
 
     /// Answers `reason` and stops reading: the stream can no longer be trusted.
@@ -175,6 +247,19 @@ impl Connection {
             }
         }
     }
+}
+
+/// What a connection may send before `AUTH` when a password is required
+/// (besides `AUTH` itself): Redis lets `PING` and `QUIT` through too.
+fn allowed_before_auth(request: &Request<'_>) -> bool {
+    matches!(request, Request::Ping | Request::Quit)
+}
+
+/// Whether `buffered` (the first bytes of a connection) may still become a
+/// peer's handshake line.
+fn could_be_handshake(buffered: &[u8]) -> bool {
+    let length = buffered.len().min(HANDSHAKE_PREFIX.len());
+    buffered[..length] == HANDSHAKE_PREFIX[..length]
 }
 
 #[cfg(test)]

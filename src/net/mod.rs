@@ -15,6 +15,7 @@
 
 mod connection;
 mod peer;
+mod peering;
 mod read_buffer;
 mod snapshotter;
 mod syncer;
@@ -40,14 +41,16 @@ use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{Base, Log, store_epoch};
-use crate::node::message::{self, Envelope, NodeId};
+use crate::node::message::{Envelope, NodeId};
 use crate::node::{Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, Step, TimerKind};
 use crate::protocol::{ErrorReply, Reply};
-use crate::security::handshake::Hello;
+use crate::security::handshake::{HANDSHAKE_TIMEOUT_MS, Hello};
+use crate::security::password::WRONG_PASSWORD_DELAY_MS;
+use crate::security::settings::Settings;
 use crate::snapshot;
 use crate::timer::{TimerId, TimerWheel};
 use connection::{Connection, Executed};
-use peer::{InboundPeer, LinkState, OutboundLink, PeerError};
+use peer::{InboundPeer, OutboundLink, PendingPeer};
 use snapshotter::{Report, Snapshotter};
 use syncer::Syncer;
 
@@ -62,8 +65,21 @@ const MAX_POLL_TIMEOUT_MS: u64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerEvent {
     FsyncInterval,
-    IdleCheck { endpoint: usize },
-    Reconnect { link: usize },
+    IdleCheck {
+        endpoint: usize,
+    },
+    Reconnect {
+        link: usize,
+    },
+    /// A dial, a pending peer or a peer-only client must have finished its
+    /// handshake by now.
+    HandshakeDeadline {
+        endpoint: usize,
+    },
+    /// A wrong password's delay is over.
+    WrongPassword {
+        endpoint: usize,
+    },
     Node(TimerKind),
 }
 
@@ -111,6 +127,8 @@ impl std::error::Error for ServerError {}
 /// Everything with a socket, keyed by its mio token.
 enum Endpoint {
     Client(Connection),
+    /// Sent a peer's first handshake line; its proof is awaited.
+    PendingPeer(PendingPeer),
     Inbound(InboundPeer),
     Outbound {
         link: usize,
@@ -124,7 +142,13 @@ pub struct Server {
     listener: Option<TcpListener>,
     signals: Signals,
     endpoints: Slab<Endpoint>,
+    /// Client connections, counted against `--max-clients`.
     clients: usize,
+    /// Connections admitted beyond `--max-clients` because they may be a
+    /// configured peer's (see `peering`).
+    peer_only: usize,
+    /// The cluster key and the client password.
+    settings: Settings,
     links: Vec<peer::Link>,
     own_hello: Hello,
     node: Node,
@@ -165,11 +189,21 @@ pub struct Server {
     flushed_gate: Gate,
     /// Refused peer frames, logged at most once a second.
     invalid_frame_log: throttle::Throttle,
+    /// Refused or failed peer handshakes, likewise.
+    handshake_log: throttle::Throttle,
+    /// Wrong passwords, likewise; and how many there were.
+    wrong_password_log: throttle::Throttle,
+    wrong_passwords: u64,
     stop_requested: bool,
 }
 
 impl Server {
-    pub fn bind(config: Config, node: Node, log: Log) -> Result<Server, ServerError> {
+    pub fn bind(
+        config: Config,
+        settings: Settings,
+        node: Node,
+        log: Log,
+    ) -> Result<Server, ServerError> {
         let poll = Poll::new().map_err(ServerError::Poll)?;
         let bind_error = |source| ServerError::Bind {
             address: config.listen,
@@ -211,6 +245,8 @@ impl Server {
             signals,
             endpoints: Slab::new(),
             clients: 0,
+            peer_only: 0,
+            settings,
             links,
             own_hello,
             node,
@@ -234,6 +270,9 @@ impl Server {
             sync_failure: None,
             flushed_gate: Gate::OPEN,
             invalid_frame_log: throttle::Throttle::default(),
+            handshake_log: throttle::Throttle::default(),
+            wrong_password_log: throttle::Throttle::default(),
+            wrong_passwords: 0,
             stop_requested: false,
         })
     }
@@ -309,6 +348,7 @@ impl Server {
                         self.read_and_execute(key);
                     }
                 }
+                Some(Endpoint::PendingPeer(_)) => self.service_pending(key),
                 Some(Endpoint::Inbound(_)) => self.service_inbound(key),
                 Some(Endpoint::Outbound { .. }) => self.service_outbound(key, event.is_writable()),
                 None => {}
@@ -329,7 +369,7 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, _)) => self.admit(stream),
+                Ok((stream, remote)) => self.admit(stream, remote),
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
@@ -341,8 +381,15 @@ impl Server {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream) {
-        if self.clients >= self.config.max_clients {
+    /// A new connection is a client, up to `--max-clients`. Past that it
+    /// is refused, unless it comes from a configured peer's address and a
+    /// peer-only slot is free: a peer must always be able to get in (a
+    /// cluster whose followers are full of idle clients could otherwise not
+    /// elect a leader).
+    fn admit(&mut self, mut stream: TcpStream, remote: SocketAddr) {
+        let peer_only = self.clients >= self.config.max_clients;
+        let peer_only_slots = self.links.len() * peering::PEER_ONLY_SLOTS_PER_PEER;
+        if peer_only && (self.peer_only >= peer_only_slots || !self.may_be_peer(remote)) {
             let mut refusal = Vec::new();
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
@@ -363,12 +410,20 @@ impl Server {
             return;
         }
         let mut connection = Connection::new(stream, now_ms);
+        connection.authenticated = self.settings.password.is_none();
+        connection.peer_only = peer_only;
+        if peer_only {
+            self.peer_only += 1;
+            let event = TimerEvent::HandshakeDeadline { endpoint: key };
+            self.timers.insert(now_ms + HANDSHAKE_TIMEOUT_MS, event);
+        } else {
+            self.clients += 1;
+        }
         if let Some(idle_ms) = self.config.idle_timeout_ms {
             let event = TimerEvent::IdleCheck { endpoint: key };
             connection.idle_timer = Some(self.timers.insert(now_ms + idle_ms, event));
         }
         entry.insert(Endpoint::Client(connection));
-        self.clients += 1;
     }
 
     fn client(&mut self, key: usize) -> Option<&mut Connection> {
@@ -384,16 +439,18 @@ impl Server {
     fn read_and_execute(&mut self, key: usize) {
         let now_ms = self.now_ms();
         let max_line_bytes = self.config.max_line_bytes;
+        let password = self.settings.password.as_ref();
         let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
-        let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes);
+        let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes, password);
         if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
                 Ok(outcome) => {
                     connection.last_active_ms = now_ms;
                     connection.read_closed = outcome == ReadOutcome::Closed;
-                    executed = connection.execute_buffered(&mut self.node, max_line_bytes);
+                    executed =
+                        connection.execute_buffered(&mut self.node, max_line_bytes, password);
                     if outcome == ReadOutcome::MoreMaybe && connection.wants_read() {
                         self.read_again.push(key);
                     }
@@ -401,9 +458,14 @@ impl Server {
                 Err(_) => return self.close(key),
             }
         }
-        if let Executed::PeerHandshake(hello) = executed {
-            return self.accept_peer(key, hello);
+        match executed {
+            Executed::Requests => {}
+            Executed::PeerHandshake(line) => return self.begin_inbound_handshake(key, &line),
+            Executed::WrongPassword => self.delay_wrong_password(key, now_ms),
         }
+        let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
+            return;
+        };
         if connection.awaiting_snapshot.is_some() && !self.snapshot_waiters.contains(&key) {
             self.snapshot_waiters.push(key);
         }
@@ -426,17 +488,79 @@ impl Server {
         }
     }
 
+    /// A wrong password: its reply waits out `WRONG_PASSWORD_DELAY_MS`
+    /// (so one connection tries at most ten a second), and is counted and
+    /// logged (at most once a second) with the client's address.
+    fn delay_wrong_password(&mut self, key: usize, now_ms: u64) {
+        self.wrong_passwords += 1;
+        let Some(connection) = self.client(key) else {
+            return;
+        };
+        let remote = connection.stream.peer_addr().ok();
+        let event = TimerEvent::WrongPassword { endpoint: key };
+        let timer = self.timers.insert(now_ms + WRONG_PASSWORD_DELAY_MS, event);
+        if let Some(connection) = self.client(key) {
+            connection.wrong_password_timer = Some(timer);
+        }
+        if let Some(suppressed) = self.wrong_password_log.admit(now_ms) {
+            crate::status!(
+                "wrong password from {} ({} so far){}",
+                remote.map_or("an unknown address".to_string(), |remote| remote
+                    .to_string()),
+                self.wrong_passwords,
+                throttle::suppressed_note(suppressed)
+            );
+        }
+    }
+
+    /// The delay of a wrong password at `key` is over: the reply goes out
+    /// and the connection goes on.
+    fn release_wrong_password(&mut self, key: usize) {
+        let released = self.node.released();
+        if let Some(connection) = self.client(key) {
+            connection.release_wrong_password(released);
+            self.read_again.push(key);
+            self.queue_flush(key);
+        }
+    }
+
+    /// Takes a client's endpoint out of the table: its timers cancelled and
+    /// its slot counted free; the socket stays registered.
+    fn forget_client(&mut self, key: usize) -> Option<Endpoint> {
+        let Some(Endpoint::Client(mut connection)) = self.endpoints.try_remove(key) else {
+            return None;
+        };
+        if connection.peer_only {
+            self.peer_only -= 1;
+        } else {
+            self.clients -= 1;
+        }
+        for timer in [
+            connection.idle_timer.take(),
+            connection.wrong_password_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.timers.cancel(timer);
+        }
+        Some(Endpoint::Client(connection))
+    }
+
     fn close(&mut self, key: usize) {
         if !self.endpoints.contains(key) {
             return;
         }
-        match self.endpoints.remove(key) {
-            Endpoint::Client(mut connection) => {
-                self.clients -= 1;
-                if let Some(timer) = connection.idle_timer.take() {
-                    self.timers.cancel(timer);
-                }
+        if matches!(self.endpoints[key], Endpoint::Client(_)) {
+            if let Some(Endpoint::Client(mut connection)) = self.forget_client(key) {
                 let _ = self.poll.registry().deregister(&mut connection.stream);
+            }
+            return;
+        }
+        match self.endpoints.remove(key) {
+            Endpoint::Client(_) => unreachable!("closed just above"),
+            Endpoint::PendingPeer(mut pending) => {
+                let _ = self.poll.registry().deregister(&mut pending.stream);
             }
             Endpoint::Inbound(mut inbound) => {
                 let _ = self.poll.registry().deregister(&mut inbound.stream);
@@ -451,206 +575,6 @@ impl Server {
         }
     }
 
-    /// A client's first line was a peer handshake: it is a peer's inbound
-    /// connection from now on, if the peer is one of ours.
-    fn accept_peer(&mut self, key: usize, hello: Hello) {
-        let known = self.links.iter().any(|link| link.address == hello.address);
-        if !known || hello.id == self.config.id {
-            crate::status!(
-                "refused peer handshake from node {} at {}: not in PEERS",
-                hello.id,
-                hello.address
-            );
-            return self.close(key);
-        }
-        let Endpoint::Client(mut connection) = self.endpoints.remove(key) else {
-            return;
-        };
-        self.clients -= 1;
-        if let Some(timer) = connection.idle_timer.take() {
-            self.timers.cancel(timer);
-        }
-        let (mut stream, rest) = connection.into_parts();
-        let entry = self.endpoints.vacant_entry();
-        let new_key = entry.key();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if self
-            .poll
-            .registry()
-            .reregister(&mut stream, Token(new_key), interest)
-            .is_err()
-        {
-            return;
-        }
-        entry.insert(Endpoint::Inbound(InboundPeer::new(
-            stream,
-            hello,
-            &self.own_hello,
-            rest,
-        )));
-        self.peer_flush_queue.push(new_key);
-        self.service_inbound(new_key);
-    }
-
-    fn service_inbound(&mut self, key: usize) {
-        let now_ms = self.now_ms();
-        let Some(Endpoint::Inbound(inbound)) = self.endpoints.get_mut(key) else {
-            return;
-        };
-        let mut frames = std::mem::take(&mut self.frames);
-        let peer_id = inbound.id;
-        let mut outcome = inbound
-            .read_frames(&mut frames)
-            .and_then(|()| inbound.output.flush(&mut inbound.stream));
-        for envelope in frames.drain(..) {
-            if let Err(invalid) = self.node.handle_message(envelope, now_ms) {
-                // Nothing of it was applied; what follows on this
-                // connection cannot be trusted either.
-                if let Some(suppressed) = self.invalid_frame_log.admit(now_ms) {
-                    crate::status!(
-                        "refused a frame from node {peer_id}: {invalid}; dropping its \
-                         connection{}",
-                        throttle::suppressed_note(suppressed)
-                    );
-                }
-                outcome = Err(PeerError::Closed);
-                break;
-            }
-        }
-        frames.clear();
-        self.frames = frames;
-        if let Err(error) = outcome {
-            if !matches!(error, PeerError::Closed) {
-                crate::status!("dropping an inbound peer connection: {error}");
-            }
-            self.close(key);
-        }
-    }
-
-    /// Starts a non-blocking connect to configured peer `link`.
-    fn dial(&mut self, link: usize) {
-        let address = self.links[link].address;
-        let entry = self.endpoints.vacant_entry();
-        let key = entry.key();
-        let connected = TcpStream::connect(address).and_then(|mut stream| {
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            self.poll
-                .registry()
-                .register(&mut stream, Token(key), interest)?;
-            Ok(stream)
-        });
-        match connected {
-            Ok(stream) => {
-                let connection = OutboundLink::connecting(stream);
-                entry.insert(Endpoint::Outbound { link, connection });
-                self.links[link].endpoint = Some(key);
-            }
-            Err(_) => self.schedule_redial(link),
-        }
-    }
-
-    fn schedule_redial(&mut self, link: usize) {
-        let delay_ms = self.links[link].retry_delay_ms;
-        self.links[link].retry_delay_ms = (delay_ms * 2).min(peer::MAX_RETRY_DELAY_MS);
-        let deadline_ms = self.now_ms() + delay_ms;
-        self.timers
-            .insert(deadline_ms, TimerEvent::Reconnect { link });
-    }
-
-    fn link_lost(&mut self, link: usize, state: LinkState) {
-        self.links[link].endpoint = None;
-        if let LinkState::Ready { id } = state {
-            self.node.peer_down(id, self.now_ms());
-        }
-        if !self.stop_requested {
-            self.schedule_redial(link);
-        }
-    }
-
-    fn service_outbound(&mut self, key: usize, writable: bool) {
-        let own_hello = self.own_hello;
-        let Some(Endpoint::Outbound { link, connection }) = self.endpoints.get_mut(key) else {
-            return;
-        };
-        let link = *link;
-        let mut outcome = Ok(None);
-        if writable && matches!(connection.state, LinkState::Connecting) {
-            outcome = connection.finish_connect(&own_hello).map(|()| None);
-        }
-        if outcome.is_ok() {
-            outcome = connection
-                .output
-                .flush(&mut connection.stream)
-                .and_then(|()| connection.read());
-        }
-        match outcome {
-            Ok(Some(hello)) => self.link_ready(key, link, hello),
-            Ok(None) => {}
-            Err(error) => {
-                if matches!(connection.state, LinkState::Ready { .. }) {
-                    crate::status!("lost peer {}: {error}", self.links[link].address);
-                }
-                self.close(key);
-            }
-        }
-    }
-
-    fn link_ready(&mut self, key: usize, link: usize, hello: Hello) {
-        let duplicate = self
-            .links
-            .iter()
-            .enumerate()
-            .any(|(other, known)| other != link && known.id == Some(hello.id));
-        if hello.id == self.config.id || duplicate {
-            crate::status!(
-                "peer {} says it is node {}, an id already taken; ids must be unique",
-                self.links[link].address,
-                hello.id
-            );
-            return self.close(key);
-        }
-        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key) {
-            connection.state = LinkState::Ready { id: hello.id };
-        }
-        self.links[link].id = Some(hello.id);
-        self.links[link].retry_delay_ms = peer::FIRST_RETRY_DELAY_MS;
-        self.node.peer_up(hello.id, hello.address);
-    }
-
-    /// Queues a message on the ready outbound link to `to`; dropped if
-    /// there is none (the protocol recovers from lost messages).
-    fn send_to_peer(&mut self, to: NodeId, envelope: &Envelope) {
-        let Some(key) = self
-            .links
-            .iter()
-            .find(|link| link.id == Some(to))
-            .and_then(|link| link.endpoint)
-        else {
-            return;
-        };
-        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key)
-            && matches!(connection.state, LinkState::Ready { .. })
-        {
-            message::encode_frame(envelope, connection.output.buffer());
-            self.peer_flush_queue.push(key);
-        }
-    }
-
-    fn flush_peers(&mut self) {
-        for key in std::mem::take(&mut self.peer_flush_queue) {
-            let outcome = match self.endpoints.get_mut(key) {
-                Some(Endpoint::Outbound { connection, .. }) => {
-                    connection.output.flush(&mut connection.stream)
-                }
-                Some(Endpoint::Inbound(inbound)) => inbound.output.flush(&mut inbound.stream),
-                _ => Ok(()),
-            };
-            if outcome.is_err() {
-                self.close(key);
-            }
-        }
-    }
-
     fn fire_timers(&mut self) {
         let now_ms = self.now_ms();
         let mut fired = Vec::new();
@@ -659,6 +583,10 @@ impl Server {
             match event {
                 TimerEvent::FsyncInterval => self.sync_interval(now_ms),
                 TimerEvent::IdleCheck { endpoint } => self.check_idle(endpoint, now_ms),
+                TimerEvent::HandshakeDeadline { endpoint } => {
+                    self.check_handshake_deadline(endpoint, now_ms)
+                }
+                TimerEvent::WrongPassword { endpoint } => self.release_wrong_password(endpoint),
                 TimerEvent::Reconnect { link } => {
                     if self.links[link].endpoint.is_none() && !self.stop_requested {
                         self.dial(link);

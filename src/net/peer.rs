@@ -2,10 +2,14 @@
 //! messages on the connection it dialed (an *outbound link*); it receives a
 //! peer's messages on the connection that peer dialed (an *inbound peer*).
 //!
-//! A dialer opens with the handshake line `KVPEER <version> <id> <address>`;
-//! the acceptor answers with its own handshake line and from then on only
-//! reads binary frames on that connection. Only these bytes move here: what
-//! the messages mean is the core's business.
+//! Before any frame, the two prove to each other that they hold the
+//! cluster's secret (`security::handshake`): the dialer sends its `KVPEER`
+//! line with a nonce, the acceptor answers with its own line, nonce and
+//! proof, and the dialer, once that proof checks out, sends its `KVPROOF`.
+//! An accepted connection is a [`PendingPeer`] until the dialer's proof
+//! checks out; only then does it become an [`InboundPeer`] whose frames
+//! reach the core. After that only the dialer sends, in binary frames. Only
+//! these bytes move here: what the messages mean is the core's business.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
@@ -13,22 +17,24 @@ use std::net::SocketAddr;
 use mio::net::TcpStream;
 
 use crate::node::message::{self, Envelope, FrameError, NodeId};
-use crate::security::handshake::{self, HandshakeError as HelloError, Hello};
+use crate::security::handshake::{
+    self, Accepting, ClusterKey, Dialing, HANDSHAKE_TIMEOUT_MS, HandshakeError, Hello,
+    MAX_HANDSHAKE_LINE_BYTES,
+};
 
 /// A peer that cannot keep up is cut off past this many unsent bytes; it
 /// reconnects and the leader resends from what it acknowledged.
 pub const MAX_UNSENT_PEER_BYTES: usize = 64 * 1024 * 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
-/// A handshake line longer than this is not a handshake.
-const MAX_HANDSHAKE_BYTES: usize = 256;
 
 /// Why a peer connection is dropped.
 #[derive(Debug)]
 pub enum PeerError {
     Io(io::Error),
     Closed,
-    Handshake(HelloError),
-    HandshakeTooLong,
+    Handshake(HandshakeError),
+    /// The acceptor sent something after its handshake line.
+    UnexpectedBytes,
     Frame(FrameError),
     /// A frame claimed to come from another node than the handshake named.
     Impersonation {
@@ -44,13 +50,24 @@ impl From<io::Error> for PeerError {
     }
 }
 
+impl From<HandshakeError> for PeerError {
+    fn from(error: HandshakeError) -> Self {
+        PeerError::Handshake(error)
+    }
+}
+
 impl std::fmt::Display for PeerError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PeerError::Io(error) => write!(formatter, "{error}"),
             PeerError::Closed => write!(formatter, "connection closed"),
-            PeerError::Handshake(error) => write!(formatter, "bad handshake: {error}"),
-            PeerError::HandshakeTooLong => write!(formatter, "handshake line too long"),
+            PeerError::Handshake(error) => write!(formatter, "handshake failed: {error}"),
+            PeerError::UnexpectedBytes => {
+                write!(
+                    formatter,
+                    "bytes after the handshake on a link that only sends"
+                )
+            }
             PeerError::Frame(error) => write!(formatter, "bad frame: {error}"),
             PeerError::Impersonation { claimed, handshake } => write!(
                 formatter,
@@ -127,11 +144,10 @@ fn read_available(
 pub enum LinkState {
     /// Non-blocking connect in progress.
     Connecting,
-    /// Our handshake is sent; waiting for the peer's.
-    AwaitingHandshake,
-    Ready {
-        id: NodeId,
-    },
+    /// Our first line is sent; waiting for the acceptor's, and its proof.
+    AwaitingHandshake(Dialing),
+    /// The acceptor proved itself and our proof is queued: frames may go.
+    Ready { id: NodeId },
 }
 
 /// A connection this node dialed to a configured peer.
@@ -140,48 +156,136 @@ pub struct OutboundLink {
     pub state: LinkState,
     pub output: Output,
     input: Vec<u8>,
+    /// When the dial began: connect and handshake must be done within
+    /// [`HANDSHAKE_TIMEOUT_MS`] of it.
+    dialed_ms: u64,
 }
 
 impl OutboundLink {
-    pub fn connecting(stream: TcpStream) -> Self {
+    pub fn connecting(stream: TcpStream, now_ms: u64) -> Self {
         OutboundLink {
             stream,
             state: LinkState::Connecting,
             output: Output::default(),
             input: Vec::new(),
+            dialed_ms: now_ms,
         }
     }
 
     /// On the first writable event: did the connect succeed? If so, queue
-    /// our handshake.
-    pub fn finish_connect(&mut self, own: &Hello) -> Result<(), PeerError> {
+    /// our first handshake line.
+    pub fn finish_connect(&mut self, own: &Hello, now_ms: u64) -> Result<(), PeerError> {
         if let Some(error) = self.stream.take_error()? {
             return Err(error.into());
         }
         self.stream.peer_addr()?;
         let _ = self.stream.set_nodelay(true);
-        handshake::encode_hello(own, self.output.buffer());
-        self.state = LinkState::AwaitingHandshake;
+        let nonce = handshake::fresh_nonce()?;
+        let dialing = Dialing::start(*own, nonce, now_ms, self.output.buffer());
+        self.state = LinkState::AwaitingHandshake(dialing);
         Ok(())
     }
 
-    /// Reads the peer's handshake line once it arrives. Anything else the
-    /// acceptor sends is a protocol error; EOF means the peer is gone.
-    pub fn read(&mut self) -> Result<Option<Hello>, PeerError> {
-        read_available(&mut self.stream, &mut self.input, MAX_HANDSHAKE_BYTES)?;
-        if !matches!(self.state, LinkState::AwaitingHandshake) {
+    /// Whether the link is still not ready [`HANDSHAKE_TIMEOUT_MS`] after
+    /// its dial began.
+    pub fn handshake_expired(&self, now_ms: u64) -> bool {
+        !matches!(self.state, LinkState::Ready { .. })
+            && now_ms.saturating_sub(self.dialed_ms) >= HANDSHAKE_TIMEOUT_MS
+    }
+
+    /// Reads the acceptor's line once it arrives and checks its proof;
+    /// then queues ours and returns the acceptor's verified identity.
+    /// Anything else the acceptor sends is a protocol error; EOF means the
+    /// peer is gone (or refused us).
+    pub fn read(&mut self, key: &ClusterKey, now_ms: u64) -> Result<Option<Hello>, PeerError> {
+        read_available(&mut self.stream, &mut self.input, MAX_HANDSHAKE_LINE_BYTES)?;
+        if !matches!(self.state, LinkState::AwaitingHandshake(_)) {
             self.input.clear();
             return Ok(None);
         }
-        let Some(end) = memchr::memchr(b'\n', &self.input) else {
-            if self.input.len() > MAX_HANDSHAKE_BYTES {
-                return Err(PeerError::HandshakeTooLong);
-            }
+        let Some((line, consumed)) = handshake::take_line(&self.input)? else {
             return Ok(None);
         };
-        let hello = handshake::parse_hello(&self.input[..end]).map_err(PeerError::Handshake)?;
+        if consumed != self.input.len() {
+            return Err(PeerError::UnexpectedBytes);
+        }
+        let LinkState::AwaitingHandshake(dialing) =
+            std::mem::replace(&mut self.state, LinkState::Connecting)
+        else {
+            unreachable!("checked just above");
+        };
+        let acceptor = dialing.on_reply(line, key, now_ms, self.output.buffer())?;
         self.input.clear();
-        Ok(Some(hello))
+        Ok(Some(acceptor))
+    }
+}
+
+/// A connection whose first line was a peer's handshake: our reply (with
+/// our proof) is queued, and nothing it sends reaches the core until its
+/// own proof checks out.
+pub struct PendingPeer {
+    pub stream: TcpStream,
+    accepting: Option<Accepting>,
+    input: Vec<u8>,
+    pub output: Output,
+    pub remote: SocketAddr,
+    /// When the handshake began.
+    started_ms: u64,
+}
+
+impl PendingPeer {
+    /// `rest` is what arrived after the first line; `reply` is our line.
+    pub fn new(
+        stream: TcpStream,
+        accepting: Accepting,
+        rest: Vec<u8>,
+        reply: Vec<u8>,
+        remote: SocketAddr,
+        now_ms: u64,
+    ) -> Self {
+        let mut output = Output::default();
+        output.buffer().extend_from_slice(&reply);
+        PendingPeer {
+            stream,
+            accepting: Some(accepting),
+            input: rest,
+            output,
+            remote,
+            started_ms: now_ms,
+        }
+    }
+
+    /// Who the dialer says it is (not yet proven).
+    pub fn claimed(&self) -> Option<Hello> {
+        self.accepting.as_ref().map(Accepting::claimed)
+    }
+
+    pub fn expired(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.started_ms) >= HANDSHAKE_TIMEOUT_MS
+    }
+
+    /// Reads the dialer's proof; returns its verified identity once the
+    /// proof checks out (the bytes after it are frames, kept for
+    /// [`PendingPeer::into_inbound`]).
+    pub fn read(&mut self, key: &ClusterKey, now_ms: u64) -> Result<Option<Hello>, PeerError> {
+        let read = read_available(&mut self.stream, &mut self.input, MAX_HANDSHAKE_LINE_BYTES);
+        let Some((line, consumed)) = handshake::take_line(&self.input)? else {
+            return read.map(|()| None);
+        };
+        let accepting = self.accepting.take().ok_or(PeerError::Closed)?;
+        let dialer = accepting.on_proof(line, key, now_ms)?;
+        self.input.drain(..consumed);
+        Ok(Some(dialer))
+    }
+
+    /// The connection of a dialer that proved itself as `dialer`.
+    pub fn into_inbound(self, dialer: Hello) -> InboundPeer {
+        InboundPeer {
+            stream: self.stream,
+            id: dialer.id,
+            input: self.input,
+            output: self.output,
+        }
     }
 }
 
@@ -194,19 +298,6 @@ pub struct InboundPeer {
 }
 
 impl InboundPeer {
-    /// Takes over a client connection whose first line was a handshake;
-    /// `rest` is what arrived after that line.
-    pub fn new(stream: TcpStream, hello: Hello, own: &Hello, rest: Vec<u8>) -> Self {
-        let mut output = Output::default();
-        handshake::encode_hello(own, output.buffer());
-        InboundPeer {
-            stream,
-            id: hello.id,
-            input: rest,
-            output,
-        }
-    }
-
     /// Reads what arrived and returns the whole frames in it.
     pub fn read_frames(&mut self, frames: &mut Vec<Envelope>) -> Result<(), PeerError> {
         let limit = message::MAX_FRAME_BODY_BYTES + message::FRAME_HEADER_BYTES;
@@ -215,7 +306,7 @@ impl InboundPeer {
         read
     }
 
-    /// Frames already buffered (e.g. sent right behind the handshake).
+    /// Frames already buffered (e.g. sent right behind the proof).
     pub fn decode_buffered(&mut self, frames: &mut Vec<Envelope>) -> Result<(), PeerError> {
         let mut consumed = 0;
         while let Some((envelope, used)) =

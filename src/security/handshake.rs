@@ -425,11 +425,10 @@ impl Transcript {
         direction: Direction,
         proof: &Proof,
     ) -> Result<(), HandshakeError> {
-        let matched = key.secrets.iter().any(|secret| {
-            self.mac(secret, direction)
-                .verify_slice(proof)
-                .is_ok()
-        });
+        let matched = key
+            .secrets
+            .iter()
+            .any(|secret| self.mac(secret, direction).verify_slice(proof).is_ok());
         matched.then_some(()).ok_or(HandshakeError::WrongProof)
     }
 }
@@ -809,10 +808,7 @@ mod tests {
     }
 
     fn old_and_new() -> ClusterKey {
-        ClusterKey::rotating(
-            old_secret().proving().to_vec(),
-            secret().proving().to_vec(),
-        )
+        ClusterKey::rotating(old_secret().proving().to_vec(), secret().proving().to_vec())
     }
 
     fn both_accept(dialer_key: ClusterKey, acceptor_key: ClusterKey) {

@@ -37,7 +37,10 @@ pub struct Settings {
 pub enum SettingsError {
     File(SecretFileError),
     /// More secrets than [`MAX_CLUSTER_SECRETS`], or one line too short.
-    BadSecretLines { path: PathBuf, reason: String },
+    BadSecretLines {
+        path: PathBuf,
+        reason: String,
+    },
     /// The operating system had no random bytes for the password check.
     Random(io::Error),
 }

@@ -1,0 +1,392 @@
+//! The reactor's peer side: dialing the configured peers, the handshake on
+//! both ends, and moving frames between peer connections and the core.
+//!
+//! Who may become a peer:
+//! - a connection whose first line is a `KVPEER` handshake, whose claimed
+//!   address is one of `PEERS` and whose id is not ours;
+//! - without a cluster secret (a loopback-only cluster, checked at start),
+//!   only from a loopback address;
+//! - only once its `KVPROOF` checks out, within `HANDSHAKE_TIMEOUT_MS`
+//!   (`security::handshake`). Until then it is a [`PendingPeer`] and
+//!   nothing it sends reaches the core. Failures are logged at most once a
+//!   second, with the remote address.
+//!
+//! Configured peers keep a way in when `--max-clients` are connected: a
+//! connection from a peer's IP address is then admitted as "peer only"
+//! (see `Server::admit`), and refused unless it opens with a handshake.
+
+use std::net::SocketAddr;
+
+use mio::Interest;
+use mio::Token;
+use mio::net::TcpStream;
+
+use super::peer::{self, LinkState, OutboundLink, PeerError, PendingPeer};
+use super::throttle;
+use super::{Endpoint, Server, TimerEvent};
+use crate::node::message::{self, Envelope, NodeId};
+use crate::security::handshake::{self, Accepting, HANDSHAKE_TIMEOUT_MS, Hello};
+
+/// Beyond `--max-clients`, at most this many connections per configured
+/// peer may wait to prove they are that peer.
+pub(super) const PEER_ONLY_SLOTS_PER_PEER: usize = 2;
+
+impl Server {
+    /// Whether a connection from `remote` may be a configured peer's.
+    pub(super) fn may_be_peer(&self, remote: SocketAddr) -> bool {
+        self.links
+            .iter()
+            .any(|link| link.address.ip() == remote.ip())
+    }
+
+    /// A client's first line was a `KVPEER` handshake: answer it with our
+    /// proof, and wait for the dialer's.
+    pub(super) fn begin_inbound_handshake(&mut self, key: usize, line: &[u8]) {
+        let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let Ok(remote) = connection.stream.peer_addr() else {
+            return self.close(key);
+        };
+        if !self.settings.cluster_key.is_authenticated() && !remote.ip().is_loopback() {
+            let reason = "peers are not authenticated (no --cluster-secret-file), so only \
+                          loopback may be a peer";
+            return self.refuse_handshake(key, remote, reason);
+        }
+        let answered = match self.answer_handshake(line) {
+            Ok(answered) => answered,
+            Err(reason) => return self.refuse_handshake(key, remote, &reason),
+        };
+        let claimed = answered.0.claimed();
+        if !self.is_configured_peer(claimed) {
+            let reason = format!(
+                "node {} at {} is not one of PEERS",
+                claimed.id, claimed.address
+            );
+            return self.refuse_handshake(key, remote, &reason);
+        }
+        self.become_pending_peer(key, answered, remote);
+    }
+
+    /// Our reply to a dialer's first line, or why there is none.
+    fn answer_handshake(&self, line: &[u8]) -> Result<(Accepting, Vec<u8>), String> {
+        let nonce = handshake::fresh_nonce().map_err(|error| error.to_string())?;
+        let mut reply = Vec::new();
+        let key = &self.settings.cluster_key;
+        let now_ms = self.now_ms();
+        Accepting::on_hello(line, self.own_hello, nonce, key, now_ms, &mut reply)
+            .map(|accepting| (accepting, reply))
+            .map_err(|error| error.to_string())
+    }
+
+    fn is_configured_peer(&self, hello: Hello) -> bool {
+        hello.id != self.config.id && self.links.iter().any(|link| link.address == hello.address)
+    }
+
+    /// Logs (at most once a second) why a handshake from `remote` was
+    /// refused, and closes its connection.
+    fn refuse_handshake(&mut self, key: usize, remote: SocketAddr, reason: &str) {
+        if let Some(suppressed) = self.handshake_log.admit(self.now_ms()) {
+            crate::status!(
+                "refused a peer handshake from {remote}: {reason}{}",
+                throttle::suppressed_note(suppressed)
+            );
+        }
+        self.close(key);
+    }
+
+    /// The client connection at `key` becomes a [`PendingPeer`], under a
+    /// new token; the dialer's proof may already be buffered.
+    fn become_pending_peer(
+        &mut self,
+        key: usize,
+        (accepting, reply): (Accepting, Vec<u8>),
+        remote: SocketAddr,
+    ) {
+        let Some(Endpoint::Client(connection)) = self.forget_client(key) else {
+            return;
+        };
+        let (stream, rest) = connection.into_parts();
+        let now_ms = self.now_ms();
+        let pending = PendingPeer::new(stream, accepting, rest, reply, remote, now_ms);
+        let Some(new_key) = self.insert_peer_endpoint(Endpoint::PendingPeer(pending)) else {
+            return;
+        };
+        let deadline_ms = now_ms + HANDSHAKE_TIMEOUT_MS;
+        let event = TimerEvent::HandshakeDeadline { endpoint: new_key };
+        self.timers.insert(deadline_ms, event);
+        self.peer_flush_queue.push(new_key);
+        self.service_pending(new_key);
+    }
+
+    /// Inserts a peer endpoint that moved from another token and registers
+    /// its socket under the new one.
+    fn insert_peer_endpoint(&mut self, mut endpoint: Endpoint) -> Option<usize> {
+        let entry = self.endpoints.vacant_entry();
+        let new_key = entry.key();
+        let stream = match &mut endpoint {
+            Endpoint::PendingPeer(pending) => &mut pending.stream,
+            Endpoint::Inbound(inbound) => &mut inbound.stream,
+            _ => unreachable!("only peer endpoints move"),
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll
+            .registry()
+            .reregister(stream, Token(new_key), interest)
+            .ok()?;
+        entry.insert(endpoint);
+        Some(new_key)
+    }
+
+    /// Reads a pending peer's proof; once it checks out, the connection is
+    /// an inbound peer's and its frames go to the core.
+    pub(super) fn service_pending(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(Endpoint::PendingPeer(pending)) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let remote = pending.remote;
+        let outcome = pending
+            .output
+            .flush(&mut pending.stream)
+            .and_then(|()| pending.read(&self.settings.cluster_key, now_ms));
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(dialer)) => self.finish_inbound_handshake(key, dialer),
+            Err(PeerError::Closed) => self.close(key),
+            Err(error) => self.refuse_handshake(key, remote, &error.to_string()),
+        }
+    }
+
+    /// `dialer` proved itself: its connection becomes its inbound peer
+    /// connection, replacing any older one of the same node.
+    fn finish_inbound_handshake(&mut self, key: usize, dialer: Hello) {
+        let older: Vec<usize> = self
+            .endpoints
+            .iter()
+            .filter(|(_, endpoint)| matches!(endpoint, Endpoint::Inbound(inbound) if inbound.id == dialer.id))
+            .map(|(older, _)| older)
+            .collect();
+        for older in older {
+            self.close(older);
+        }
+        let Some(Endpoint::PendingPeer(pending)) = self.endpoints.try_remove(key) else {
+            return;
+        };
+        let inbound = pending.into_inbound(dialer);
+        if let Some(new_key) = self.insert_peer_endpoint(Endpoint::Inbound(inbound)) {
+            self.service_inbound(new_key);
+        }
+    }
+
+    /// The handshake deadline of the endpoint at `key` passed: a pending
+    /// peer, a dial, or a peer-only client that has not proved itself by
+    /// now is dropped. (A later endpoint under the same key has its own
+    /// deadline and has not expired.)
+    pub(super) fn check_handshake_deadline(&mut self, key: usize, now_ms: u64) {
+        let expired_ms = now_ms.saturating_sub(HANDSHAKE_TIMEOUT_MS);
+        match self.endpoints.get(key) {
+            Some(Endpoint::PendingPeer(pending)) if pending.expired(now_ms) => {
+                let reason = format!(
+                    "no proof within {HANDSHAKE_TIMEOUT_MS} ms (it claimed {:?})",
+                    pending.claimed()
+                );
+                let remote = pending.remote;
+                self.refuse_handshake(key, remote, &reason);
+            }
+            Some(Endpoint::Outbound { connection, .. }) if connection.handshake_expired(now_ms) => {
+                self.close(key)
+            }
+            Some(Endpoint::Client(connection))
+                if connection.peer_only && connection.admitted_ms <= expired_ms =>
+            {
+                self.close(key)
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn service_inbound(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(Endpoint::Inbound(inbound)) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let mut frames = std::mem::take(&mut self.frames);
+        let peer_id = inbound.id;
+        let mut outcome = inbound
+            .read_frames(&mut frames)
+            .and_then(|()| inbound.output.flush(&mut inbound.stream));
+        for envelope in frames.drain(..) {
+            if let Err(invalid) = self.node.handle_message(envelope, now_ms) {
+                // Nothing of it was applied; what follows on this
+                // connection cannot be trusted either.
+                if let Some(suppressed) = self.invalid_frame_log.admit(now_ms) {
+                    crate::status!(
+                        "refused a frame from node {peer_id}: {invalid}; dropping its \
+                         connection{}",
+                        throttle::suppressed_note(suppressed)
+                    );
+                }
+                outcome = Err(PeerError::Closed);
+                break;
+            }
+        }
+        frames.clear();
+        self.frames = frames;
+        if let Err(error) = outcome {
+            if !matches!(error, PeerError::Closed) {
+                crate::status!("dropping an inbound peer connection: {error}");
+            }
+            self.close(key);
+        }
+    }
+
+    /// Starts a non-blocking connect to configured peer `link`; connect and
+    /// handshake must be done within `HANDSHAKE_TIMEOUT_MS`.
+    pub(super) fn dial(&mut self, link: usize) {
+        let address = self.links[link].address;
+        let now_ms = self.now_ms();
+        let entry = self.endpoints.vacant_entry();
+        let key = entry.key();
+        let connected = TcpStream::connect(address).and_then(|mut stream| {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            self.poll
+                .registry()
+                .register(&mut stream, Token(key), interest)?;
+            Ok(stream)
+        });
+        match connected {
+            Ok(stream) => {
+                let connection = OutboundLink::connecting(stream, now_ms);
+                entry.insert(Endpoint::Outbound { link, connection });
+                self.links[link].endpoint = Some(key);
+                let event = TimerEvent::HandshakeDeadline { endpoint: key };
+                self.timers.insert(now_ms + HANDSHAKE_TIMEOUT_MS, event);
+            }
+            Err(_) => self.schedule_redial(link),
+        }
+    }
+
+    pub(super) fn schedule_redial(&mut self, link: usize) {
+        let delay_ms = self.links[link].retry_delay_ms;
+        self.links[link].retry_delay_ms = (delay_ms * 2).min(peer::MAX_RETRY_DELAY_MS);
+        let deadline_ms = self.now_ms() + delay_ms;
+        self.timers
+            .insert(deadline_ms, TimerEvent::Reconnect { link });
+    }
+
+    pub(super) fn link_lost(&mut self, link: usize, state: LinkState) {
+        self.links[link].endpoint = None;
+        if let LinkState::Ready { id } = state {
+            self.node.peer_down(id, self.now_ms());
+        }
+        if !self.stop_requested {
+            self.schedule_redial(link);
+        }
+    }
+
+    pub(super) fn service_outbound(&mut self, key: usize, writable: bool) {
+        let own_hello = self.own_hello;
+        let now_ms = self.now_ms();
+        let Some(Endpoint::Outbound { link, connection }) = self.endpoints.get_mut(key) else {
+            return;
+        };
+        let link = *link;
+        let mut outcome = Ok(None);
+        if writable && matches!(connection.state, LinkState::Connecting) {
+            outcome = connection.finish_connect(&own_hello, now_ms).map(|()| None);
+        }
+        if outcome.is_ok() {
+            outcome = connection
+                .output
+                .flush(&mut connection.stream)
+                .and_then(|()| connection.read(&self.settings.cluster_key, now_ms));
+        }
+        match outcome {
+            Ok(Some(acceptor)) => self.link_ready(key, link, acceptor),
+            Ok(None) => {}
+            Err(error) => self.outbound_failed(key, link, error),
+        }
+    }
+
+    /// Logs why an outbound link failed (a lost ready link always; a
+    /// refused handshake at most once a second) and closes it.
+    fn outbound_failed(&mut self, key: usize, link: usize, error: PeerError) {
+        let address = self.links[link].address;
+        let ready = matches!(
+            self.endpoints.get(key),
+            Some(Endpoint::Outbound { connection, .. })
+                if matches!(connection.state, LinkState::Ready { .. })
+        );
+        if ready {
+            crate::status!("lost peer {address}: {error}");
+        } else if matches!(error, PeerError::Handshake(_))
+            && let Some(suppressed) = self.handshake_log.admit(self.now_ms())
+        {
+            crate::status!(
+                "peer {address} failed our handshake: {error}{}",
+                throttle::suppressed_note(suppressed)
+            );
+        }
+        self.close(key);
+    }
+
+    fn link_ready(&mut self, key: usize, link: usize, acceptor: Hello) {
+        let duplicate = self
+            .links
+            .iter()
+            .enumerate()
+            .any(|(other, known)| other != link && known.id == Some(acceptor.id));
+        if acceptor.id == self.config.id || duplicate {
+            crate::status!(
+                "peer {} says it is node {}, an id already taken; ids must be unique",
+                self.links[link].address,
+                acceptor.id
+            );
+            return self.close(key);
+        }
+        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key) {
+            connection.state = LinkState::Ready { id: acceptor.id };
+        }
+        // Our proof goes out before any frame.
+        self.peer_flush_queue.push(key);
+        self.links[link].id = Some(acceptor.id);
+        self.links[link].retry_delay_ms = peer::FIRST_RETRY_DELAY_MS;
+        self.node.peer_up(acceptor.id, acceptor.address);
+    }
+
+    /// Queues a message on the ready outbound link to `to`; dropped if
+    /// there is none (the protocol recovers from lost messages).
+    pub(super) fn send_to_peer(&mut self, to: NodeId, envelope: &Envelope) {
+        let Some(key) = self
+            .links
+            .iter()
+            .find(|link| link.id == Some(to))
+            .and_then(|link| link.endpoint)
+        else {
+            return;
+        };
+        if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key)
+            && matches!(connection.state, LinkState::Ready { .. })
+        {
+            message::encode_frame(envelope, connection.output.buffer());
+            self.peer_flush_queue.push(key);
+        }
+    }
+
+    pub(super) fn flush_peers(&mut self) {
+        for key in std::mem::take(&mut self.peer_flush_queue) {
+            let outcome = match self.endpoints.get_mut(key) {
+                Some(Endpoint::Outbound { connection, .. }) => {
+                    connection.output.flush(&mut connection.stream)
+                }
+                Some(Endpoint::Inbound(inbound)) => inbound.output.flush(&mut inbound.stream),
+                Some(Endpoint::PendingPeer(pending)) => pending.output.flush(&mut pending.stream),
+                _ => Ok(()),
+            };
+            if outcome.is_err() {
+                self.close(key);
+            }
+        }
+    }
+}
