@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::cluster::Cluster;
 use common::wait_until;
 use kvstore::client::{Client, ClientOptions};
-use kvstore::security::handshake::PEER_PROTOCOL_VERSION;
+use kvstore::security::handshake::{Dialing, Hello, NONCE_BYTES, PEER_PROTOCOL_VERSION};
 
 fn client(cluster: &Cluster, node: usize) -> Client {
     let options = ClientOptions {
@@ -93,11 +93,20 @@ fn forged_peer_commands_are_refused() {
             b"ERR peer command refused on a client connection"
         );
     }
-    // A handshake from an address that is not a configured peer is cut off.
+    // A well-formed handshake from an address that is not a configured
+    // peer is cut off before any reply.
     let mut impostor = cluster.connect(leader);
-    let forged = format!("KVPEER {PEER_PROTOCOL_VERSION} 99 127.0.0.1:1");
-    impostor.send(format!("{forged}\n").as_bytes());
+    let stranger = Hello {
+        id: 99,
+        address: "127.0.0.1:1".parse().unwrap(),
+    };
+    let mut first_line = Vec::new();
+    Dialing::start(stranger, [7; NONCE_BYTES], 0, &mut first_line);
+    impostor.send(&first_line);
     assert_eq!(impostor.read_until_closed(), b"");
+    let forged = String::from_utf8(first_line).unwrap();
+    let forged = forged.trim_end();
+    assert!(forged.starts_with(&format!("KVPEER {PEER_PROTOCOL_VERSION} 99 ")));
     // A handshake that is not the first line is refused.
     let mut late = cluster.connect(leader);
     assert_eq!(late.request(b"PING"), b"PONG");

@@ -122,7 +122,7 @@ impl Connection {
         max_line_bytes: usize,
         password: Option<&PasswordCheck>,
     ) -> Executed {
-        if self.peer_only && !could_be_handshake(self.input.buffered()) {
+        if self.peer_only && !self.closing && !could_be_handshake(self.input.buffered()) {
             self.refuse(ErrorReply::TooManyClients, node);
         }
         while !self.closing && !self.is_backpressured() && !self.is_held() {
@@ -212,8 +212,13 @@ impl Connection {
 
     /// Answers `reason` and stops reading: the stream can no longer be trusted.
     fn refuse(&mut self, reason: ErrorReply, node: &Node) {
+        self.refuse_with(reason, node.released());
+    }
+
+    /// [`Connection::refuse`], from the reactor (a timer).
+    pub fn refuse_with(&mut self, reason: ErrorReply, released: Gate) {
         self.replies
-            .push(Reply::Error(reason), Gate::OPEN, node.released());
+            .push(Reply::Error(reason), Gate::OPEN, released);
         self.close_input();
     }
 

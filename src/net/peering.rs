@@ -25,6 +25,7 @@ use super::peer::{self, LinkState, OutboundLink, PeerError, PendingPeer};
 use super::throttle;
 use super::{Endpoint, Server, TimerEvent};
 use crate::node::message::{self, Envelope, NodeId};
+use crate::protocol::ErrorReply;
 use crate::security::handshake::{self, Accepting, HANDSHAKE_TIMEOUT_MS, Hello};
 
 /// Beyond `--max-clients`, at most this many connections per configured
@@ -198,9 +199,16 @@ impl Server {
                 self.close(key)
             }
             Some(Endpoint::Client(connection))
-                if connection.peer_only && connection.admitted_ms <= expired_ms =>
+                if connection.peer_only
+                    && !connection.closing
+                    && connection.admitted_ms <= expired_ms =>
             {
-                self.close(key)
+                // It said nothing: a client after all, and there is no room.
+                let released = self.node.released();
+                if let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) {
+                    connection.refuse_with(ErrorReply::TooManyClients, released);
+                }
+                self.queue_flush(key);
             }
             _ => {}
         }

@@ -75,7 +75,7 @@ impl fmt::Display for ErrorReply {
             ErrorReply::ShuttingDown => write!(formatter, "server is shutting down"),
             ErrorReply::BadHandshake => write!(
                 formatter,
-                "bad peer handshake (it must be the first line: KVPEER <version> <id> <host:port>)"
+                "bad peer handshake (it must be the first line: KVPEER <version> <id> <host:port> <nonce>)"
             ),
             ErrorReply::LeadershipLost => write!(
                 formatter,

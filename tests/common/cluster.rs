@@ -55,6 +55,16 @@ impl Cluster {
         self.start_node_with_env(node, &[]);
     }
 
+    /// Starts `node` with flags beyond the cluster's own (a different
+    /// secret, say).
+    pub fn start_node_with_args(&mut self, node: usize, args: &[&str]) {
+        let saved = self.extra_args.clone();
+        self.extra_args
+            .extend(args.iter().map(|arg| arg.to_string()));
+        self.start_node(node);
+        self.extra_args = saved;
+    }
+
     /// Starts `node` with extra environment variables (a crash point).
     pub fn start_node_with_env(&mut self, node: usize, env: &[(&str, &str)]) {
         let peers: Vec<String> = self
