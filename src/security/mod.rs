@@ -5,3 +5,7 @@
 //! secret, the files secrets and passwords are read from, client password
 //! checks, and TLS configuration. See `docs/SECURITY.md` for the threat
 //! model.
+
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod tls;
