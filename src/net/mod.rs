@@ -18,8 +18,10 @@ mod peer;
 mod read_buffer;
 mod snapshotter;
 mod syncer;
+mod transport;
 
 pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
+pub use transport::Transport;
 
 use std::collections::BTreeMap;
 use std::fmt;
