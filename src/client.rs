@@ -39,6 +39,7 @@
 //! After any failure the connection is dropped, never reused: a late reply
 //! would otherwise be taken as the answer to the next request.
 
+pub mod credentials;
 mod stream;
 
 use std::error::Error;
