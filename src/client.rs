@@ -1,9 +1,21 @@
-//! A small blocking client for the line protocol, over one std `TcpStream`.
+//! A small blocking client for the line protocol, over one std `TcpStream`,
+//! plain or TLS.
 //!
 //! Used by `kvstore-client`, by the load generator to find the leader, and
 //! by integration tests. It owns one connection at a time (to [`Client::addr`]),
 //! a buffered reader over it, and the list of addresses it has learned: the
 //! one it was created with first, then every leader named in a redirect.
+//!
+//! # Opening a connection
+//!
+//! Every connection, the first, a reconnect and one to a leader named in a
+//! redirect alike, is opened the same way: TCP, then with
+//! [`ClientOptions::tls`] a TLS handshake that verifies the server's
+//! certificate against the host of the address dialled, then with
+//! [`ClientOptions::password`] `AUTH <password>`, which must be answered
+//! `OK`. A refusal at either step ([`ClientError::Tls`],
+//! [`ClientError::AuthenticationFailed`]) is final; it is not retried
+//! elsewhere.
 //!
 //! # The retry rule
 //!
@@ -27,18 +39,25 @@
 //! After any failure the connection is dropped, never reused: a late reply
 //! would otherwise be taken as the answer to the next request.
 
+pub mod credentials;
+mod stream;
+
 use std::error::Error;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
+
+use rustls::ClientConfig;
+
+use stream::Stream;
 
 /// The longest request or reply line, in bytes, without its `\n`.
 pub const MAX_LINE_LENGTH: usize = 1024 * 1024;
 
-/// Timeouts and retry bounds of a [`Client`].
-#[derive(Clone, Debug)]
+/// Timeouts, retry bounds and credentials of a [`Client`].
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Bound on each connect, each read and each write. Must not be zero.
     pub timeout: Duration,
@@ -49,6 +68,26 @@ pub struct ClientOptions {
     pub backoff_initial: Duration,
     /// Ceiling of that pause.
     pub backoff_max: Duration,
+    /// Speak TLS with these settings, verifying each server by the host of
+    /// the address dialled (see [`crate::security::tls`]).
+    pub tls: Option<Arc<ClientConfig>>,
+    /// Send `AUTH <password>` first on every connection.
+    pub password: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for ClientOptions {
+    /// Everything but the password, which is only said to be there.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("ClientOptions")
+            .field("timeout", &self.timeout)
+            .field("max_redirects", &self.max_redirects)
+            .field("backoff_initial", &self.backoff_initial)
+            .field("backoff_max", &self.backoff_max)
+            .field("tls", &self.tls.is_some())
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -58,6 +97,8 @@ impl Default for ClientOptions {
             max_redirects: 16,
             backoff_initial: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
+            tls: None,
+            password: None,
         }
     }
 }
@@ -113,6 +154,22 @@ pub enum ClientError {
     UnexpectedReply {
         reply: Vec<u8>,
     },
+    /// The TLS handshake with the server was refused: its certificate did
+    /// not verify, or it refused ours. Nothing was sent.
+    Tls {
+        addr: String,
+        source: io::Error,
+    },
+    /// The server answered `AUTH` with something other than `OK`. Nothing
+    /// else was sent.
+    AuthenticationFailed {
+        addr: String,
+        reply: Vec<u8>,
+    },
+    /// The password cannot be sent as `AUTH <password>` on one line.
+    InvalidPassword {
+        reason: &'static str,
+    },
     Io(io::Error),
 }
 
@@ -125,6 +182,9 @@ impl ClientError {
             ClientError::Connect { .. }
                 | ClientError::NotSent { .. }
                 | ClientError::OutcomeUnknown { .. }
+                | ClientError::Tls { .. }
+                | ClientError::AuthenticationFailed { .. }
+                | ClientError::InvalidPassword { .. }
                 | ClientError::Io(_)
         )
     }
@@ -180,6 +240,17 @@ impl fmt::Display for ClientError {
                     reply.escape_ascii()
                 )
             }
+            ClientError::Tls { addr, source } => {
+                write!(formatter, "TLS with {addr} failed: {source}")
+            }
+            ClientError::AuthenticationFailed { addr, reply } => write!(
+                formatter,
+                "authentication with {addr} failed; the server replied: {}",
+                reply.escape_ascii()
+            ),
+            ClientError::InvalidPassword { reason } => {
+                write!(formatter, "invalid password: {reason}")
+            }
             ClientError::Io(source) => write!(formatter, "{source}"),
         }
     }
@@ -191,6 +262,7 @@ impl Error for ClientError {
             ClientError::Connect { source, .. }
             | ClientError::NotSent { source, .. }
             | ClientError::OutcomeUnknown { source, .. }
+            | ClientError::Tls { source, .. }
             | ClientError::Io(source) => Some(source),
             _ => None,
         }
@@ -223,7 +295,7 @@ pub struct Client {
     /// The original address first, then each leader learned from a redirect.
     known_addresses: Vec<String>,
     /// `None` after a failure or a redirect; reopened before the next request.
-    connection: Option<BufReader<TcpStream>>,
+    connection: Option<BufReader<Stream>>,
     /// The request line plus `\n`, reused so a request is one `write`.
     write_buffer: Vec<u8>,
 }
@@ -232,11 +304,12 @@ impl Client {
     /// Connects to `addr` (`host:port`) once, without retrying, so a wrong
     /// address fails fast. Retries happen inside [`Client::execute`].
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        if let Some(password) = &options.password {
+            validate_password(password)
+                .map_err(|reason| ClientError::InvalidPassword { reason })?;
+        }
         let connection =
-            open_connection(addr, options.timeout).map_err(|source| ClientError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
+            open_connection(addr, &options).map_err(|error| error.into_client_error(addr))?;
         Ok(Client {
             options,
             address: addr.to_owned(),
@@ -262,10 +335,7 @@ impl Client {
     pub fn request_raw(&mut self, line: &[u8]) -> Result<Vec<u8>, ClientError> {
         validate_request(line)?;
         self.ensure_connected()
-            .map_err(|source| ClientError::Connect {
-                addr: self.address.clone(),
-                source,
-            })?;
+            .map_err(|error| error.into_client_error(&self.address))?;
         self.exchange(line)
     }
 
@@ -278,7 +348,11 @@ impl Client {
         let mut budget = RetryBudget::new(&self.options);
         let mut connect_failures = 0;
         loop {
-            if let Err(source) = self.ensure_connected() {
+            if let Err(error) = self.ensure_connected() {
+                let source = match error {
+                    OpenError::Unreachable(source) => source,
+                    OpenError::Refused(error) => return Err(error),
+                };
                 let failed = self.address.clone();
                 budget.spend(|| ClientError::Connect {
                     addr: failed.clone(),
@@ -365,14 +439,14 @@ impl Client {
     /// Makes sure there is a connection to `self.address` that the server has
     /// not closed and that holds no unread bytes (which would belong to no
     /// request and shift every later reply).
-    fn ensure_connected(&mut self) -> io::Result<()> {
-        if let Some(connection) = &self.connection
+    fn ensure_connected(&mut self) -> Result<(), OpenError> {
+        if let Some(connection) = &mut self.connection
             && !is_idle_and_open(connection)
         {
             self.connection = None;
         }
         if self.connection.is_none() {
-            self.connection = Some(open_connection(&self.address, self.options.timeout)?);
+            self.connection = Some(open_connection(&self.address, &self.options)?);
         }
         Ok(())
     }
@@ -566,40 +640,92 @@ fn reject_server_error(reply: Vec<u8>) -> Result<Vec<u8>, ClientError> {
     }
 }
 
-/// Resolves `address` and connects to the first resolved address that
-/// accepts, with the read, write and connect timeouts set.
-fn open_connection(address: &str, timeout: Duration) -> io::Result<BufReader<TcpStream>> {
-    let mut last_error = None;
-    for socket_address in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&socket_address, timeout) {
-            Ok(stream) => {
-                stream.set_read_timeout(Some(timeout))?;
-                stream.set_write_timeout(Some(timeout))?;
-                stream.set_nodelay(true)?;
-                return Ok(BufReader::new(stream));
-            }
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        io::Error::new(ErrorKind::InvalidInput, "the address resolved to nothing")
-    }))
+/// Why a connection could not be opened.
+enum OpenError {
+    /// Connecting failed, or the connection was lost while being set up:
+    /// no request was sent, so trying again (or elsewhere) is safe.
+    Unreachable(io::Error),
+    /// The server was reached and refused the TLS handshake or the
+    /// password: trying again would not help.
+    Refused(ClientError),
 }
 
-/// True when nothing is waiting to be read and the peer has not closed: a
-/// non-blocking peek must find the socket empty.
-fn is_idle_and_open(connection: &BufReader<TcpStream>) -> bool {
-    if !connection.buffer().is_empty() {
-        return false;
+impl OpenError {
+    fn into_client_error(self, addr: &str) -> ClientError {
+        match self {
+            OpenError::Unreachable(source) => ClientError::Connect {
+                addr: addr.to_owned(),
+                source,
+            },
+            OpenError::Refused(error) => error,
+        }
     }
-    let stream = connection.get_ref();
-    if stream.set_nonblocking(true).is_err() {
-        return false;
+}
+
+/// Connects to `address` as the options say: TCP, TLS, then `AUTH`.
+fn open_connection(address: &str, options: &ClientOptions) -> Result<BufReader<Stream>, OpenError> {
+    let stream = Stream::open(address, options.timeout, options.tls.as_ref())?;
+    let mut connection = BufReader::new(stream);
+    if let Some(password) = &options.password {
+        authenticate(&mut connection, address, password)?;
     }
-    let mut byte = [0_u8; 1];
-    let peeked = stream.peek(&mut byte);
-    let restored = stream.set_nonblocking(false).is_ok();
-    restored && matches!(peeked, Err(error) if error.kind() == ErrorKind::WouldBlock)
+    Ok(connection)
+}
+
+/// Sends `AUTH <password>` and requires `OK`.
+fn authenticate(
+    connection: &mut BufReader<Stream>,
+    address: &str,
+    password: &[u8],
+) -> Result<(), OpenError> {
+    let mut line = Vec::with_capacity(AUTH_COMMAND.len() + password.len() + 1);
+    line.extend_from_slice(AUTH_COMMAND);
+    line.extend_from_slice(password);
+    line.push(b'\n');
+    if let Err(WriteFailure::NothingSent(error) | WriteFailure::PartlySent(error)) =
+        write_request(connection.get_mut(), &line)
+    {
+        return Err(stream::classify_failure(address, error));
+    }
+    match read_reply(connection) {
+        Ok(reply) if reply == b"OK" => Ok(()),
+        Ok(reply) => Err(OpenError::Refused(ClientError::AuthenticationFailed {
+            addr: address.to_owned(),
+            reply,
+        })),
+        Err(ReadFailure::NotSent(error) | ReadFailure::Unknown(error)) => {
+            Err(stream::classify_failure(address, error))
+        }
+        Err(failure @ ReadFailure::TooLong) => {
+            Err(OpenError::Refused(failure.into_error(address.to_owned())))
+        }
+    }
+}
+
+/// The command that sends the password, before the password.
+const AUTH_COMMAND: &[u8] = b"AUTH ";
+
+/// Why `password` cannot be sent as `AUTH <password>\n`, if it cannot.
+pub fn validate_password(password: &[u8]) -> Result<(), &'static str> {
+    if password.is_empty() {
+        return Err("the password is empty");
+    }
+    if password.len() + AUTH_COMMAND.len() > MAX_LINE_LENGTH {
+        return Err("the password is longer than a request line may be");
+    }
+    if memchr::memchr(b'\n', password).is_some() {
+        return Err("the password contains a newline");
+    }
+    if password.ends_with(b"\r") {
+        return Err("the password ends with a carriage return, which the server would strip");
+    }
+    Ok(())
+}
+
+/// True when nothing is waiting to be read, in the buffer or the stream,
+/// and the server has not closed.
+fn is_idle_and_open(connection: &mut BufReader<Stream>) -> bool {
+    connection.buffer().is_empty() && connection.get_mut().is_idle_and_open()
 }
 
 enum WriteFailure {
@@ -611,7 +737,7 @@ enum WriteFailure {
 }
 
 /// `write_all` that remembers whether any byte was accepted.
-fn write_request(stream: &mut TcpStream, bytes: &[u8]) -> Result<(), WriteFailure> {
+fn write_request(stream: &mut impl Write, bytes: &[u8]) -> Result<(), WriteFailure> {
     let mut written = 0;
     while written < bytes.len() {
         match stream.write(&bytes[written..]) {
@@ -664,7 +790,7 @@ impl ReadFailure {
 }
 
 /// Reads one reply line, without its `\n` or `\r\n`.
-fn read_reply(connection: &mut BufReader<TcpStream>) -> Result<Vec<u8>, ReadFailure> {
+fn read_reply(connection: &mut BufReader<Stream>) -> Result<Vec<u8>, ReadFailure> {
     let mut reply = Vec::new();
     // Room for the longest line, its "\r\n", and one byte to notice overflow.
     let limit = (MAX_LINE_LENGTH + 3) as u64;
@@ -821,12 +947,13 @@ mod tests {
     fn a_connection_closed_by_the_server_is_detected_before_sending() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
-        let connection = open_connection(&address, Duration::from_secs(5)).expect("connect");
+        let mut connection = open_connection(&address, &ClientOptions::default())
+            .unwrap_or_else(|_| panic!("connect"));
         let (accepted, _) = listener.accept().expect("accept");
-        assert!(is_idle_and_open(&connection));
+        assert!(is_idle_and_open(&mut connection));
         drop(accepted);
         let deadline = Instant::now() + Duration::from_secs(5);
-        while is_idle_and_open(&connection) {
+        while is_idle_and_open(&mut connection) {
             assert!(Instant::now() < deadline, "close never observed");
             thread::sleep(Duration::from_millis(1));
         }
@@ -836,13 +963,192 @@ mod tests {
     fn unread_bytes_make_a_connection_unusable() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = listener.local_addr().expect("address").to_string();
-        let connection = open_connection(&address, Duration::from_secs(5)).expect("connect");
+        let mut connection = open_connection(&address, &ClientOptions::default())
+            .unwrap_or_else(|_| panic!("connect"));
         let (mut accepted, _) = listener.accept().expect("accept");
         accepted.write_all(b"stray\n").expect("write");
         let deadline = Instant::now() + Duration::from_secs(5);
-        while is_idle_and_open(&connection) {
+        while is_idle_and_open(&mut connection) {
             assert!(Instant::now() < deadline, "stray bytes never observed");
             thread::sleep(Duration::from_millis(1));
         }
+    }
+
+    use crate::security::testing::{Answer, FakeLineServer, Responder, TestPki};
+    use crate::security::tls::ClientAuth;
+
+    const PASSWORD: &[u8] = b"pass word";
+
+    fn with_password(tls: Option<Arc<ClientConfig>>) -> ClientOptions {
+        ClientOptions {
+            tls,
+            password: Some(PASSWORD.to_vec()),
+            max_redirects: 2,
+            backoff_initial: Duration::from_millis(1),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// Answers `AUTH pass word` with `OK` and `PING` with `PONG`, closing
+    /// after each `PONG` when `close_after_pong`.
+    fn pinged(close_after_pong: bool) -> Responder {
+        Box::new(move |line: &[u8]| match line {
+            b"AUTH pass word" => Answer::Reply(b"OK\n".to_vec()),
+            b"PING" if close_after_pong => Answer::ReplyAndClose(b"PONG\n".to_vec()),
+            b"PING" => Answer::Reply(b"PONG\n".to_vec()),
+            _ => Answer::Reply(b"ERR unexpected\n".to_vec()),
+        })
+    }
+
+    fn lines(items: &[&[u8]]) -> Vec<Vec<u8>> {
+        items.iter().map(|item| item.to_vec()).collect()
+    }
+
+    #[test]
+    fn the_password_goes_first_on_every_new_connection() {
+        let server = FakeLineServer::start(None, pinged(true));
+        let mut client = Client::connect(&server.address.to_string(), with_password(None)).unwrap();
+        client.ping().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_idle_and_open(client.connection.as_mut().expect("connection")) {
+            assert!(Instant::now() < deadline, "close never observed");
+            thread::sleep(Duration::from_millis(1));
+        }
+        client.ping().unwrap();
+        let expected: &[&[u8]] = &[b"AUTH pass word", b"PING", b"AUTH pass word", b"PING"];
+        assert_eq!(server.received(), lines(expected));
+        assert_eq!(server.connections(), 2);
+    }
+
+    #[test]
+    fn the_password_goes_first_to_a_leader_named_in_a_redirect() {
+        let leader = FakeLineServer::start(None, pinged(false));
+        let redirect = format!("NOT_LEADER 2 {}\n", leader.address).into_bytes();
+        let follower = FakeLineServer::start(
+            None,
+            Box::new(move |line: &[u8]| match line {
+                b"AUTH pass word" => Answer::Reply(b"OK\n".to_vec()),
+                _ => Answer::Reply(redirect.clone()),
+            }),
+        );
+        let mut client =
+            Client::connect(&follower.address.to_string(), with_password(None)).unwrap();
+        client.ping().unwrap();
+        let expected: &[&[u8]] = &[b"AUTH pass word", b"PING"];
+        assert_eq!(follower.received(), lines(expected));
+        assert_eq!(leader.received(), lines(expected));
+    }
+
+    #[test]
+    fn a_refused_password_is_an_authentication_error_with_the_reply() {
+        let server = FakeLineServer::start(
+            None,
+            Box::new(|_: &[u8]| Answer::Reply(b"ERR invalid password\n".to_vec())),
+        );
+        let address = server.address.to_string();
+        let error = Client::connect(&address, with_password(None)).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::AuthenticationFailed { addr, reply }
+                if *addr == address && reply == b"ERR invalid password"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("authentication"), "{error}");
+        assert!(
+            error.to_string().contains("ERR invalid password"),
+            "{error}"
+        );
+        assert!(error.is_connection_failure());
+    }
+
+    #[test]
+    fn a_password_that_is_not_one_line_is_refused_before_connecting() {
+        for password in [&b""[..], b"a\nb", b"ab\r"] {
+            let options = ClientOptions {
+                password: Some(password.to_vec()),
+                ..ClientOptions::default()
+            };
+            assert!(matches!(
+                Client::connect("127.0.0.1:1", options),
+                Err(ClientError::InvalidPassword { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn requests_go_over_tls_and_session_tickets_do_not_drop_the_connection() {
+        let pki = TestPki::generate();
+        let server =
+            FakeLineServer::start(Some(pki.server_config(ClientAuth::None)), pinged(false));
+        let options = ClientOptions {
+            tls: Some(pki.client_config(None)),
+            ..ClientOptions::default()
+        };
+        let mut client = Client::connect(&server.address.to_string(), options).unwrap();
+        // The server sends TLS 1.3 session tickets after the handshake: wait
+        // until they are in the socket, unread.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !has_unread_bytes(client.connection.as_ref().expect("connection").get_ref()) {
+            assert!(Instant::now() < deadline, "no session ticket arrived");
+            thread::sleep(Duration::from_millis(1));
+        }
+        for _ in 0..3 {
+            client.ping().unwrap();
+        }
+        let expected: &[&[u8]] = &[b"PING", b"PING", b"PING"];
+        assert_eq!(server.received(), lines(expected));
+        assert_eq!(server.connections(), 1);
+    }
+
+    fn has_unread_bytes(stream: &Stream) -> bool {
+        let Stream::Tls(stream) = stream else {
+            panic!("not TLS")
+        };
+        stream.sock.set_nonblocking(true).unwrap();
+        let peeked = stream.sock.peek(&mut [0_u8; 1]);
+        stream.sock.set_nonblocking(false).unwrap();
+        matches!(peeked, Ok(count) if count > 0)
+    }
+
+    #[test]
+    fn a_server_the_ca_did_not_sign_is_refused_without_retrying() {
+        let pki = TestPki::generate();
+        let server =
+            FakeLineServer::start(Some(pki.server_config(ClientAuth::None)), pinged(false));
+        let distrustful = crate::security::tls::client_config(&pki.untrusted_ca, None).unwrap();
+        let options = ClientOptions {
+            tls: Some(distrustful),
+            ..ClientOptions::default()
+        };
+        let error = Client::connect(&server.address.to_string(), options).unwrap_err();
+        assert!(
+            matches!(&error, ClientError::Tls { source, .. }
+            if source.kind() == ErrorKind::InvalidData),
+            "{error}"
+        );
+        assert!(error.to_string().contains("certificate"), "{error}");
+        assert!(server.received().is_empty());
+        assert_eq!(server.connections(), 1);
+    }
+
+    #[test]
+    fn a_server_requiring_a_certificate_accepts_the_client_certificate() {
+        let pki = TestPki::generate();
+        let config = pki.server_config(ClientAuth::Required);
+        let server = FakeLineServer::start(Some(config), pinged(false));
+        let options = with_password(Some(pki.client_config(Some(&pki.client))));
+        let mut client = Client::connect(&server.address.to_string(), options).unwrap();
+        client.ping().unwrap();
+        drop(client);
+
+        let options = with_password(Some(pki.client_config(None)));
+        let error = Client::connect(&server.address.to_string(), options).unwrap_err();
+        assert!(matches!(error, ClientError::Tls { .. }), "{error}");
+    }
+
+    #[test]
+    fn options_never_show_the_password() {
+        let shown = format!("{:?}", with_password(None));
+        assert!(!shown.contains("pass word"), "{shown}");
+        assert!(shown.contains("<hidden>"), "{shown}");
     }
 }

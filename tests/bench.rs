@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,17 @@ fn bench_binary() -> &'static str {
 }
 
 fn run_bench(arguments: &[&str]) -> Output {
-    Command::new(bench_binary())
+    run_bench_with_password(arguments, None)
+}
+
+/// `kvstore-bench` with `KVSTORE_AUTH` set to `password` (or unset).
+fn run_bench_with_password(arguments: &[&str], password: Option<&str>) -> Output {
+    let mut bench = Command::new(bench_binary());
+    match password {
+        Some(password) => bench.env("KVSTORE_AUTH", password),
+        None => bench.env_remove("KVSTORE_AUTH"),
+    };
+    bench
         .args(arguments)
         .stdin(Stdio::null())
         .output()
@@ -294,11 +305,13 @@ fn read_resp_header(reader: &mut impl BufRead, kind: u8) -> Option<usize> {
 }
 
 /// A fake Redis: SET gets `+OK`; GET alternately gets a bulk string that
-/// holds `\r\n` and a nil. Each reply is written in two pieces so the
+/// holds `\r\n` and a nil; `AUTH secret` gets `+OK` (and is counted),
+/// another password an error. Each reply is written in two pieces so the
 /// client sees bulk strings split across reads.
-fn serve_fake_redis(listener: TcpListener) {
+fn serve_fake_redis(listener: TcpListener, authentications: Arc<AtomicU64>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        let authentications = Arc::clone(&authentications);
         thread::spawn(move || {
             let mut writer = stream.try_clone().unwrap();
             let _ = writer.set_nodelay(true);
@@ -306,6 +319,11 @@ fn serve_fake_redis(listener: TcpListener) {
             let mut gets = 0_u64;
             while let Some(command) = read_resp_command(&mut reader) {
                 let reply: &[u8] = match command[0].as_slice() {
+                    b"AUTH" if command[1] == b"secret" => {
+                        authentications.fetch_add(1, Ordering::SeqCst);
+                        b"+OK\r\n"
+                    }
+                    b"AUTH" => b"-ERR invalid password\r\n",
                     b"SET" => b"+OK\r\n",
                     b"GET" => {
                         gets += 1;
@@ -330,7 +348,7 @@ fn serve_fake_redis(listener: TcpListener) {
 fn resp_drives_a_redis_like_server() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap().to_string();
-    thread::spawn(move || serve_fake_redis(listener));
+    thread::spawn(move || serve_fake_redis(listener, Arc::default()));
     let output = run_bench(&[
         "--addr",
         &address,
@@ -356,4 +374,64 @@ fn resp_drives_a_redis_like_server() {
         .and_then(|count| count.trim().parse::<u64>().ok())
         .expect("a GET misses row");
     assert!((100..1000).contains(&misses), "{misses} misses: {stdout}");
+}
+
+#[test]
+fn with_a_password_every_connection_authenticates_first_and_is_not_measured() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let authentications = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&authentications);
+    thread::spawn(move || serve_fake_redis(listener, counter));
+    let arguments = [
+        "--addr",
+        &address,
+        "--proto",
+        "resp",
+        "--requests",
+        "200",
+        "--clients",
+        "3",
+        "--warmup",
+        "0",
+    ];
+
+    let output = run_bench_with_password(&arguments, Some("secret"));
+    let result = result_of(&output);
+    assert_eq!(number(&result, "ops"), 200);
+    assert_eq!(number(&result, "errors"), 0, "{}", text(&output.stdout));
+    assert_eq!(authentications.load(Ordering::SeqCst), 3);
+
+    let output = run_bench_with_password(&arguments, Some("wrong"));
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("authentication failed; the server replied: -ERR invalid password"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unusable_credential_flags_exit_2_naming_the_flag() {
+    let directory = tempfile::tempdir().unwrap();
+    let password = directory.path().join("password");
+    std::fs::write(&password, "secret\n").unwrap();
+    std::fs::set_permissions(&password, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let missing = directory.path().join("missing-ca.pem");
+    for (arguments, flag) in [
+        (vec!["--tls"], "--tls-ca-file"),
+        (
+            vec!["--tls-ca-file", missing.to_str().unwrap()],
+            "--tls-ca-file",
+        ),
+        (
+            vec!["--password-file", password.to_str().unwrap()],
+            "--password-file",
+        ),
+    ] {
+        let output = run_bench(&arguments);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(flag), "{arguments:?}: {stderr}");
+    }
 }

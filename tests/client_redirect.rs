@@ -464,9 +464,28 @@ fn reconnects_after_an_unknown_outcome_without_resending() {
 }
 
 fn run_cli(address: &str, command: &[&str], stdin: &[u8]) -> Output {
+    run_cli_with(address, &[], None, command, stdin)
+}
+
+/// `kvstore-client` with extra `flags` and `KVSTORE_AUTH` set to
+/// `password_variable` (or unset).
+fn run_cli_with(
+    address: &str,
+    flags: &[&str],
+    password_variable: Option<&str>,
+    command: &[&str],
+    stdin: &[u8],
+) -> Output {
     let (host, port) = address.rsplit_once(':').expect("host:port");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kvstore-client"))
-        .args(["--timeout-ms", "10000", host, port])
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_kvstore-client"));
+    match password_variable {
+        Some(password) => cli.env("KVSTORE_AUTH", password),
+        None => cli.env_remove("KVSTORE_AUTH"),
+    };
+    let mut child = cli
+        .args(["--timeout-ms", "10000"])
+        .args(flags)
+        .args([host, port])
         .args(command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -560,5 +579,92 @@ fn cli_piped_stdin_skips_empty_lines_and_stops_at_quit() {
     assert_eq!(output.stdout, b"OK\n");
     assert_eq!(node.next_request(), b"PUT a 1");
     assert_eq!(node.next_request(), b"QUIT");
+    node.assert_no_more_requests();
+}
+
+/// A store that wants `AUTH secret` first on every connection.
+fn store_with_password() -> FakeServer {
+    let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+    FakeServer::start(move |request| match request.strip_prefix(b"AUTH ") {
+        Some(b"secret") => line("OK"),
+        Some(_) => line("ERR invalid password"),
+        None => answer_as_store(&mut map, request),
+    })
+}
+
+fn password_file(directory: &std::path::Path, contents: &str, mode: u32) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let path = directory.join("password");
+    std::fs::write(&path, contents).expect("write the password file");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
+#[test]
+fn cli_sends_the_password_file_first_and_it_wins_over_the_environment() {
+    let node = store_with_password();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = password_file(directory.path(), "secret\n", 0o600);
+
+    let flags = ["--password-file", path.as_str()];
+    let output = run_cli_with(&node.address, &flags, Some("wrong"), &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(output.stdout, b"PONG\n");
+    assert_eq!(
+        node.received_so_far(),
+        vec![b"AUTH secret".to_vec(), b"PING".to_vec()]
+    );
+}
+
+#[test]
+fn cli_takes_the_password_from_kvstore_auth() {
+    let node = store_with_password();
+
+    let output = run_cli_with(&node.address, &[], Some("secret"), &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_eq!(node.next_request(), b"AUTH secret");
+}
+
+#[test]
+fn cli_refused_password_exits_two_with_the_reply() {
+    let node = store_with_password();
+
+    let output = run_cli_with(&node.address, &[], Some("wrong"), &["PUT", "k", "v"], b"");
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("authentication"), "{stderr}");
+    assert!(stderr.contains("ERR invalid password"), "{stderr}");
+    assert_eq!(node.next_request(), b"AUTH wrong");
+    node.assert_no_more_requests();
+}
+
+#[test]
+fn cli_refuses_a_password_file_every_user_may_read() {
+    let node = store_with_password();
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let path = password_file(directory.path(), "secret\n", 0o644);
+
+    let flags = ["--password-file", path.as_str()];
+    let output = run_cli_with(&node.address, &flags, None, &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--password-file"), "{stderr}");
+    assert!(stderr.contains(&path), "{stderr}");
+    node.assert_no_more_requests();
+}
+
+#[test]
+fn cli_tls_without_a_ca_file_exits_two() {
+    let node = FakeServer::store();
+
+    let output = run_cli_with(&node.address, &["--tls"], None, &["PING"], b"");
+
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--tls-ca-file"), "{stderr}");
     node.assert_no_more_requests();
 }

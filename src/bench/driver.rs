@@ -5,33 +5,54 @@
 //! exhausted and every request it sent has been answered, so no phase's
 //! replies leak into the next one's counts.
 //!
-//! Per turn each ready connection gets one read(2), its whole replies are
-//! parsed, its pipeline is refilled, and it gets one write(2). Readiness is
+//! Before the first phase every connection is set up (connect, TLS
+//! handshake, `AUTH`); only then is it counted as live.
+//!
+//! Per turn each ready connection gets one read, its whole replies are
+//! parsed, its pipeline is refilled, and it gets one write. Readiness is
 //! edge-triggered, so a connection whose read filled its buffer is read
 //! again next turn without waiting for an event (as the server does).
 
+use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 
 use super::BenchError;
 use super::connection::{Connection, ConnectionError, ReadOutcome};
 use super::report::{Progress, Tally};
-use super::wire::{Protocol, RequestEncoder};
+use super::wire::{self, Protocol, RequestEncoder};
 use super::workload::{Source, Xorshift};
+use crate::net::Transport;
 
 const EVENT_CAPACITY: usize = 1024;
-/// How long connecting every client may take.
+/// How long setting up every client (connect, TLS, `AUTH`) may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// With requests in flight and no reply for this long, the run fails.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What the driver needs to know about the run.
+/// Where TLS connections go: their settings and the name the server's
+/// certificate must carry.
 #[derive(Debug, Clone)]
+pub struct TlsTarget {
+    pub config: Arc<ClientConfig>,
+    pub server_name: ServerName<'static>,
+}
+
+/// What the driver needs to know about the run. (Not `Debug`: it holds
+/// the password.)
+#[derive(Clone)]
 pub struct DriverSettings {
     pub address: SocketAddr,
+    /// Speak TLS to `address`.
+    pub tls: Option<TlsTarget>,
+    /// Sent as `AUTH` first on every connection.
+    pub password: Option<Vec<u8>>,
     pub clients: usize,
     /// The deepest pipeline of any phase: connection buffers are sized for it.
     pub deepest_pipeline: usize,
@@ -74,6 +95,8 @@ pub struct Driver {
     poll: Poll,
     settings: DriverSettings,
     encoder: RequestEncoder,
+    /// The `AUTH` request every connection sends first; empty without a password.
+    auth_request: Vec<u8>,
     /// Indexed by token; `None` once a connection is given up.
     connections: Vec<Option<Connection>>,
     live: usize,
@@ -90,9 +113,15 @@ impl Driver {
     pub fn connect(settings: DriverSettings) -> Result<Driver, BenchError> {
         let poll = Poll::new().map_err(BenchError::Poll)?;
         let encoder = RequestEncoder::new(settings.protocol, settings.value_size);
+        let auth_request = settings
+            .password
+            .as_ref()
+            .map(|password| wire::encode_auth(settings.protocol, password))
+            .unwrap_or_default();
         let mut driver = Driver {
             poll,
             encoder,
+            auth_request,
             connections: Vec::with_capacity(settings.clients),
             live: 0,
             outstanding: 0,
@@ -125,17 +154,18 @@ impl Driver {
 
     fn start_connect(&mut self, index: usize) {
         let random = Xorshift::new(self.settings.seed, index as u64);
-        let started = TcpStream::connect(self.settings.address).and_then(|mut stream| {
+        let started = TcpStream::connect(self.settings.address).and_then(|stream| {
+            let mut transport = self.transport_over(stream)?;
             let interest = Interest::READABLE | Interest::WRITABLE;
             self.poll
                 .registry()
-                .register(&mut stream, Token(index), interest)?;
-            Ok(stream)
+                .register(transport.socket(), Token(index), interest)?;
+            Ok(transport)
         });
         match started {
-            Ok(stream) => {
+            Ok(transport) => {
                 let depth = self.settings.deepest_pipeline;
-                let connection = Connection::new(stream, random, depth, &self.encoder);
+                let connection = Connection::new(transport, random, depth, &self.encoder);
                 self.connections.push(Some(connection));
             }
             Err(error) => {
@@ -145,7 +175,18 @@ impl Driver {
         }
     }
 
-    /// Polls until every connection is made or failed, or the timeout.
+    fn transport_over(&self, stream: TcpStream) -> io::Result<Transport> {
+        match &self.settings.tls {
+            None => Ok(Transport::plain(stream)),
+            Some(target) => Transport::tls_client(
+                stream,
+                Arc::clone(&target.config),
+                target.server_name.clone(),
+            ),
+        }
+    }
+
+    /// Polls until every connection is set up or failed, or the timeout.
     fn await_connects(&mut self) -> Result<(), BenchError> {
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         let mut events = Events::with_capacity(EVENT_CAPACITY);
@@ -156,13 +197,13 @@ impl Driver {
             }
             self.poll_once(&mut events, deadline - now)?;
             for event in events.iter() {
-                self.finish_connect(event.token().0);
+                self.advance_setup(event.token().0);
             }
         }
         for index in 0..self.connections.len() {
             if self.connections[index]
                 .as_ref()
-                .is_some_and(|connection| !connection.is_connected())
+                .is_some_and(|connection| !connection.is_ready())
             {
                 self.give_up(index, &ConnectionError::ConnectTimedOut);
             }
@@ -174,18 +215,18 @@ impl Driver {
         self.connections
             .iter()
             .flatten()
-            .filter(|connection| !connection.is_connected())
+            .filter(|connection| !connection.is_ready())
             .count()
     }
 
-    fn finish_connect(&mut self, index: usize) {
+    fn advance_setup(&mut self, index: usize) {
         let Some(Some(connection)) = self.connections.get_mut(index) else {
             return;
         };
-        if connection.is_connected() {
+        if connection.is_ready() {
             return;
         }
-        match connection.finish_connect() {
+        match connection.advance_setup(self.settings.protocol, &self.auth_request) {
             Ok(true) => self.live += 1,
             Ok(false) => {}
             Err(error) => self.give_up(index, &error),
@@ -197,11 +238,11 @@ impl Driver {
         let Some(mut connection) = self.connections[index].take() else {
             return;
         };
-        if connection.is_connected() {
+        if connection.is_ready() {
             self.live -= 1;
         }
         self.outstanding -= connection.in_flight();
-        let _ = self.poll.registry().deregister(connection.stream_mut());
+        let _ = self.poll.registry().deregister(connection.socket_mut());
         self.failures.record(error);
     }
 
@@ -292,7 +333,7 @@ impl Driver {
         let Some(Some(connection)) = self.connections.get_mut(index) else {
             return;
         };
-        if !connection.is_connected() {
+        if !connection.is_ready() {
             return;
         }
         let turn = take_turn(
@@ -346,4 +387,58 @@ fn take_turn(
         queued,
         read_again,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::workload::Mix;
+    use crate::security::testing::{Answer, FakeLineServer, TestPki};
+    use crate::security::tls::{self, ClientAuth};
+
+    #[test]
+    fn a_run_over_tls_with_a_password_measures_only_the_load() {
+        let pki = TestPki::generate();
+        let server = FakeLineServer::start(
+            Some(pki.server_config(ClientAuth::None)),
+            Box::new(|line: &[u8]| match line {
+                b"AUTH pw" => Answer::Reply(b"OK\n".to_vec()),
+                _ if line.starts_with(b"GET ") => Answer::Reply(b"NOT_FOUND\n".to_vec()),
+                _ => Answer::Reply(b"OK\n".to_vec()),
+            }),
+        );
+        let settings = DriverSettings {
+            address: server.address,
+            tls: Some(TlsTarget {
+                config: pki.client_config(None),
+                server_name: tls::server_name_for(&server.address),
+            }),
+            password: Some(b"pw".to_vec()),
+            // The fake serves one connection at a time.
+            clients: 1,
+            deepest_pipeline: 8,
+            protocol: Protocol::Line,
+            value_size: 3,
+            seed: 1,
+        };
+        let mut driver = Driver::connect(settings).unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(driver.live(), 1);
+        let mut phase = Phase {
+            label: "run",
+            pipeline: 8,
+            source: Source::mixed(Mix::new(0.5, 100), Some(500)),
+            deadline: None,
+            total: Some(500),
+            tally: Tally::new(true),
+        };
+        driver
+            .run_phase(&mut phase)
+            .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(phase.tally.completed, 500);
+        assert_eq!(phase.tally.errors(), 0);
+        let received = server.received();
+        assert_eq!(received.len(), 501);
+        assert_eq!(received[0], b"AUTH pw");
+        assert!(received[1..].iter().all(|line| !line.starts_with(b"AUTH")));
+    }
 }

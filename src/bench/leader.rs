@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::client::credentials::Credentials;
 use crate::client::{Client, ClientOptions};
 
 use super::BenchError;
@@ -29,15 +30,19 @@ pub struct Leader {
     pub redirected: bool,
 }
 
-/// Sends the probe to `address` and follows redirects to the leader.
+/// Sends the probe to `address` and follows redirects to the leader, over
+/// TLS and with a password as `credentials` say.
 pub fn find_leader(
     address: &str,
     operation: Operation,
     value_size: usize,
+    credentials: &Credentials,
 ) -> Result<Leader, BenchError> {
     let options = ClientOptions {
         timeout: PROBE_TIMEOUT,
         max_redirects: LEADER_SEARCH_RETRIES,
+        tls: credentials.tls.clone(),
+        password: credentials.password.clone(),
         ..ClientOptions::default()
     };
     let leader_error = |source| BenchError::Leader {

@@ -15,6 +15,11 @@
 //! measures, on the same small machine: no allocation and no formatting
 //! machinery per request, one read and one write per ready connection per
 //! loop turn, TCP_NODELAY, and one clock read per connection turn.
+//!
+//! With `--tls*` every connection (the leader probe included) speaks TLS
+//! through [`crate::net::Transport`], verifying the server by the host of
+//! the address it sends to; with a password each first sends `AUTH`, whose
+//! reply is consumed while connecting and never measured.
 
 mod connection;
 mod driver;
@@ -30,7 +35,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use crate::client::ClientError;
-use driver::{Driver, DriverSettings, Phase};
+use crate::security::tls::{self, TlsError};
+use driver::{Driver, DriverSettings, Phase, TlsTarget};
 pub use options::{BenchArgs, Options, RunLimit};
 pub use report::Report;
 use report::Tally;
@@ -53,6 +59,11 @@ pub enum BenchError {
     Leader {
         address: String,
         source: ClientError,
+    },
+    /// The host of the address sent to cannot name a TLS server.
+    ServerName {
+        address: String,
+        source: Box<TlsError>,
     },
     /// The leader answered the probe with `ERR`.
     ProbeRefused {
@@ -85,6 +96,9 @@ impl fmt::Display for BenchError {
             }
             BenchError::Leader { address, source } => {
                 write!(formatter, "cannot find the leader from {address}: {source}")
+            }
+            BenchError::ServerName { address, source } => {
+                write!(formatter, "cannot verify TLS with {address}: {source}")
             }
             BenchError::ProbeRefused { address, reply } => {
                 write!(formatter, "{address} refused the probe request: {reply}")
@@ -126,7 +140,8 @@ fn note(message: fmt::Arguments<'_>) {
 /// measure.
 pub fn run(options: &Options) -> Result<Report, BenchError> {
     let address = choose_address(options)?;
-    let mut driver = Driver::connect(driver_settings(options, resolve(&address)?))?;
+    let tls = tls_target(options, &address)?;
+    let mut driver = Driver::connect(driver_settings(options, resolve(&address)?, tls))?;
     let failures = driver.failures();
     if failures.count > 0 {
         note(format_args!(
@@ -171,7 +186,12 @@ fn choose_address(options: &Options) -> Result<String, BenchError> {
     } else {
         Operation::Get
     };
-    let leader = leader::find_leader(&options.address, probe, options.value_size)?;
+    let leader = leader::find_leader(
+        &options.address,
+        probe,
+        options.value_size,
+        &options.credentials,
+    )?;
     if leader.redirected {
         note(format_args!(
             "{} is not the leader; sending to the leader at {}",
@@ -195,9 +215,31 @@ fn resolve(address: &str) -> Result<SocketAddr, BenchError> {
         .ok_or_else(|| resolve_error(io::Error::new(io::ErrorKind::NotFound, "no address found")))
 }
 
-fn driver_settings(options: &Options, address: SocketAddr) -> DriverSettings {
+/// With TLS, its settings and the name the server at `address` must carry.
+fn tls_target(options: &Options, address: &str) -> Result<Option<TlsTarget>, BenchError> {
+    let Some(config) = &options.credentials.tls else {
+        return Ok(None);
+    };
+    let server_name =
+        tls::server_name_from_host_and_port(address).map_err(|source| BenchError::ServerName {
+            address: address.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(Some(TlsTarget {
+        config: config.clone(),
+        server_name,
+    }))
+}
+
+fn driver_settings(
+    options: &Options,
+    address: SocketAddr,
+    tls: Option<TlsTarget>,
+) -> DriverSettings {
     DriverSettings {
         address,
+        tls,
+        password: options.credentials.password.clone(),
         clients: options.clients,
         deepest_pipeline: options.pipeline.max(preload_pipeline(options)),
         protocol: options.protocol,

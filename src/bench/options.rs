@@ -1,7 +1,9 @@
 //! `kvstore-bench` flags to validated [`Options`]; every default and bound.
 //!
 //! Out-of-range values are refused by clap itself, so a bad flag always
-//! exits with status 2 and a usage message.
+//! exits with status 2 and a usage message. The TLS and password flags are
+//! the client tools' shared [`CredentialArgs`]; the files they name are read
+//! by [`BenchArgs::into_options`], whose error also means status 2.
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use clap::builder::RangedU64ValueParser;
 
 use super::wire::Protocol;
 use super::workload::MAX_KEYSPACE;
+use crate::client::credentials::{CredentialArgs, Credentials, CredentialsError};
 
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:7001";
 pub const DEFAULT_CLIENTS: usize = 50;
@@ -33,9 +36,14 @@ pub const MAX_VALUE_SIZE: u64 = 1_000_000;
 /// and one `RESULT key=value ...` line on stdout; progress goes to stderr.
 /// Exit status: 0 after a completed run (errors, if any, are reported),
 /// 1 when the run could not be made (no connection, all lost, server
-/// stalled), 2 for invalid flags.
+/// stalled, TLS or password refused), 2 for invalid flags (a file a flag
+/// names included).
 #[derive(Debug, Parser)]
-#[command(name = "kvstore-bench", version)]
+#[command(
+    name = "kvstore-bench",
+    version,
+    after_help = "Environment:\n  KVSTORE_AUTH  the password, when --password-file is not given"
+)]
 pub struct BenchArgs {
     /// Any node of the server, as host:port.
     #[arg(long, value_name = "HOST:PORT", default_value = DEFAULT_ADDRESS)]
@@ -78,6 +86,8 @@ pub struct BenchArgs {
     /// Seconds of load before measuring (not counted); 0 skips it.
     #[arg(long, value_name = "SECS", default_value = "1", value_parser = parse_seconds)]
     pub warmup: Duration,
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
 }
 
 /// How long the measured run lasts.
@@ -90,6 +100,8 @@ pub enum RunLimit {
 /// A validated run configuration.
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// TLS settings and the password for every connection, probe included.
+    pub credentials: Credentials,
     pub address: String,
     pub clients: usize,
     pub pipeline: usize,
@@ -104,13 +116,17 @@ pub struct Options {
 }
 
 impl BenchArgs {
-    pub fn into_options(self) -> Options {
+    /// The options, with the files the credential flags name read (and
+    /// `KVSTORE_AUTH` without `--password-file`).
+    pub fn into_options(self) -> Result<Options, CredentialsError> {
+        let credentials = self.credentials.load()?;
         let limit = match (self.requests, self.duration) {
             (Some(requests), _) => RunLimit::Requests(requests),
             (None, Some(duration)) => RunLimit::Duration(duration),
             (None, None) => RunLimit::Duration(DEFAULT_DURATION),
         };
-        Options {
+        Ok(Options {
+            credentials,
             address: self.addr,
             clients: self.clients,
             pipeline: self.pipeline,
@@ -122,7 +138,7 @@ impl BenchArgs {
             protocol: self.proto,
             seed: self.seed,
             warmup: self.warmup,
-        }
+        })
     }
 }
 
@@ -166,7 +182,8 @@ mod tests {
     fn parse(arguments: &[&str]) -> Result<Options, clap::Error> {
         let mut all = vec!["kvstore-bench"];
         all.extend_from_slice(arguments);
-        BenchArgs::try_parse_from(all).map(BenchArgs::into_options)
+        let arguments = BenchArgs::try_parse_from(all)?;
+        Ok(arguments.into_options().expect("no credential flags"))
     }
 
     #[test]

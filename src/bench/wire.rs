@@ -11,6 +11,14 @@
 //! resp  *3\r\n$3\r\nSET\r\n$12\r\nkey:00000001\r\n$4\r\nxxxx\r\n -> +OK\r\n | -ERR ...\r\n
 //!       *2\r\n$3\r\nGET\r\n$12\r\nkey:00000001\r\n                -> $4\r\nxxxx\r\n | $-1\r\n
 //! ```
+//!
+//! With a password, each connection first sends [`encode_auth`]'s request,
+//! once, before any load:
+//!
+//! ```text
+//! line  AUTH <password>\n                               -> OK\n | ERR ...\n
+//! resp  *2\r\n$4\r\nAUTH\r\n$<length>\r\n<password>\r\n -> +OK\r\n | -ERR ...\r\n
+//! ```
 
 use std::fmt;
 
@@ -90,6 +98,17 @@ impl RequestEncoder {
         let put = self.put_before_key.len() + self.put_after_key.len();
         let get = self.get_before_key.len() + self.get_after_key.len();
         put.max(get) + KEY_LENGTH
+    }
+}
+
+/// The request that sends `password` (see the module documentation).
+pub fn encode_auth(protocol: Protocol, password: &[u8]) -> Vec<u8> {
+    match protocol {
+        Protocol::Line => [&b"AUTH "[..], password, b"\n"].concat(),
+        Protocol::Resp => {
+            let header = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n", password.len());
+            [header.as_bytes(), password, b"\r\n"].concat()
+        }
     }
 }
 
@@ -300,6 +319,18 @@ mod tests {
         assert_eq!(
             encoded(Protocol::Resp, 0, Operation::Put, 1),
             b"*3\r\n$3\r\nSET\r\n$12\r\nkey:00000001\r\n$0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn auth_requests_are_byte_exact() {
+        assert_eq!(
+            encode_auth(Protocol::Line, b"pass word"),
+            b"AUTH pass word\n"
+        );
+        assert_eq!(
+            encode_auth(Protocol::Resp, b"pass\r\nword"),
+            b"*2\r\n$4\r\nAUTH\r\n$10\r\npass\r\nword\r\n"
         );
     }
 

@@ -11,10 +11,18 @@ use clap::Parser;
 use kvstore::bench::{self, BenchArgs};
 
 const EXIT_RUN_FAILED: u8 = 1;
+/// As clap exits on a malformed flag.
+const EXIT_INVALID_FLAGS: u8 = 2;
 
 fn main() -> ExitCode {
-    // clap exits with status 2 on invalid flags.
-    let options = BenchArgs::parse().into_options();
+    // clap exits with status 2 on invalid flags; so does an unusable file.
+    let options = match BenchArgs::parse().into_options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("kvstore-bench: {error}");
+            return ExitCode::from(EXIT_INVALID_FLAGS);
+        }
+    };
     let report = match bench::run(&options) {
         Ok(report) => report,
         Err(error) => {

@@ -1,9 +1,12 @@
 //! `kvstore-client <HOST> <PORT> [COMMAND...]`: send one command, or read
-//! commands from stdin, following leader redirects.
+//! commands from stdin, following leader redirects; over TLS with `--tls*`,
+//! and with a password from `--password-file` or `KVSTORE_AUTH` (see
+//! `kvstore::client::credentials`).
 //!
 //! Exit status: 0 on a reply, 1 when a one-shot reply is `ERR ...`, 2 when no
-//! reply could be obtained (connect failure, unknown outcome, too many
-//! redirects, ...).
+//! reply could be obtained (connect failure, TLS or password refused,
+//! unknown outcome, too many redirects, ...) or a flag is invalid (a file it
+//! names included).
 
 use std::ffi::OsString;
 use std::io::{self, BufRead, IsTerminal, Write};
@@ -11,11 +14,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use kvstore::client::credentials::CredentialArgs;
 use kvstore::client::{Client, ClientError, ClientOptions};
 
 /// Sends commands to a kvstore node, following NOT_LEADER redirects.
 #[derive(Parser, Debug)]
-#[command(name = "kvstore-client", version)]
+#[command(
+    name = "kvstore-client",
+    version,
+    after_help = "Environment:\n  KVSTORE_AUTH  the password, when --password-file is not given"
+)]
 struct Arguments {
     /// Host name or IP address of any node.
     host: String,
@@ -24,6 +32,8 @@ struct Arguments {
     /// Bound on connecting, and on waiting for each reply, in milliseconds.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
+    #[command(flatten)]
+    credentials: CredentialArgs,
     /// One command, e.g. `PUT key some value`; its words are joined by single
     /// spaces. Without it, commands are read from stdin, one per line.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -32,12 +42,23 @@ struct Arguments {
 
 const EXIT_SERVER_ERROR: u8 = 1;
 const EXIT_NO_REPLY: u8 = 2;
+/// As clap exits on a malformed flag.
+const EXIT_INVALID_FLAGS: u8 = 2;
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
     let address = host_and_port(&arguments.host, arguments.port);
+    let credentials = match arguments.credentials.load() {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            eprintln!("kvstore-client: {error}");
+            return ExitCode::from(EXIT_INVALID_FLAGS);
+        }
+    };
     let options = ClientOptions {
         timeout: Duration::from_millis(arguments.timeout_ms),
+        tls: credentials.tls,
+        password: credentials.password,
         ..ClientOptions::default()
     };
     let client = match Client::connect(&address, options) {

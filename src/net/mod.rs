@@ -20,8 +20,10 @@ mod read_buffer;
 mod snapshotter;
 mod syncer;
 mod throttle;
+mod transport;
 
 pub use read_buffer::{READ_CHUNK_BYTES, ReadBuffer, ReadOutcome};
+pub use transport::Transport;
 
 use std::collections::BTreeMap;
 use std::fmt;

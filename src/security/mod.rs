@@ -12,6 +12,7 @@
 //! - [`password`]: checking a client's password in constant time.
 //! - [`settings`]: what a server starts with, read from the files its
 //!   flags name.
+//! - [`tls`]: TLS settings for clients and peers, from PEM files.
 //!
 //! Every MAC here is RustCrypto's HMAC-SHA256 and every MAC comparison goes
 //! through its constant-time `verify_slice`; this module never compares
@@ -21,6 +22,9 @@ pub mod handshake;
 pub mod password;
 pub mod secret_file;
 pub mod settings;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod tls;
 
 use std::io;
 
