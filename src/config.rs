@@ -135,6 +135,22 @@ pub struct ServerArgs {
     /// other command but PING and QUIT (Redis's requirepass; mode 600).
     #[arg(long, value_name = "PATH")]
     pub requirepass_file: Option<PathBuf>,
+    /// PEM certificate chain: with --tls-key-file, every connection to the
+    /// port (clients and peers) must speak TLS. Peers dial each other's IP
+    /// address, so a node's certificate needs an IP SAN for it.
+    #[arg(long, value_name = "PATH", requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --tls-cert-file.
+    #[arg(long, value_name = "PATH", requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM certificate(s) of the CA that signs the cluster's certificates:
+    /// peers (and, with --tls-client-auth, clients) must present one it
+    /// signed. Required for a cluster with TLS.
+    #[arg(long, value_name = "PATH", requires = "tls_cert_file")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Clients too must present a certificate signed by --tls-ca-file.
+    #[arg(long, requires = "tls_ca_file")]
+    pub tls_client_auth: bool,
 }
 
 /// A validated server configuration.
@@ -163,6 +179,17 @@ pub struct Config {
     pub cluster_secret_file: Option<PathBuf>,
     /// `None`: clients need no password.
     pub requirepass_file: Option<PathBuf>,
+    /// `None`: no TLS; every connection is plain TCP.
+    pub tls: Option<TlsFlags>,
+}
+
+/// The TLS flags, when TLS is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFlags {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: Option<PathBuf>,
+    pub client_auth: bool,
 }
 
 impl Config {
@@ -211,6 +238,8 @@ pub enum ConfigError {
     PeersNeedSecret {
         address: SocketAddr,
     },
+    /// Peers verify each other's certificates against the CA.
+    TlsClusterNeedsCa,
 }
 
 impl fmt::Display for ConfigError {
@@ -255,6 +284,11 @@ impl fmt::Display for ConfigError {
                  `(umask 077; openssl rand -hex 32 > FILE)`), or keep --host and every peer \
                  on loopback"
             ),
+            ConfigError::TlsClusterNeedsCa => write!(
+                formatter,
+                "a cluster with TLS needs --tls-ca-file: peers verify each other's \
+                 certificates against it"
+            ),
         }
     }
 }
@@ -296,6 +330,18 @@ impl ServerArgs {
                 return Err(ConfigError::PeersNeedSecret { address: *address });
             }
         }
+        let tls = match (self.tls_cert_file, self.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFlags {
+                cert_file,
+                key_file,
+                ca_file: self.tls_ca_file,
+                client_auth: self.tls_client_auth,
+            }),
+            _ => None,
+        };
+        if !peers.is_empty() && tls.as_ref().is_some_and(|tls| tls.ca_file.is_none()) {
+            return Err(ConfigError::TlsClusterNeedsCa);
+        }
         Ok(Config {
             listen,
             id,
@@ -317,6 +363,7 @@ impl ServerArgs {
             log_segment_bytes: log_segment_bytes(self.snapshot_log_bytes),
             cluster_secret_file: self.cluster_secret_file,
             requirepass_file: self.requirepass_file,
+            tls,
         })
     }
 }
@@ -472,6 +519,38 @@ mod tests {
         let with_secret = ["7001", "10.0.0.2:7002", "--cluster-secret-file", "s"];
         assert!(args(&with_secret).unwrap().peers_authenticated());
         assert!(args(&["7001", "--host", "0.0.0.0"]).is_ok());
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        let plain = args(&["7001"]).unwrap();
+        assert_eq!(plain.tls, None);
+        let single = args(&["7001", "--tls-cert-file", "c", "--tls-key-file", "k"]).unwrap();
+        let tls = single.tls.expect("TLS is on");
+        assert_eq!((tls.ca_file, tls.client_auth), (None, false));
+        let cluster = [
+            "7001",
+            "127.0.0.1:7002",
+            "--tls-cert-file",
+            "c",
+            "--tls-key-file",
+            "k",
+        ];
+        assert_eq!(args(&cluster).unwrap_err(), ConfigError::TlsClusterNeedsCa);
+        let parsed =
+            |list: &[&str]| ServerArgs::try_parse_from(["kvstore-server"].iter().chain(list));
+        assert!(parsed(&["7001", "--tls-cert-file", "c"]).is_err());
+        assert!(
+            parsed(&[
+                "7001",
+                "--tls-client-auth",
+                "--tls-cert-file",
+                "c",
+                "--tls-key-file",
+                "k"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -38,6 +38,7 @@ fn run(config: Config) -> Result<(), String> {
     let settings = Settings::load(
         config.cluster_secret_file.as_deref(),
         config.requirepass_file.as_deref(),
+        config.tls.as_ref(),
     )
     .map_err(|e| e.to_string())?;
     warn_about_exposure(&config);

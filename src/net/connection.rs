@@ -2,18 +2,35 @@
 
 use std::io::{self, Write};
 
-use mio::net::TcpStream;
-
 use crate::node::{Flow, Gate, Node, ReplyQueue};
 use crate::protocol::{self, ErrorReply, Framed, Reply, Request};
 use crate::security::handshake::{HANDSHAKE_PREFIX, MAX_HANDSHAKE_LINE_BYTES};
 use crate::security::password::PasswordCheck;
 use crate::timer::TimerId;
 
+use super::Transport;
 use super::read_buffer::{ReadBuffer, ReadOutcome};
 /// Stop executing a client's requests while this many reply bytes are
 /// unsent, so a client that never reads cannot grow the server's memory.
 pub const MAX_UNSENT_REPLY_BYTES: usize = 256 * 1024;
+
+/// Whether a connection to a TLS port opened with TLS.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FirstByte {
+    /// TLS is not required, or the first byte started a TLS handshake.
+    Checked,
+    /// Nothing has arrived yet.
+    NotYet,
+    /// The client left without a byte.
+    Closed,
+    /// Something else: a plaintext client.
+    Plaintext,
+}
+
+/// What a plaintext client on a TLS port is told, by protocol.
+const TLS_REQUIRED_LINE: &[u8] =
+    b"ERR this port requires TLS (kvstore-client --tls, redis-cli --tls, openssl s_client)\n";
+const TLS_REQUIRED_RESP: &[u8] = b"-ERR this port requires TLS\r\n";
 
 /// What executing the buffered lines found.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,7 +46,7 @@ pub enum Executed {
 }
 
 pub struct Connection {
-    pub stream: TcpStream,
+    pub transport: Transport,
     /// Received and not yet executed.
     input: ReadBuffer,
     pub replies: ReplyQueue,
@@ -61,12 +78,14 @@ pub struct Connection {
     pub peer_only: bool,
     /// When it was accepted.
     pub admitted_ms: u64,
+    /// The first byte has been seen to start TLS (or TLS is off).
+    first_byte_checked: bool,
 }
 
 impl Connection {
-    pub fn new(stream: TcpStream, now_ms: u64) -> Self {
+    pub fn new(transport: Transport, now_ms: u64) -> Self {
         Connection {
-            stream,
+            transport,
             input: ReadBuffer::new(),
             replies: ReplyQueue::new(),
             closing: false,
@@ -82,7 +101,43 @@ impl Connection {
             wrong_password_timer: None,
             peer_only: false,
             admitted_ms: now_ms,
+            first_byte_checked: false,
         }
+    }
+
+    /// On a TLS port, whether the client opened with a TLS handshake record
+    /// (peeked, so the TLS session still reads it); plaintext is refused
+    /// with a line it can read rather than left to fail the TLS handshake.
+    pub fn check_first_byte(&mut self) -> FirstByte {
+        if self.first_byte_checked || !self.transport.is_tls() {
+            self.first_byte_checked = true;
+            return FirstByte::Checked;
+        }
+        let mut first = [0u8; 1];
+        match self.transport.socket().peek(&mut first) {
+            Ok(0) => FirstByte::Closed,
+            Ok(_) if Transport::looks_like_tls(first[0]) => {
+                self.first_byte_checked = true;
+                FirstByte::Checked
+            }
+            Ok(_) => FirstByte::Plaintext,
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => FirstByte::NotYet,
+            Err(_) => FirstByte::Closed,
+        }
+    }
+
+    /// Tells a plaintext client on a TLS port why it is cut off, on the
+    /// bare socket (best effort: the socket is fresh and has room).
+    pub fn refuse_plaintext(&mut self) {
+        let mut first = [0u8; 1];
+        let socket = self.transport.socket();
+        let resp = matches!(socket.peek(&mut first), Ok(1) if first[0] == b'*');
+        let text = if resp {
+            TLS_REQUIRED_RESP
+        } else {
+            TLS_REQUIRED_LINE
+        };
+        let _ = socket.write(text);
     }
 
     /// Whether another read(2) is useful now.
@@ -110,7 +165,8 @@ impl Connection {
     /// grows, up to `max_line_bytes` plus a terminator; past that, framing
     /// reports the line as too long before another read is needed.
     pub fn read_once(&mut self, max_line_bytes: usize) -> io::Result<ReadOutcome> {
-        self.input.read_once(&mut self.stream, max_line_bytes + 2)
+        self.input
+            .read_once(&mut self.transport, max_line_bytes + 2)
     }
 
     /// Executes every whole line in the buffer, stopping early when replies
@@ -223,8 +279,8 @@ impl Connection {
     }
 
     /// The socket and whatever arrived after the handshake line.
-    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
-        (self.stream, self.input.into_rest())
+    pub fn into_parts(self) -> (Transport, Vec<u8>) {
+        (self.transport, self.input.into_rest())
     }
 
     /// Stops reading and drops what was not executed (memory released now).
@@ -236,12 +292,15 @@ impl Connection {
     /// One write(2) of whatever replies may leave. Returns whether every
     /// queued reply (held or not) has now been written.
     pub fn flush(&mut self, released: Gate) -> io::Result<bool> {
+        if !self.transport.flush_pending()? {
+            return Ok(false);
+        }
         loop {
             let sendable = self.replies.sendable(released);
             if sendable.is_empty() {
                 return Ok(self.replies.is_empty());
             }
-            match self.stream.write(sendable) {
+            match self.transport.write(sendable) {
                 Ok(count) => {
                     self.replies.consume(count);
                     return Ok(self.replies.is_empty());
@@ -284,7 +343,7 @@ mod tests {
         let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (accepted, _) = listener.accept().unwrap();
         accepted.set_nonblocking(true).unwrap();
-        let mut stream = TcpStream::from_std(accepted);
+        let mut stream = mio::net::TcpStream::from_std(accepted);
         client.write_all(bytes).unwrap();
         client.shutdown(Shutdown::Write).unwrap();
 
@@ -303,7 +362,7 @@ mod tests {
             }
         }
         assert!(fin_reported, "the poller never reported the FIN");
-        Connection::new(stream, 0)
+        Connection::new(Transport::plain(stream), 0)
     }
 
     #[test]

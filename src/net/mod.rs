@@ -51,7 +51,7 @@ use crate::security::password::WRONG_PASSWORD_DELAY_MS;
 use crate::security::settings::Settings;
 use crate::snapshot;
 use crate::timer::{TimerId, TimerWheel};
-use connection::{Connection, Executed};
+use connection::{Connection, Executed, FirstByte};
 use peer::{InboundPeer, OutboundLink, PendingPeer};
 use snapshotter::{Report, Snapshotter};
 use syncer::Syncer;
@@ -193,6 +193,8 @@ pub struct Server {
     invalid_frame_log: throttle::Throttle,
     /// Refused or failed peer handshakes, likewise.
     handshake_log: throttle::Throttle,
+    /// Plaintext connections to a TLS port, likewise.
+    tls_log: throttle::Throttle,
     /// Wrong passwords, likewise; and how many there were.
     wrong_password_log: throttle::Throttle,
     wrong_passwords: u64,
@@ -273,6 +275,7 @@ impl Server {
             flushed_gate: Gate::OPEN,
             invalid_frame_log: throttle::Throttle::default(),
             handshake_log: throttle::Throttle::default(),
+            tls_log: throttle::Throttle::default(),
             wrong_password_log: throttle::Throttle::default(),
             wrong_passwords: 0,
             stop_requested: false,
@@ -411,7 +414,17 @@ impl Server {
             crate::status!("cannot register a connection: {error}");
             return;
         }
-        let mut connection = Connection::new(stream, now_ms);
+        let transport = match &self.settings.tls {
+            Some(tls) => match Transport::tls_server(stream, Arc::clone(&tls.server)) {
+                Ok(transport) => transport,
+                Err(error) => {
+                    crate::status!("cannot start TLS on a connection: {error}");
+                    return;
+                }
+            },
+            None => Transport::plain(stream),
+        };
+        let mut connection = Connection::new(transport, now_ms);
         connection.authenticated = self.settings.password.is_none();
         connection.peer_only = peer_only;
         if peer_only {
@@ -445,6 +458,12 @@ impl Server {
         let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
+        match connection.check_first_byte() {
+            FirstByte::Checked => {}
+            FirstByte::NotYet => return,
+            FirstByte::Closed => return self.close(key),
+            FirstByte::Plaintext => return self.refuse_plaintext(key),
+        }
         let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes, password);
         if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
@@ -490,6 +509,27 @@ impl Server {
         }
     }
 
+    /// A connection that did not start with TLS on a TLS port: told so in
+    /// plain text (RESP's form if it spoke RESP), logged at most once a
+    /// second, and closed.
+    fn refuse_plaintext(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        let Some(connection) = self.client(key) else {
+            return;
+        };
+        let remote = connection.transport.socket().peer_addr().ok();
+        connection.refuse_plaintext();
+        if let Some(suppressed) = self.tls_log.admit(now_ms) {
+            crate::status!(
+                "refused a plaintext connection from {}: this port requires TLS{}",
+                remote.map_or("an unknown address".to_string(), |remote| remote
+                    .to_string()),
+                throttle::suppressed_note(suppressed)
+            );
+        }
+        self.close(key);
+    }
+
     /// A wrong password: its reply waits out `WRONG_PASSWORD_DELAY_MS`
     /// (so one connection tries at most ten a second), and is counted and
     /// logged (at most once a second) with the client's address.
@@ -498,7 +538,7 @@ impl Server {
         let Some(connection) = self.client(key) else {
             return;
         };
-        let remote = connection.stream.peer_addr().ok();
+        let remote = connection.transport.socket().peer_addr().ok();
         let event = TimerEvent::WrongPassword { endpoint: key };
         let timer = self.timers.insert(now_ms + WRONG_PASSWORD_DELAY_MS, event);
         if let Some(connection) = self.client(key) {
@@ -555,23 +595,29 @@ impl Server {
         }
         if matches!(self.endpoints[key], Endpoint::Client(_)) {
             if let Some(Endpoint::Client(mut connection)) = self.forget_client(key) {
-                let _ = self.poll.registry().deregister(&mut connection.stream);
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(connection.transport.socket());
             }
             return;
         }
         match self.endpoints.remove(key) {
             Endpoint::Client(_) => unreachable!("closed just above"),
             Endpoint::PendingPeer(mut pending) => {
-                let _ = self.poll.registry().deregister(&mut pending.stream);
+                let _ = self.poll.registry().deregister(pending.transport.socket());
             }
             Endpoint::Inbound(mut inbound) => {
-                let _ = self.poll.registry().deregister(&mut inbound.stream);
+                let _ = self.poll.registry().deregister(inbound.transport.socket());
             }
             Endpoint::Outbound {
                 link,
                 mut connection,
             } => {
-                let _ = self.poll.registry().deregister(&mut connection.stream);
+                let _ = self
+                    .poll
+                    .registry()
+                    .deregister(connection.transport.socket());
                 self.link_lost(link, connection.state);
             }
         }

@@ -14,8 +14,7 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
-use mio::net::TcpStream;
-
+use super::Transport;
 use crate::node::message::{self, Envelope, FrameError, NodeId};
 use crate::security::handshake::{
     self, Accepting, ClusterKey, Dialing, HANDSHAKE_TIMEOUT_MS, HandshakeError, Hello,
@@ -98,13 +97,17 @@ impl Output {
         self.bytes.len() - self.written
     }
 
-    /// Writes what it can (until the socket would block).
-    pub fn flush(&mut self, stream: &mut TcpStream) -> Result<(), PeerError> {
+    /// Writes what it can (until the socket would block), after what the
+    /// transport itself has queued (TLS handshake records).
+    pub fn flush(&mut self, transport: &mut Transport) -> Result<(), PeerError> {
         if self.unsent_bytes() > MAX_UNSENT_PEER_BYTES {
             return Err(PeerError::TooSlow);
         }
+        if !transport.flush_pending()? {
+            return Ok(());
+        }
         while !self.is_empty() {
-            match stream.write(&self.bytes[self.written..]) {
+            match transport.write(&self.bytes[self.written..]) {
                 Ok(0) => return Err(PeerError::Closed),
                 Ok(count) => self.written += count,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -120,7 +123,7 @@ impl Output {
 
 /// Reads everything available into `input` (bounded by `limit`).
 fn read_available(
-    stream: &mut TcpStream,
+    transport: &mut Transport,
     input: &mut Vec<u8>,
     limit: usize,
 ) -> Result<(), PeerError> {
@@ -129,7 +132,7 @@ fn read_available(
         if input.len() > limit {
             return Ok(());
         }
-        match stream.read(&mut chunk) {
+        match transport.read(&mut chunk) {
             Ok(0) => return Err(PeerError::Closed),
             Ok(count) => input.extend_from_slice(&chunk[..count]),
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
@@ -152,7 +155,7 @@ pub enum LinkState {
 
 /// A connection this node dialed to a configured peer.
 pub struct OutboundLink {
-    pub stream: TcpStream,
+    pub transport: Transport,
     pub state: LinkState,
     pub output: Output,
     input: Vec<u8>,
@@ -162,9 +165,9 @@ pub struct OutboundLink {
 }
 
 impl OutboundLink {
-    pub fn connecting(stream: TcpStream, now_ms: u64) -> Self {
+    pub fn connecting(transport: Transport, now_ms: u64) -> Self {
         OutboundLink {
-            stream,
+            transport,
             state: LinkState::Connecting,
             output: Output::default(),
             input: Vec::new(),
@@ -175,11 +178,12 @@ impl OutboundLink {
     /// On the first writable event: did the connect succeed? If so, queue
     /// our first handshake line.
     pub fn finish_connect(&mut self, own: &Hello, now_ms: u64) -> Result<(), PeerError> {
-        if let Some(error) = self.stream.take_error()? {
+        let socket = self.transport.socket();
+        if let Some(error) = socket.take_error()? {
             return Err(error.into());
         }
-        self.stream.peer_addr()?;
-        let _ = self.stream.set_nodelay(true);
+        socket.peer_addr()?;
+        let _ = socket.set_nodelay(true);
         let nonce = handshake::fresh_nonce()?;
         let dialing = Dialing::start(*own, nonce, now_ms, self.output.buffer());
         self.state = LinkState::AwaitingHandshake(dialing);
@@ -198,7 +202,11 @@ impl OutboundLink {
     /// Anything else the acceptor sends is a protocol error; EOF means the
     /// peer is gone (or refused us).
     pub fn read(&mut self, key: &ClusterKey, now_ms: u64) -> Result<Option<Hello>, PeerError> {
-        read_available(&mut self.stream, &mut self.input, MAX_HANDSHAKE_LINE_BYTES)?;
+        read_available(
+            &mut self.transport,
+            &mut self.input,
+            MAX_HANDSHAKE_LINE_BYTES,
+        )?;
         if !matches!(self.state, LinkState::AwaitingHandshake(_)) {
             self.input.clear();
             return Ok(None);
@@ -224,7 +232,7 @@ impl OutboundLink {
 /// our proof) is queued, and nothing it sends reaches the core until its
 /// own proof checks out.
 pub struct PendingPeer {
-    pub stream: TcpStream,
+    pub transport: Transport,
     accepting: Option<Accepting>,
     input: Vec<u8>,
     pub output: Output,
@@ -236,7 +244,7 @@ pub struct PendingPeer {
 impl PendingPeer {
     /// `rest` is what arrived after the first line; `reply` is our line.
     pub fn new(
-        stream: TcpStream,
+        transport: Transport,
         accepting: Accepting,
         rest: Vec<u8>,
         reply: Vec<u8>,
@@ -246,7 +254,7 @@ impl PendingPeer {
         let mut output = Output::default();
         output.buffer().extend_from_slice(&reply);
         PendingPeer {
-            stream,
+            transport,
             accepting: Some(accepting),
             input: rest,
             output,
@@ -268,7 +276,11 @@ impl PendingPeer {
     /// proof checks out (the bytes after it are frames, kept for
     /// [`PendingPeer::into_inbound`]).
     pub fn read(&mut self, key: &ClusterKey, now_ms: u64) -> Result<Option<Hello>, PeerError> {
-        let read = read_available(&mut self.stream, &mut self.input, MAX_HANDSHAKE_LINE_BYTES);
+        let read = read_available(
+            &mut self.transport,
+            &mut self.input,
+            MAX_HANDSHAKE_LINE_BYTES,
+        );
         let Some((line, consumed)) = handshake::take_line(&self.input)? else {
             return read.map(|()| None);
         };
@@ -281,7 +293,7 @@ impl PendingPeer {
     /// The connection of a dialer that proved itself as `dialer`.
     pub fn into_inbound(self, dialer: Hello) -> InboundPeer {
         InboundPeer {
-            stream: self.stream,
+            transport: self.transport,
             id: dialer.id,
             input: self.input,
             output: self.output,
@@ -291,7 +303,7 @@ impl PendingPeer {
 
 /// A connection a peer dialed to this node, after its handshake.
 pub struct InboundPeer {
-    pub stream: TcpStream,
+    pub transport: Transport,
     pub id: NodeId,
     input: Vec<u8>,
     pub output: Output,
@@ -301,7 +313,7 @@ impl InboundPeer {
     /// Reads what arrived and returns the whole frames in it.
     pub fn read_frames(&mut self, frames: &mut Vec<Envelope>) -> Result<(), PeerError> {
         let limit = message::MAX_FRAME_BODY_BYTES + message::FRAME_HEADER_BYTES;
-        let read = read_available(&mut self.stream, &mut self.input, limit);
+        let read = read_available(&mut self.transport, &mut self.input, limit);
         self.decode_buffered(frames)?;
         read
     }

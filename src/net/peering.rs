@@ -23,10 +23,11 @@ use mio::net::TcpStream;
 
 use super::peer::{self, LinkState, OutboundLink, PeerError, PendingPeer};
 use super::throttle;
-use super::{Endpoint, Server, TimerEvent};
+use super::{Endpoint, Server, TimerEvent, Transport};
 use crate::node::message::{self, Envelope, NodeId};
 use crate::protocol::ErrorReply;
 use crate::security::handshake::{self, Accepting, HANDSHAKE_TIMEOUT_MS, Hello};
+use crate::security::tls::server_name_for;
 
 /// Beyond `--max-clients`, at most this many connections per configured
 /// peer may wait to prove they are that peer.
@@ -46,12 +47,16 @@ impl Server {
         let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
-        let Ok(remote) = connection.stream.peer_addr() else {
+        let Ok(remote) = connection.transport.socket().peer_addr() else {
             return self.close(key);
         };
         if !self.settings.cluster_key.is_authenticated() && !remote.ip().is_loopback() {
             let reason = "peers are not authenticated (no --cluster-secret-file), so only \
                           loopback may be a peer";
+            return self.refuse_handshake(key, remote, reason);
+        }
+        if connection.transport.is_tls() && !connection.transport.presented_verified_certificate() {
+            let reason = "a peer must present a certificate signed by --tls-ca-file";
             return self.refuse_handshake(key, remote, reason);
         }
         let answered = match self.answer_handshake(line) {
@@ -126,8 +131,8 @@ impl Server {
         let entry = self.endpoints.vacant_entry();
         let new_key = entry.key();
         let stream = match &mut endpoint {
-            Endpoint::PendingPeer(pending) => &mut pending.stream,
-            Endpoint::Inbound(inbound) => &mut inbound.stream,
+            Endpoint::PendingPeer(pending) => pending.transport.socket(),
+            Endpoint::Inbound(inbound) => inbound.transport.socket(),
             _ => unreachable!("only peer endpoints move"),
         };
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -149,7 +154,7 @@ impl Server {
         let remote = pending.remote;
         let outcome = pending
             .output
-            .flush(&mut pending.stream)
+            .flush(&mut pending.transport)
             .and_then(|()| pending.read(&self.settings.cluster_key, now_ms));
         match outcome {
             Ok(None) => {}
@@ -223,7 +228,7 @@ impl Server {
         let peer_id = inbound.id;
         let mut outcome = inbound
             .read_frames(&mut frames)
-            .and_then(|()| inbound.output.flush(&mut inbound.stream));
+            .and_then(|()| inbound.output.flush(&mut inbound.transport));
         for envelope in frames.drain(..) {
             if let Err(invalid) = self.node.handle_message(envelope, now_ms) {
                 // Nothing of it was applied; what follows on this
@@ -256,16 +261,24 @@ impl Server {
         let now_ms = self.now_ms();
         let entry = self.endpoints.vacant_entry();
         let key = entry.key();
+        let peer_tls = self
+            .settings
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.peer_client.clone());
         let connected = TcpStream::connect(address).and_then(|mut stream| {
             let interest = Interest::READABLE | Interest::WRITABLE;
             self.poll
                 .registry()
                 .register(&mut stream, Token(key), interest)?;
-            Ok(stream)
+            match peer_tls {
+                Some(config) => Transport::tls_client(stream, config, server_name_for(&address)),
+                None => Ok(Transport::plain(stream)),
+            }
         });
         match connected {
-            Ok(stream) => {
-                let connection = OutboundLink::connecting(stream, now_ms);
+            Ok(transport) => {
+                let connection = OutboundLink::connecting(transport, now_ms);
                 entry.insert(Endpoint::Outbound { link, connection });
                 self.links[link].endpoint = Some(key);
                 let event = TimerEvent::HandshakeDeadline { endpoint: key };
@@ -307,7 +320,7 @@ impl Server {
         if outcome.is_ok() {
             outcome = connection
                 .output
-                .flush(&mut connection.stream)
+                .flush(&mut connection.transport)
                 .and_then(|()| connection.read(&self.settings.cluster_key, now_ms));
         }
         match outcome {
@@ -386,10 +399,12 @@ impl Server {
         for key in std::mem::take(&mut self.peer_flush_queue) {
             let outcome = match self.endpoints.get_mut(key) {
                 Some(Endpoint::Outbound { connection, .. }) => {
-                    connection.output.flush(&mut connection.stream)
+                    connection.output.flush(&mut connection.transport)
                 }
-                Some(Endpoint::Inbound(inbound)) => inbound.output.flush(&mut inbound.stream),
-                Some(Endpoint::PendingPeer(pending)) => pending.output.flush(&mut pending.stream),
+                Some(Endpoint::Inbound(inbound)) => inbound.output.flush(&mut inbound.transport),
+                Some(Endpoint::PendingPeer(pending)) => {
+                    pending.output.flush(&mut pending.transport)
+                }
                 _ => Ok(()),
             };
             if outcome.is_err() {
