@@ -1,6 +1,6 @@
 //! One client connection: its socket, its unparsed input and its replies.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 
 use crate::node::{Flow, Gate, Node, ReplyQueue};
 use crate::protocol::{self, ErrorReply, Framed, Reply, Request};
@@ -31,6 +31,8 @@ pub enum FirstByte {
 const TLS_REQUIRED_LINE: &[u8] =
     b"ERR this port requires TLS (kvstore-client --tls, redis-cli --tls, openssl s_client)\n";
 const TLS_REQUIRED_RESP: &[u8] = b"-ERR this port requires TLS\r\n";
+/// What of a refused plaintext client's first bytes is read and dropped.
+const PLAINTEXT_DRAIN_BYTES: usize = 4096;
 
 /// What executing the buffered lines found.
 #[derive(Debug, PartialEq, Eq)]
@@ -127,7 +129,9 @@ impl Connection {
     }
 
     /// Tells a plaintext client on a TLS port why it is cut off, on the
-    /// bare socket (best effort: the socket is fresh and has room).
+    /// bare socket (best effort: the socket is fresh and has room), and
+    /// drains what it sent, so that closing does not reset the connection
+    /// and throw the explanation away before the client reads it.
     pub fn refuse_plaintext(&mut self) {
         let mut first = [0u8; 1];
         let socket = self.transport.socket();
@@ -138,6 +142,9 @@ impl Connection {
             TLS_REQUIRED_LINE
         };
         let _ = socket.write(text);
+        let mut unread = [0u8; PLAINTEXT_DRAIN_BYTES];
+        let _ = socket.read(&mut unread);
+        let _ = socket.shutdown(std::net::Shutdown::Write);
     }
 
     /// Whether another read(2) is useful now.

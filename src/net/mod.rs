@@ -595,6 +595,10 @@ impl Server {
         }
         if matches!(self.endpoints[key], Endpoint::Client(_)) {
             if let Some(Endpoint::Client(mut connection)) = self.forget_client(key) {
+                // A TLS client learns the close was meant (best effort).
+                if connection.transport.is_tls() && !connection.transport.is_handshaking() {
+                    let _ = connection.transport.send_close_notify();
+                }
                 let _ = self
                     .poll
                     .registry()
