@@ -16,6 +16,8 @@ Comparisons:
   fsync-never   kvstore --fsync never         vs Redis appendonly no
   fsync-always  kvstore --fsync always        vs Redis appendonly yes, appendfsync always
   cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
+  tls           kvstore --fsync never with TLS vs without (certificates made with openssl;
+                the load generator verifies the server against the CA)
 
   memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
@@ -108,17 +110,43 @@ class Servers:
         self.directory.cleanup()
 
 
-def start_kvstore(servers, fsync, nodes=1):
+CERTIFICATES = tempfile.TemporaryDirectory(prefix="kvstore-perf-tls-")
+
+
+def certificates():
+    """A CA and a node certificate (IP SAN 127.0.0.1), made once per run
+    with the openssl commands docs/SECURITY.md gives."""
+    directory = Path(CERTIFICATES.name)
+    ca, cert, key = directory / "ca.pem", directory / "node.pem", directory / "node-key.pem"
+    if not cert.exists():
+        quiet = {"check": True, "capture_output": True, "cwd": directory}
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "30", "-subj", "/CN=kvstore perf CA",
+                        "-keyout", "ca-key.pem", "-out", "ca.pem"], **quiet)
+        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-subj", "/CN=node", "-keyout", "node-key.pem", "-out", "node.csr"], **quiet)
+        (directory / "extensions").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
+        subprocess.run(["openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
+                        "-days", "30", "-out", "node.pem", "-extfile", "extensions"], **quiet)
+    return ca, cert, key
+
+
+def start_kvstore(servers, fsync, nodes=1, tls=False):
     ports = [free_port() for _ in range(nodes)]
+    server_tls, bench_tls = [], []
+    if tls:
+        ca, cert, key = certificates()
+        server_tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(ca)]
+        bench_tls = ["--tls-ca-file", str(ca)]
     for port in ports:
         peers = ",".join(f"127.0.0.1:{other}" for other in ports if other != port)
         command = [str(SERVER), str(port)]
         if peers:
             command.append(peers)
-        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}"]
+        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls]
         servers.spawn(command, port, f"kvstore-server {port}")
     # Any node will do: the load generator follows NOT_LEADER to the leader.
-    return f"127.0.0.1:{ports[0]}", "line"
+    return f"127.0.0.1:{ports[0]}", "line", bench_tls
 
 
 def start_redis(servers, appendonly, appendfsync="everysec"):
@@ -129,7 +157,7 @@ def start_redis(servers, appendonly, appendfsync="everysec"):
         "--dir", servers.directory.name, "--daemonize", "no", "--protected-mode", "no",
     ]
     servers.spawn(command, port, "redis-server")
-    return f"127.0.0.1:{port}", "resp"
+    return f"127.0.0.1:{port}", "resp", []
 
 
 SYSTEMS = {
@@ -139,18 +167,20 @@ SYSTEMS = {
     "redis appendfsync always": lambda servers: start_redis(servers, "yes", "always"),
     "kvstore 3-node sync cluster": lambda servers: start_kvstore(servers, "always", nodes=3),
     "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
+    "kvstore fsync never, TLS": lambda servers: start_kvstore(servers, "never", tls=True),
 }
 
 COMPARISONS = {
     "fsync-never": ("kvstore fsync never", "redis appendonly no"),
     "fsync-always": ("kvstore fsync always", "redis appendfsync always"),
     "cluster": ("kvstore 3-node sync cluster", "kvstore 1 node"),
+    "tls": ("kvstore fsync never, TLS", "kvstore fsync never"),
 }
 
 
-def run_bench(address, proto, pipeline, duration):
+def run_bench(address, proto, pipeline, duration, extra=()):
     command = pinned(1, [
-        str(BENCH), "--addr", address, "--proto", proto,
+        str(BENCH), "--addr", address, "--proto", proto, *extra,
         "--clients", str(CLIENTS), "--pipeline", str(pipeline),
         "--duration", str(duration), "--get-ratio", str(GET_RATIO),
         "--keyspace", str(KEYSPACE), "--value-size", str(VALUE_SIZE), "--preload",
@@ -167,8 +197,8 @@ def run_bench(address, proto, pipeline, duration):
 def measure(system, pipeline, duration):
     servers = Servers()
     try:
-        address, proto = SYSTEMS[system](servers)
-        result = run_bench(address, proto, pipeline, duration)
+        address, proto, extra = SYSTEMS[system](servers)
+        result = run_bench(address, proto, pipeline, duration, extra)
     finally:
         servers.stop()
     ops = float(result["ops_per_sec"])
@@ -192,7 +222,7 @@ def measure_memory(system):
     """Resident memory of the server after preloading MEMORY_KEYS keys."""
     servers = Servers()
     try:
-        address, proto = SYSTEMS[system](servers)
+        address, proto, _ = SYSTEMS[system](servers)
         before = rss_bytes(servers.processes[0].pid)
         command = pinned(1, [
             str(BENCH), "--addr", address, "--proto", proto, "--clients", "8",
