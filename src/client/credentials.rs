@@ -14,10 +14,7 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::fs::File;
-use std::io::{self, Read};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -25,14 +22,13 @@ use clap::Args;
 use rustls::ClientConfig;
 
 use super::validate_password;
+use crate::security::secret_file::{SecretFileError, read_secret_file};
 use crate::security::tls::{self, TlsError};
 
 /// The environment variable a password is taken from without `--password-file`.
 pub const PASSWORD_ENVIRONMENT_VARIABLE: &str = "KVSTORE_AUTH";
 /// The longest password accepted, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 4096;
-/// The permission bit that lets every user read a file.
-const WORLD_READABLE_MODE: u32 = 0o004;
 
 /// The TLS and password flags shared by the client tools.
 #[derive(Debug, Clone, Default, Args)]
@@ -109,10 +105,9 @@ pub enum CredentialsError {
     CaRequired,
     /// A TLS file is missing, unreadable or wrong.
     Tls(TlsError),
-    /// The password file cannot be opened or read.
-    PasswordFileUnreadable { path: PathBuf, source: io::Error },
-    /// The password file may be read by every user.
-    PasswordFileWorldReadable { path: PathBuf, mode: u32 },
+    /// The password file is unreadable, readable by every user, too large
+    /// or empty (the same checks as the server's secret files).
+    PasswordFile(SecretFileError),
     /// The password is longer than [`MAX_PASSWORD_BYTES`].
     PasswordTooLong { source: PasswordSource },
     /// The password cannot be sent as one line.
@@ -131,18 +126,7 @@ impl fmt::Display for CredentialsError {
                  that CA only, never the system's roots"
             ),
             CredentialsError::Tls(error) => write!(formatter, "{error}"),
-            CredentialsError::PasswordFileUnreadable { path, source } => write!(
-                formatter,
-                "cannot read the password file (--password-file) {}: {source}",
-                path.display()
-            ),
-            CredentialsError::PasswordFileWorldReadable { path, mode } => write!(
-                formatter,
-                "the password file (--password-file) {} may be read by every user (mode {:o}); \
-                 run chmod o-r on it",
-                path.display(),
-                mode & 0o777
-            ),
+            CredentialsError::PasswordFile(error) => write!(formatter, "{error}"),
             CredentialsError::PasswordTooLong { source } => write!(
                 formatter,
                 "the password in {source} is longer than {MAX_PASSWORD_BYTES} bytes"
@@ -209,32 +193,13 @@ impl CredentialArgs {
     }
 }
 
-/// The password in `path`, without one trailing `\n` (or `\r\n`). Refuses
-/// a file every user may read.
+/// The password in `path`, without its trailing line breaks, read with
+/// the checks the server applies to its own secret files (refused if every
+/// user may read it, if empty, or if larger than a secret file may be).
 pub fn read_password_file(path: &Path) -> Result<Vec<u8>, CredentialsError> {
-    let unreadable = |source| CredentialsError::PasswordFileUnreadable {
-        path: path.to_owned(),
-        source,
-    };
-    let file = File::open(path).map_err(unreadable)?;
-    let mode = file.metadata().map_err(unreadable)?.permissions().mode();
-    if mode & WORLD_READABLE_MODE != 0 {
-        return Err(CredentialsError::PasswordFileWorldReadable {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let mut contents = Vec::new();
-    // Room for the longest password, its line ending, and one byte more.
-    let limit = (MAX_PASSWORD_BYTES + 3) as u64;
-    file.take(limit)
-        .read_to_end(&mut contents)
-        .map_err(unreadable)?;
-    if let Some(line) = contents.strip_suffix(b"\n") {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        contents.truncate(line.len());
-    }
-    checked_password(contents, PasswordSource::File(path.to_owned()))
+    let password =
+        read_secret_file(path, "--password-file", 1).map_err(CredentialsError::PasswordFile)?;
+    checked_password(password, PasswordSource::File(path.to_owned()))
 }
 
 fn checked_password(
@@ -252,6 +217,7 @@ fn checked_password(
 #[cfg(test)]
 mod tests {
     use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     use clap::Parser;
 
@@ -277,13 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn a_password_file_loses_one_trailing_newline() {
+    fn a_password_file_loses_its_trailing_newlines() {
         let directory = tempfile::tempdir().unwrap();
         for (contents, expected) in [
             (&b"secret\n"[..], &b"secret"[..]),
             (b"secret\r\n", b"secret"),
             (b"secret", b"secret"),
             (b"two words\n", b"two words"),
+            (b"secret\n\n", b"secret"),
         ] {
             let path = password_file(directory.path(), contents, 0o600);
             assert_eq!(read_password_file(&path).unwrap(), expected);
@@ -296,8 +263,11 @@ mod tests {
         let path = password_file(directory.path(), b"secret\n", 0o644);
         let error = read_password_file(&path).unwrap_err();
         assert!(
-            matches!(&error, CredentialsError::PasswordFileWorldReadable { mode, .. }
-                if mode & 0o777 == 0o644),
+            matches!(
+                &error,
+                CredentialsError::PasswordFile(SecretFileError::WorldReadable { mode, .. })
+                    if mode & 0o777 == 0o644
+            ),
             "{error}"
         );
         let message = error.to_string();
@@ -313,22 +283,35 @@ mod tests {
         let missing = directory.path().join("missing");
         assert!(matches!(
             read_password_file(&missing),
-            Err(CredentialsError::PasswordFileUnreadable { path, .. }) if path == missing
+            Err(CredentialsError::PasswordFile(SecretFileError::Unreadable { path, .. }))
+                if path == missing
         ));
-        for contents in [&b"\n"[..], b"", b"two\nlines\n"] {
+        for contents in [&b"\n"[..], b""] {
             let path = password_file(directory.path(), contents, 0o600);
             let error = read_password_file(&path).unwrap_err();
             assert!(
-                matches!(error, CredentialsError::InvalidPassword { .. }),
+                matches!(
+                    error,
+                    CredentialsError::PasswordFile(SecretFileError::Empty { .. })
+                ),
                 "{error}"
             );
             assert!(error.to_string().contains(&path.display().to_string()));
         }
+        let path = password_file(directory.path(), b"two\nlines\n", 0o600);
+        let error = read_password_file(&path).unwrap_err();
+        assert!(
+            matches!(error, CredentialsError::InvalidPassword { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains(&path.display().to_string()));
         let long = vec![b'x'; MAX_PASSWORD_BYTES + 1];
         let path = password_file(directory.path(), &long, 0o600);
         assert!(matches!(
             read_password_file(&path),
-            Err(CredentialsError::PasswordTooLong { .. })
+            Err(CredentialsError::PasswordFile(
+                SecretFileError::TooLarge { .. }
+            ))
         ));
         let longest = vec![b'x'; MAX_PASSWORD_BYTES];
         let path = password_file(directory.path(), &longest, 0o600);

@@ -68,6 +68,11 @@ pub enum SettingsError {
         path: PathBuf,
         reason: String,
     },
+    /// A password with a line break inside: no line-protocol client could
+    /// ever send it.
+    PasswordWithLineBreak {
+        path: PathBuf,
+    },
     /// The operating system had no random bytes for the password check.
     Random(io::Error),
 }
@@ -81,6 +86,12 @@ impl fmt::Display for SettingsError {
                 formatter,
                 "{CLUSTER_SECRET_FLAG} {}: {reason} (one secret of at least \
                  {MIN_CLUSTER_SECRET_BYTES} bytes per line; two lines only while rotating)",
+                path.display()
+            ),
+            SettingsError::PasswordWithLineBreak { path } => write!(
+                formatter,
+                "{REQUIREPASS_FLAG} {}: the password holds a line break, which no client \
+                 of the line protocol could send; put it on one line",
                 path.display()
             ),
             SettingsError::Random(error) => {
@@ -108,6 +119,10 @@ impl Settings {
             Some(path) => {
                 let password =
                     read_secret_file(path, REQUIREPASS_FLAG, 1).map_err(SettingsError::File)?;
+                if password.iter().any(|byte| matches!(byte, b'\n' | b'\r')) {
+                    let path = path.to_path_buf();
+                    return Err(SettingsError::PasswordWithLineBreak { path });
+                }
                 Some(PasswordCheck::new(&password).map_err(SettingsError::Random)?)
             }
             None => None,
@@ -246,5 +261,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains(REQUIREPASS_FLAG), "{error}");
+        let (_dir, path) = secret_file("two\nlines\n");
+        let error = Settings::load(None, Some(&path), None).unwrap_err();
+        assert!(error.to_string().contains("line break"), "{error}");
     }
 }
