@@ -16,6 +16,16 @@ pub const MIN_MAX_LINE_BYTES: usize = 64;
 /// A record in the log holds at most this much (see `log::MAX_RECORD_BODY_BYTES`).
 pub const MAX_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
+/// A client connection that sent no whole request for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
+/// A request line must arrive whole within this long of its first byte
+/// (and a connection's first line within this long of its accept).
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
+/// What all client connections may hold in input and output buffers
+/// together before the largest are closed.
+pub const DEFAULT_MAX_CLIENT_BUFFER_BYTES: usize = 256 * 1024 * 1024;
+/// The smallest client buffer budget accepted: a few maximal lines.
+pub const MIN_MAX_CLIENT_BUFFER_BYTES: usize = 4 * 1024 * 1024;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 50;
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 300;
 pub const DEFAULT_LOG_MEMORY_BYTES: usize = 64 * 1024 * 1024;
@@ -101,9 +111,26 @@ pub struct ServerArgs {
     /// Connections beyond this get ERR and are closed.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
-    /// Close a client connection idle for this long; 0 never does.
-    #[arg(long, default_value_t = 0)]
+    /// Close a client connection that sent no whole request for this long
+    /// (a connection dripping bytes without finishing a line is idle too);
+    /// 0 never does.
+    #[arg(long, default_value_t = DEFAULT_IDLE_TIMEOUT_MS)]
     pub idle_timeout_ms: u64,
+    /// A request line must arrive whole within this long of its first byte,
+    /// and a connection's first line within this long of connecting; else
+    /// ERR and the connection is closed (slow clients hold buffers). 0 = never.
+    #[arg(long, default_value_t = DEFAULT_REQUEST_TIMEOUT_MS)]
+    pub request_timeout_ms: u64,
+    /// Limit on the store's memory (keys, values and their overhead, as the
+    /// server counts them; ROLE shows the figure): a write that would go over
+    /// it gets ERR OOM, reads, DEL and shrinking overwrites still work.
+    /// Accepts 1073741824, 1024mb, 1gb. Default: no limit (set one).
+    #[arg(long, value_parser = parse_byte_size)]
+    pub max_memory_bytes: Option<u64>,
+    /// What all client connections may hold in input and output buffers
+    /// together; past it the connections holding the most are closed.
+    #[arg(long, value_parser = parse_byte_size, default_value_t = DEFAULT_MAX_CLIENT_BUFFER_BYTES as u64)]
+    pub max_client_buffer_bytes: u64,
     /// When a write is acknowledged in a cluster.
     #[arg(long, value_enum, default_value_t = Replication::Sync)]
     pub replication: Replication,
@@ -166,6 +193,11 @@ pub struct Config {
     pub max_clients: usize,
     /// `None`: idle connections are never closed.
     pub idle_timeout_ms: Option<u64>,
+    /// `None`: a request may take as long as it likes to arrive.
+    pub request_timeout_ms: Option<u64>,
+    /// `None`: no limit on the store's accounted memory.
+    pub max_memory_bytes: Option<usize>,
+    pub max_client_buffer_bytes: usize,
     pub replication: Replication,
     pub follower_reads: FollowerReads,
     pub heartbeat_ms: u64,
@@ -240,6 +272,9 @@ pub enum ConfigError {
     },
     /// Peers verify each other's certificates against the CA.
     TlsClusterNeedsCa,
+    ClientBufferBudgetTooSmall {
+        value: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -284,6 +319,11 @@ impl fmt::Display for ConfigError {
                  `(umask 077; openssl rand -hex 32 > FILE)`), or keep --host and every peer \
                  on loopback"
             ),
+            ConfigError::ClientBufferBudgetTooSmall { value } => write!(
+                formatter,
+                "--max-client-buffer-bytes {value} is too small: at least \
+                 {MIN_MAX_CLIENT_BUFFER_BYTES}"
+            ),
             ConfigError::TlsClusterNeedsCa => write!(
                 formatter,
                 "a cluster with TLS needs --tls-ca-file: peers verify each other's \
@@ -323,6 +363,11 @@ impl ServerArgs {
                 value: self.snapshot_log_bytes,
             });
         }
+        if self.max_client_buffer_bytes < MIN_MAX_CLIENT_BUFFER_BYTES as u64 {
+            return Err(ConfigError::ClientBufferBudgetTooSmall {
+                value: self.max_client_buffer_bytes,
+            });
+        }
         let peers = parse_peers(self.peers.as_deref().unwrap_or(""), listen)?;
         if !peers.is_empty() && self.cluster_secret_file.is_none() {
             let mut addresses = std::iter::once(&listen).chain(&peers);
@@ -354,6 +399,9 @@ impl ServerArgs {
             max_line_bytes: self.max_line_bytes,
             max_clients: self.max_clients,
             idle_timeout_ms: (self.idle_timeout_ms > 0).then_some(self.idle_timeout_ms),
+            request_timeout_ms: (self.request_timeout_ms > 0).then_some(self.request_timeout_ms),
+            max_memory_bytes: self.max_memory_bytes.map(|bytes| bytes as usize),
+            max_client_buffer_bytes: self.max_client_buffer_bytes as usize,
             replication: self.replication,
             follower_reads: self.follower_reads,
             heartbeat_ms: self.heartbeat_ms,
@@ -366,6 +414,29 @@ impl ServerArgs {
             tls,
         })
     }
+}
+
+/// A size in bytes: `1048576`, or with a binary unit, `1024k`, `64mb`,
+/// `1GiB` (k, m, g; an optional b or ib; any case).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower
+        .find(|character: char| !character.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(digits_end);
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        _ => return Err(format!("'{text}' is not a size (e.g. 1048576, 512mb, 2gb)")),
+    };
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size (e.g. 1048576, 512mb, 2gb)"))?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("'{text}' is too large"))
 }
 
 /// Parses `host:port,host:port`, dropping the entry that is this node.
@@ -438,7 +509,13 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./kvstore-data/7001"));
         assert_eq!(config.fsync, FsyncPolicy::Always);
         assert_eq!(config.max_line_bytes, DEFAULT_MAX_LINE_BYTES);
-        assert_eq!(config.idle_timeout_ms, None);
+        assert_eq!(config.idle_timeout_ms, Some(DEFAULT_IDLE_TIMEOUT_MS));
+        assert_eq!(config.request_timeout_ms, Some(DEFAULT_REQUEST_TIMEOUT_MS));
+        assert_eq!(config.max_memory_bytes, None);
+        assert_eq!(
+            config.max_client_buffer_bytes,
+            DEFAULT_MAX_CLIENT_BUFFER_BYTES
+        );
         assert!(config.peers.is_empty());
     }
 
@@ -519,6 +596,24 @@ mod tests {
         let with_secret = ["7001", "10.0.0.2:7002", "--cluster-secret-file", "s"];
         assert!(args(&with_secret).unwrap().peers_authenticated());
         assert!(args(&["7001", "--host", "0.0.0.0"]).is_ok());
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_byte_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_byte_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_byte_size("512mb"), Ok(512 << 20));
+        assert_eq!(parse_byte_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_byte_size("3G"), Ok(3 << 30));
+        for bad in ["", "mb", "12tb", "1.5gb", "-1", "99999999999999999999g"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad}");
+        }
+        let limited = args(&["7001", "--max-memory-bytes", "100mb"]).unwrap();
+        assert_eq!(limited.max_memory_bytes, Some(100 << 20));
+        assert_eq!(
+            args(&["7001", "--max-client-buffer-bytes", "1mb"]).unwrap_err(),
+            ConfigError::ClientBufferBudgetTooSmall { value: 1 << 20 }
+        );
     }
 
     #[test]

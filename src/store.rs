@@ -37,6 +37,13 @@
 //! The memory a capture costs beyond the table is its pre-images: at most one
 //! per pair of the image, the copy-on-write of a fork, per pair instead of
 //! per page.
+//!
+//! # Memory accounting
+//!
+//! [`Store::used_bytes`] is what `--max-memory-bytes` limits: for each pair,
+//! its bytes plus [`PAIR_OVERHEAD_BYTES`] for its table slot and allocation.
+//! It is computed from the pairs alone, not read from the allocator, so
+//! every replica that holds the same pairs counts the same number.
 
 use std::hash::BuildHasher;
 
@@ -49,6 +56,12 @@ const WRITE_INDEX_BYTES: usize = 8;
 /// The fixed part of a pair's bytes: key length and write index.
 pub const PAIR_HEADER_BYTES: usize = KEY_LENGTH_BYTES + WRITE_INDEX_BYTES;
 const HEADER_BYTES: usize = PAIR_HEADER_BYTES;
+
+/// What a pair costs beyond its own bytes, in the accounting of
+/// `--max-memory-bytes`: its table slot (a 16-byte boxed-slice pointer and a
+/// control byte, at the table's 7/8 load factor) and the allocator's header
+/// and rounding (about 16 bytes per allocation with glibc's malloc).
+pub const PAIR_OVERHEAD_BYTES: usize = 36;
 
 /// A capture step examines at most this many buckets, whatever it finds.
 const MAX_SCAN_BUCKETS_PER_STEP: usize = 64 * 1024;
@@ -145,6 +158,8 @@ pub struct Store {
     table: HashTable<StoredPair>,
     hasher: DefaultHashBuilder,
     capture: Option<Capture>,
+    /// The sum of [`Store::pair_cost`] over the pairs held.
+    used_bytes: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -173,6 +188,32 @@ impl Store {
 
     fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// What a pair of a `key_bytes` key and a `value_bytes` value counts
+    /// for in [`Store::used_bytes`].
+    pub fn pair_cost(key_bytes: usize, value_bytes: usize) -> usize {
+        PAIR_HEADER_BYTES + key_bytes + value_bytes + PAIR_OVERHEAD_BYTES
+    }
+
+    fn cost_of(pair: &StoredPair) -> usize {
+        pair.encoded().len() + PAIR_OVERHEAD_BYTES
+    }
+
+    /// The memory the pairs account for (see the module doc): what
+    /// `--max-memory-bytes` limits.
+    pub fn used_bytes(&self) -> usize {
+        self.used_bytes
+    }
+
+    /// How much [`Store::used_bytes`] would grow if `key` were set to a
+    /// value of `value_bytes` (negative: it would shrink).
+    pub fn growth_if_put(&self, key: &[u8], value_bytes: usize) -> isize {
+        let new = Self::pair_cost(key.len(), value_bytes) as isize;
+        let old = self
+            .lookup(key)
+            .map_or(0, |pair| Self::cost_of(pair) as isize);
+        new - old
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
@@ -207,8 +248,12 @@ impl Store {
             |stored| stored.key() == pair.key(),
             |stored| hasher.hash_one(stored.key()),
         );
+        self.used_bytes += Self::cost_of(&pair);
         match entry {
-            hashbrown::hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = pair,
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                let previous = std::mem::replace(occupied.get_mut(), pair);
+                self.used_bytes -= Self::cost_of(&previous);
+            }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
                 vacant.insert(pair);
             }
@@ -219,6 +264,7 @@ impl Store {
     /// with the bucket it was in.
     fn replace(&mut self, key: &[u8], pair: Option<StoredPair>) -> Option<(StoredPair, usize)> {
         let hash = self.hash(key);
+        self.used_bytes += pair.as_ref().map_or(0, Self::cost_of);
         match self.table.find_entry(hash, |stored| stored.key() == key) {
             Ok(mut occupied) => {
                 let bucket = occupied.bucket_index();
@@ -226,6 +272,7 @@ impl Store {
                     Some(pair) => std::mem::replace(occupied.get_mut(), pair),
                     None => occupied.remove().0,
                 };
+                self.used_bytes -= Self::cost_of(&previous);
                 Some((previous, bucket))
             }
             Err(_) => {
@@ -309,7 +356,8 @@ impl Store {
         let mut freed = 0;
         while freed < max_pairs && *cursor < self.table.num_buckets() {
             if let Ok(entry) = self.table.get_bucket_entry(*cursor) {
-                entry.remove();
+                let (pair, _) = entry.remove();
+                self.used_bytes -= Self::cost_of(&pair);
                 freed += 1;
             }
             *cursor += 1;
@@ -403,6 +451,96 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the accounting must say: the cost of every pair held.
+    fn counted(store: &Store) -> usize {
+        store
+            .iter()
+            .map(|(key, value)| Store::pair_cost(key.len(), value.len()))
+            .sum()
+    }
+
+    #[test]
+    fn used_bytes_follow_puts_overwrites_deletes_and_undo() {
+        let mut store = Store::new();
+        assert_eq!(store.used_bytes(), 0);
+        store.put(b"k", b"value", 1);
+        assert_eq!(
+            store.used_bytes(),
+            PAIR_HEADER_BYTES + 1 + 5 + PAIR_OVERHEAD_BYTES
+        );
+        assert_eq!(store.growth_if_put(b"k", 5), 0);
+        assert_eq!(store.growth_if_put(b"k", 2), -3);
+        assert_eq!(
+            store.growth_if_put(b"new", 0),
+            Store::pair_cost(3, 0) as isize
+        );
+        store.put(b"k", b"longer value", 2);
+        store.put(b"other", b"", 3);
+        assert_eq!(store.used_bytes(), counted(&store));
+        let op = Op::Put {
+            key: b"k",
+            value: b"x",
+        };
+        let previous = store.apply_returning_previous(4, &op);
+        assert_eq!(store.used_bytes(), counted(&store));
+        store.restore(b"k", previous);
+        assert_eq!(store.get(b"k"), Some(&b"longer value"[..]));
+        assert_eq!(store.used_bytes(), counted(&store));
+        assert!(store.del(b"k"));
+        assert!(!store.del(b"k"));
+        store.apply(5, &Op::Del { key: b"other" });
+        assert_eq!(store.used_bytes(), 0);
+    }
+
+    /// Thousands of random puts, deletes and undos (while a capture runs,
+    /// and after loading pairs): the count always matches the pairs held.
+    #[test]
+    fn used_bytes_match_the_pairs_after_random_operations() {
+        let mut store = Store::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        store.begin_capture(100);
+        for index in 1..5000u64 {
+            let key = format!("key{}", next() % 300);
+            let value = vec![b'v'; (next() % 200) as usize];
+            match next() % 4 {
+                0 => {
+                    store.del(key.as_bytes());
+                }
+                1 => {
+                    let op = Op::Put {
+                        key: key.as_bytes(),
+                        value: &value,
+                    };
+                    let previous = store.apply_returning_previous(index, &op);
+                    if next() % 2 == 0 {
+                        store.restore(key.as_bytes(), previous);
+                    }
+                }
+                _ => store.put(key.as_bytes(), &value, index),
+            }
+            if index % 97 == 0 {
+                store.capture_step(1024, |_| {});
+            }
+        }
+        assert_eq!(store.used_bytes(), counted(&store));
+        store.end_capture();
+        let mut loaded = Store::new();
+        for (key, value) in store.iter() {
+            loaded.insert_loaded(StoredPair::new(key, value, 1));
+            loaded.insert_loaded(StoredPair::new(key, value, 1));
+        }
+        assert_eq!(loaded.used_bytes(), store.used_bytes());
+        let mut cursor = 0;
+        while !loaded.free_some(&mut cursor, 50) {}
+        assert_eq!(loaded.used_bytes(), 0);
+    }
 
     #[test]
     fn put_get_overwrite_delete() {

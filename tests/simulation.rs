@@ -84,6 +84,7 @@ struct Totals {
     log_resets: u64,
     disks_replaced: u64,
     forgeries_refused: u64,
+    out_of_memory: u64,
     events: u64,
 }
 
@@ -108,6 +109,7 @@ impl Totals {
         self.log_resets += other.log_resets;
         self.disks_replaced += other.disks_replaced;
         self.forgeries_refused += other.forgeries_refused;
+        self.out_of_memory += other.out_of_memory;
         self.events += other.events;
     }
 
@@ -131,6 +133,7 @@ impl Totals {
         self.log_resets += stats.log_resets;
         self.disks_replaced += stats.disks_replaced;
         self.forgeries_refused += stats.forgeries_refused;
+        self.out_of_memory += stats.out_of_memory;
         self.events += stats.events;
     }
 }
@@ -336,6 +339,10 @@ fn the_workload_makes_progress_through_failovers() {
     assert!(
         totals.forgeries_refused > runs,
         "the adversarial peer should forge frames: {totals:?}"
+    );
+    assert!(
+        totals.out_of_memory > runs / 4,
+        "the runs with a memory limit should refuse PUTs: {totals:?}"
     );
     assert!(
         totals.completed > 5 * totals.unknown,

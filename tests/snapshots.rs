@@ -25,7 +25,8 @@ fn snapshots_in(dir: &Path) -> Vec<(u64, PathBuf)> {
     snapshot::list(dir).unwrap().snapshots
 }
 
-/// `ROLE`'s fields: role, leader, epoch, commit index, snapshot index.
+/// `ROLE`'s fields: role, leader, epoch, commit index, snapshot index,
+/// used and max memory bytes.
 fn role(connection: &mut Connection) -> Vec<String> {
     let reply = String::from_utf8(connection.request(b"ROLE")).unwrap();
     reply.split(' ').map(str::to_string).collect()

@@ -51,8 +51,8 @@ fn run(config: Config) -> Result<(), String> {
     let mut server =
         Server::bind(config.clone(), settings, node, log).map_err(|e| e.to_string())?;
     kvstore::status!(
-        "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}, snapshots every {}; {}; \
-         started in {} ms)",
+        "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}, {}, snapshots every {}; \
+         {}; started in {} ms)",
         config.id,
         server.local_addr(),
         config.data_dir.display(),
@@ -60,6 +60,7 @@ fn run(config: Config) -> Result<(), String> {
         config.peers.len(),
         describe_peer_authentication(&config),
         describe_client_authentication(&config),
+        describe_memory_limit(&config),
         describe_threshold(config.snapshot_log_bytes),
         describe_loaded(&loaded),
         started.elapsed().as_millis(),
@@ -72,6 +73,13 @@ fn describe_peer_authentication(config: &Config) -> &'static str {
         (true, _) => "",
         (false, true) => " authenticated by the cluster secret",
         (false, false) => " NOT authenticated (no --cluster-secret-file: loopback only)",
+    }
+}
+
+fn describe_memory_limit(config: &Config) -> String {
+    match config.max_memory_bytes {
+        Some(bytes) => format!("max memory {bytes} bytes"),
+        None => "no memory limit (set --max-memory-bytes)".to_string(),
     }
 }
 

@@ -63,8 +63,19 @@ pub struct Connection {
     pub flush_queued: bool,
     /// In the server's list of connections with held replies.
     pub waiting: bool,
-    pub last_active_ms: u64,
-    pub idle_timer: Option<TimerId>,
+    /// When the last whole request was executed (or the connection was
+    /// accepted): the idle timeout counts from here, so dripping bytes
+    /// without finishing a line does not keep a connection alive.
+    pub last_request_ms: u64,
+    /// Since when the server has waited for the request line now buffered
+    /// in part (or, before the first line, since the accept); `None` while
+    /// nothing is buffered after a whole request.
+    pub line_started_ms: Option<u64>,
+    /// What this connection's buffers counted for, the last time the
+    /// reactor added up the client buffer budget.
+    pub accounted_bytes: usize,
+    /// Whole request lines executed so far.
+    requests_executed: u64,
     /// Whether any line has been executed: only the first may be a handshake.
     executed_any: bool,
     /// A `SNAPSHOT` waits for the outcome of this attempt; nothing after it
@@ -95,8 +106,10 @@ impl Connection {
             paused: false,
             flush_queued: false,
             waiting: false,
-            last_active_ms: now_ms,
-            idle_timer: None,
+            last_request_ms: now_ms,
+            line_started_ms: Some(now_ms),
+            accounted_bytes: 0,
+            requests_executed: 0,
             executed_any: false,
             awaiting_snapshot: None,
             authenticated: true,
@@ -147,6 +160,47 @@ impl Connection {
         let _ = socket.shutdown(std::net::Shutdown::Write);
     }
 
+    /// Whole request lines executed so far.
+    pub fn requests_executed(&self) -> u64 {
+        self.requests_executed
+    }
+
+    /// Notes, after a read and its execution at `now_ms`, whether a whole
+    /// request ran (`progressed`) and whether a line is now buffered in part.
+    pub fn note_progress(&mut self, now_ms: u64, progressed: bool) {
+        if progressed {
+            self.last_request_ms = now_ms;
+        }
+        self.line_started_ms = match (self.input.is_empty(), self.line_started_ms) {
+            (true, _) if self.executed_any => None,
+            (true, started) => started,
+            (false, Some(started)) if !progressed => Some(started),
+            (false, _) => Some(now_ms),
+        };
+    }
+
+    /// The memory this connection's buffers hold: received bytes not yet
+    /// executed and replies not yet written (their capacity, which is what
+    /// the allocator gave).
+    pub fn buffer_bytes(&self) -> usize {
+        self.input.capacity_bytes() + self.replies.capacity_bytes()
+    }
+
+    /// Gives back an idle connection's buffers (they are allocated again by
+    /// its next request).
+    pub fn release_idle_buffers(&mut self) {
+        if self.input.is_empty() {
+            self.input.discard();
+        }
+        self.replies.release_if_empty();
+    }
+
+    /// Whether nothing of this connection is in flight: no unsent reply,
+    /// nothing awaited.
+    pub fn is_quiet(&self) -> bool {
+        self.replies.is_empty() && !self.is_held()
+    }
+
     /// Whether another read(2) is useful now.
     pub fn wants_read(&self) -> bool {
         !self.closing && !self.read_closed && !self.is_backpressured() && !self.is_held()
@@ -193,6 +247,7 @@ impl Connection {
                 Framed::Line { line, consumed } => {
                     let first = !self.executed_any;
                     self.executed_any = true;
+                    self.requests_executed += 1;
                     if line.starts_with(HANDSHAKE_PREFIX) {
                         if first && line.len() < MAX_HANDSHAKE_LINE_BYTES {
                             let line = line.to_vec();

@@ -14,6 +14,7 @@
 //! would announce the EOF behind that data.
 
 mod connection;
+mod housekeeping;
 mod peer;
 mod peering;
 mod read_buffer;
@@ -67,9 +68,8 @@ const MAX_POLL_TIMEOUT_MS: u64 = 1000;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TimerEvent {
     FsyncInterval,
-    IdleCheck {
-        endpoint: usize,
-    },
+    /// Check every client connection's request and idle deadlines.
+    Sweep,
     Reconnect {
         link: usize,
     },
@@ -191,6 +191,10 @@ pub struct Server {
     flushed_gate: Gate,
     /// Refused peer frames, logged at most once a second.
     invalid_frame_log: throttle::Throttle,
+    /// What all client connections' buffers hold (`housekeeping`).
+    client_buffer_bytes: usize,
+    /// Connections closed for the client buffer budget, logged likewise.
+    budget_log: throttle::Throttle,
     /// Refused or failed peer handshakes, likewise.
     handshake_log: throttle::Throttle,
     /// Plaintext connections to a TLS port, likewise.
@@ -274,6 +278,8 @@ impl Server {
             sync_failure: None,
             flushed_gate: Gate::OPEN,
             invalid_frame_log: throttle::Throttle::default(),
+            client_buffer_bytes: 0,
+            budget_log: throttle::Throttle::default(),
             handshake_log: throttle::Throttle::default(),
             tls_log: throttle::Throttle::default(),
             wrong_password_log: throttle::Throttle::default(),
@@ -297,6 +303,8 @@ impl Server {
         for link in 0..self.links.len() {
             self.dial(link);
         }
+        let first_sweep_ms = self.sweep_interval_ms();
+        self.timers.insert(first_sweep_ms, TimerEvent::Sweep);
         self.node.start(self.now_ms());
         self.end_turn()?;
         let mut events = Events::with_capacity(EVENT_CAPACITY);
@@ -312,6 +320,7 @@ impl Server {
             }
             self.retry_reads();
             self.fire_timers();
+            self.enforce_client_budget();
             self.end_turn()?;
         }
         self.shut_down()
@@ -434,11 +443,8 @@ impl Server {
         } else {
             self.clients += 1;
         }
-        if let Some(idle_ms) = self.config.idle_timeout_ms {
-            let event = TimerEvent::IdleCheck { endpoint: key };
-            connection.idle_timer = Some(self.timers.insert(now_ms + idle_ms, event));
-        }
         entry.insert(Endpoint::Client(connection));
+        self.account_client(key);
     }
 
     fn client(&mut self, key: usize) -> Option<&mut Connection> {
@@ -464,11 +470,11 @@ impl Server {
             FirstByte::Closed => return self.close(key),
             FirstByte::Plaintext => return self.refuse_plaintext(key),
         }
+        let requests_before = connection.requests_executed();
         let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes, password);
         if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
                 Ok(outcome) => {
-                    connection.last_active_ms = now_ms;
                     connection.read_closed = outcome == ReadOutcome::Closed;
                     executed =
                         connection.execute_buffered(&mut self.node, max_line_bytes, password);
@@ -487,11 +493,14 @@ impl Server {
         let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
+        let progressed = connection.requests_executed() != requests_before;
+        connection.note_progress(now_ms, progressed);
         if connection.awaiting_snapshot.is_some() && !self.snapshot_waiters.contains(&key) {
             self.snapshot_waiters.push(key);
         }
         connection.paused = connection.is_backpressured();
         self.queue_flush(key);
+        self.account_client(key);
     }
 
     fn retry_reads(&mut self) {
@@ -577,13 +586,8 @@ impl Server {
         } else {
             self.clients -= 1;
         }
-        for timer in [
-            connection.idle_timer.take(),
-            connection.wrong_password_timer.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
+        self.client_buffer_bytes -= connection.accounted_bytes;
+        if let Some(timer) = connection.wrong_password_timer.take() {
             self.timers.cancel(timer);
         }
         Some(Endpoint::Client(connection))
@@ -634,7 +638,7 @@ impl Server {
         for event in fired {
             match event {
                 TimerEvent::FsyncInterval => self.sync_interval(now_ms),
-                TimerEvent::IdleCheck { endpoint } => self.check_idle(endpoint, now_ms),
+                TimerEvent::Sweep => self.sweep(now_ms),
                 TimerEvent::HandshakeDeadline { endpoint } => {
                     self.check_handshake_deadline(endpoint, now_ms)
                 }
@@ -662,26 +666,6 @@ impl Server {
         }
         let deadline_ms = now_ms + self.config.fsync_interval_ms;
         self.timers.insert(deadline_ms, TimerEvent::FsyncInterval);
-    }
-
-    fn check_idle(&mut self, key: usize, now_ms: u64) {
-        let Some(idle_ms) = self.config.idle_timeout_ms else {
-            return;
-        };
-        let Some(connection) = self.client(key) else {
-            return;
-        };
-        let deadline_ms = connection.last_active_ms + idle_ms;
-        if deadline_ms <= now_ms {
-            connection.idle_timer = None;
-            self.close(key);
-        } else {
-            let event = TimerEvent::IdleCheck { endpoint: key };
-            let timer = self.timers.insert(deadline_ms, event);
-            if let Some(connection) = self.client(key) {
-                connection.idle_timer = Some(timer);
-            }
-        }
     }
 
     /// The end of a turn: carry out the core's steps in the order it hands
@@ -1003,6 +987,7 @@ impl Server {
             connection.waiting = true;
             self.waiting.push(key);
         }
+        self.account_client(key);
     }
 
     /// Held replies can no longer be released truthfully (the log failed,

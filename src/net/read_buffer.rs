@@ -116,6 +116,11 @@ impl ReadBuffer {
         self.start == self.end
     }
 
+    /// The memory the buffer holds.
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// Gives back memory grown for a long unit once everything is consumed.
     pub fn shrink_if_idle(&mut self) {
         if self.is_empty() && self.bytes.len() > READ_CHUNK_BYTES {

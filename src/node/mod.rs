@@ -66,6 +66,9 @@ pub struct NodeConfig {
     /// A snapshot starts once this much log was written since the newest
     /// (and more than its size); 0: only on request.
     pub snapshot_log_bytes: u64,
+    /// A leader refuses a write that would take the store's accounted
+    /// memory past this (`--max-memory-bytes`); `None`: no limit.
+    pub max_memory_bytes: Option<usize>,
     /// Test-only: switch off one safety rule to show the simulator finds
     /// the damage. Never set outside tests.
     #[doc(hidden)]
@@ -92,6 +95,7 @@ impl NodeConfig {
             seed: id,
             max_log_memory_bytes: crate::config::DEFAULT_LOG_MEMORY_BYTES,
             snapshot_log_bytes: crate::config::DEFAULT_SNAPSHOT_LOG_BYTES,
+            max_memory_bytes: None,
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
             unsafe_skip_frame_checks: false,
@@ -110,6 +114,7 @@ impl NodeConfig {
             seed,
             max_log_memory_bytes: config.log_memory_bytes,
             snapshot_log_bytes: config.snapshot_log_bytes,
+            max_memory_bytes: config.max_memory_bytes,
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
             unsafe_skip_frame_checks: false,
@@ -443,9 +448,24 @@ impl Node {
             );
             return;
         }
+        if self.would_exceed_memory(&op) {
+            let reply = Reply::Error(ErrorReply::OutOfMemory);
+            return replies.push(reply, Gate::OPEN, self.released());
+        }
         let index = self.append_as_leader(op);
         let gate = Gate { index, round: 0 };
         replies.push(Reply::Ok, gate, self.released());
+    }
+
+    /// Whether `op` would take the store past `--max-memory-bytes` (Redis's
+    /// `noeviction`): only a PUT that grows the store can. The leader alone
+    /// decides; followers apply what is committed, so replicas agree.
+    fn would_exceed_memory(&self, op: &Op<'_>) -> bool {
+        let (Some(max_bytes), Op::Put { key, value }) = (self.config.max_memory_bytes, op) else {
+            return false;
+        };
+        let growth = self.store.growth_if_put(key, value.len());
+        growth > 0 && self.store.used_bytes() + growth as usize > max_bytes
     }
 
     fn delete(&mut self, key: &[u8], replies: &mut ReplyQueue) {
@@ -547,6 +567,8 @@ impl Node {
             epoch: self.promised_epoch,
             commit_index: self.commit_index,
             snapshot_index: self.snapshots.newest.index,
+            used_memory_bytes: self.store.used_bytes(),
+            max_memory_bytes: self.config.max_memory_bytes.unwrap_or(0),
         }
     }
 

@@ -129,6 +129,19 @@ impl ReplyQueue {
         }
     }
 
+    /// The memory the queue holds.
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Gives back the memory of an empty queue.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() && self.holds.is_empty() {
+            self.bytes = Vec::new();
+            self.sent = 0;
+        }
+    }
+
     /// Replies encoded but not yet written, held or not (for backpressure).
     pub fn unsent_bytes(&self) -> usize {
         self.bytes.len() - self.sent

@@ -10,6 +10,7 @@
 //! DEL <key>\n           -> OK | NOT_FOUND
 //! PING\n                -> PONG
 //! ROLE\n                -> <leader|follower|electing|candidate|adopting> <leader-id|-1> <epoch> <commit-index>
+//!                          <snapshot-index> <used-memory-bytes> <max-memory-bytes (0: none)>
 //! QUIT\n                -> (connection closed, no reply)
 //! anything else         -> ERR <reason>
 //! ```

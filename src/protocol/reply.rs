@@ -33,6 +33,10 @@ pub struct RoleReply {
     pub commit_index: u64,
     /// The newest durable snapshot's index (0: none).
     pub snapshot_index: u64,
+    /// What the store accounts for (`store::Store::used_bytes`).
+    pub used_memory_bytes: usize,
+    /// `--max-memory-bytes` (0: no limit).
+    pub max_memory_bytes: usize,
 }
 
 /// The reasons behind `ERR <reason>`.
@@ -51,6 +55,14 @@ pub enum ErrorReply {
     /// The held replies of this connection lost their leader; their
     /// outcome is unknown.
     LeadershipLost,
+    /// No whole request line within `--request-timeout-ms`: the connection
+    /// is closed.
+    RequestTimeout {
+        timeout_ms: u64,
+    },
+    /// A write that would take the store past `--max-memory-bytes` (Redis's
+    /// `maxmemory` with `noeviction`; its text).
+    OutOfMemory,
     /// `--requirepass-file` is set and this connection has not sent the
     /// password yet (Redis's text).
     NoAuth,
@@ -82,6 +94,14 @@ impl fmt::Display for ErrorReply {
                 "leadership lost; earlier requests on this connection may or may not have been applied"
             ),
             ErrorReply::NoAuth => write!(formatter, "NOAUTH Authentication required."),
+            ErrorReply::RequestTimeout { timeout_ms } => write!(
+                formatter,
+                "request timeout: no whole request line within {timeout_ms} ms; closing"
+            ),
+            ErrorReply::OutOfMemory => write!(
+                formatter,
+                "OOM command not allowed when used memory > max-memory-bytes"
+            ),
             ErrorReply::WrongPassword => write!(
                 formatter,
                 "WRONGPASS invalid username-password pair or user is disabled."
@@ -119,8 +139,13 @@ impl Reply<'_> {
                 let leader = role.leader.map_or(-1, |id| id as i128);
                 let _ = writeln!(
                     out,
-                    "{} {leader} {} {} {}",
-                    role.role, role.epoch, role.commit_index, role.snapshot_index
+                    "{} {leader} {} {} {} {} {}",
+                    role.role,
+                    role.epoch,
+                    role.commit_index,
+                    role.snapshot_index,
+                    role.used_memory_bytes,
+                    role.max_memory_bytes
                 );
             }
             Reply::Snapshot(index) => {
@@ -166,8 +191,14 @@ mod tests {
             epoch: 4,
             commit_index: 9,
             snapshot_index: 7,
+            used_memory_bytes: 1234,
+            max_memory_bytes: 0,
         };
-        assert_eq!(encoded(Reply::Role(role)), b"follower -1 4 9 7\n");
+        assert_eq!(encoded(Reply::Role(role)), b"follower -1 4 9 7 1234 0\n");
+        assert_eq!(
+            encoded(Reply::Error(ErrorReply::OutOfMemory)),
+            b"ERR OOM command not allowed when used memory > max-memory-bytes\n"
+        );
         assert_eq!(encoded(Reply::Snapshot(12)), b"OK 12\n");
         assert_eq!(
             encoded(Reply::SnapshotFailed("No space left on device")),

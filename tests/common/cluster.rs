@@ -123,7 +123,7 @@ impl Cluster {
         let mut line = String::new();
         BufReader::new(connection).read_line(&mut line).ok()?;
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let [role, leader, epoch, _commit, _snapshot] = fields[..] else {
+        let [role, leader, epoch, _commit, _snapshot, _used, _max] = fields[..] else {
             return None;
         };
         Some(RoleLine {

@@ -98,6 +98,9 @@ const CONVERGENCE_DEADLINE_MS: u64 = 20_000;
 /// How often (per mille of delivered frames, during the chaos phase) the
 /// adversarial peer sends a forgery just before a real frame.
 const ADVERSARY_PER_MILLE: u64 = 20;
+/// The memory limit of the runs that have one: about two of the workload's
+/// pairs (`k0` = `c1-23` costs 57 bytes).
+const SIM_MEMORY_LIMIT_BYTES: usize = 130;
 /// How many trace lines a failure report shows.
 const TRACE_TAIL: usize = 50;
 
@@ -197,6 +200,8 @@ pub struct Stats {
     pub disks_replaced: u64,
     /// Forged frames the cores refused or ignored (`adversary`).
     pub forgeries_refused: u64,
+    /// PUTs refused by `--max-memory-bytes`.
+    pub out_of_memory: u64,
 }
 
 /// Runs one seed to its end; a failed check comes back as a `Violation`
@@ -598,6 +603,12 @@ impl World {
         self.node_mut(id).core.as_mut().expect("a live node")
     }
 
+    /// A quarter of the runs limit each store to a couple of the workload's
+    /// pairs, so that PUTs are refused with OOM while DELs make room.
+    fn memory_limit_bytes(&self) -> Option<usize> {
+        (self.seed % 4 == 3).then_some(SIM_MEMORY_LIMIT_BYTES)
+    }
+
     fn ids(&self) -> Vec<NodeId> {
         self.nodes.iter().map(|node| node.id).collect()
     }
@@ -878,6 +889,7 @@ impl World {
                 .options
                 .unsafe_compact_before_snapshot_is_durable,
             unsafe_skip_frame_checks: self.options.unsafe_skip_frame_checks,
+            max_memory_bytes: self.memory_limit_bytes(),
         };
         let mut core = Node::new(config);
         let log_start = reopened.first_index;
@@ -1805,6 +1817,7 @@ impl World {
                 self.check_durable_on_majority(id, index)?;
             }
         }
+        let limit = self.memory_limit_bytes().unwrap_or(usize::MAX);
         let sim = &mut self.nodes[(id - 1) as usize];
         sim.checked_commit = sim.checked_commit.max(commit);
         let core = sim.core.as_ref().expect("a live node");
@@ -1820,6 +1833,20 @@ impl World {
                 let record = core.record(index).expect("a leader holds its log");
                 apply_record(&mut expected, record);
             }
+        }
+        let used_bytes = core.store().used_bytes();
+        let counted: usize = actual
+            .iter()
+            .map(|(key, value)| Store::pair_cost(key.len(), value.len()))
+            .sum();
+        if used_bytes != counted || used_bytes > limit {
+            return fail(
+                ViolationKind::StoreDiverged,
+                format!(
+                    "node {id} accounts {used_bytes} bytes for pairs that cost {counted} \
+                     (limit {limit})"
+                ),
+            );
         }
         if actual != expected {
             let leading = core.leading_epoch();
@@ -2064,6 +2091,20 @@ impl World {
                     }
                 };
                 self.schedule(self.now + delay, Event::ClientWake { client });
+            }
+            ReplyLine::OutOfMemory => {
+                // Refused before it was logged: certainly not executed, and
+                // only a PUT that grows the store may be refused.
+                if !matches!(in_flight.operation, Operation::Put { .. }) {
+                    return fail(
+                        ViolationKind::BadReply,
+                        format!("client {client_id} got OOM for {:?}", in_flight.operation),
+                    );
+                }
+                self.stats.out_of_memory += 1;
+                self.local_reads.remove(&request_id);
+                self.clients[client].redirects = 0;
+                self.schedule(self.now + 1, Event::ClientWake { client });
             }
             ReplyLine::Error(_) => {
                 self.record_unknown(client, in_flight);

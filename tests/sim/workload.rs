@@ -116,6 +116,8 @@ pub fn request_line(operation: &Operation) -> Vec<u8> {
 pub enum ReplyLine {
     /// `NOT_LEADER <id> <address>`, or `NOT_LEADER -1` (`None`).
     NotLeader(Option<NodeId>),
+    /// `ERR OOM ...`: refused by the memory limit before it was logged.
+    OutOfMemory,
     /// `ERR ...`: the outcome of the request is unknown.
     Error(String),
     Outcome(Outcome),
@@ -126,6 +128,9 @@ pub fn parse_reply(line: &[u8]) -> ReplyLine {
         let id = rest.split(|byte| *byte == b' ').next().unwrap_or(b"");
         let hint = std::str::from_utf8(id).ok().and_then(|id| id.parse().ok());
         return ReplyLine::NotLeader(hint);
+    }
+    if line.starts_with(b"ERR OOM ") {
+        return ReplyLine::OutOfMemory;
     }
     if line.starts_with(b"ERR ") {
         return ReplyLine::Error(String::from_utf8_lossy(line).into_owned());
