@@ -377,6 +377,30 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
     );
 }
 
+/// Pipelined writes from several clients into a log that hits its size
+/// cap: writes already written in earlier turns (awaiting their fdatasync)
+/// are answered "may or may not have been applied", never "not applied";
+/// every OK is there after the restart and every "not applied" is not.
+#[test]
+fn pipelined_writes_that_meet_a_full_log_are_told_the_truth() {
+    use common::fill::{self, Told};
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"trap "" XFSZ; ulimit -f 256; exec "$0" "$@""#;
+    let mut server = ServerProcess::start_in_shell(script, dir.path(), &[]);
+    let told = fill::pipeline_until_closed(server.address, 4, 16, 900);
+    let status = server.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", server.drain_stderr());
+    let restarted = ServerProcess::start(dir.path(), &[]);
+    let counts = fill::check_against_restart(&mut restarted.connect(), &told, 900);
+    eprintln!("replies against the restart: {counts:?}");
+    assert!(counts.get("ok").copied().unwrap_or(0) > 0, "{counts:?}");
+    let errors = told
+        .values()
+        .filter(|outcome| matches!(outcome, Told::NotApplied | Told::MayOrMayNot))
+        .count();
+    assert!(errors > 0, "no write was refused: {counts:?}");
+}
+
 #[test]
 fn a_promise_that_cannot_be_persisted_stops_the_server() {
     // A directory where the epoch's temporary file must go makes the atomic

@@ -56,6 +56,6 @@ pub use record::{
     DecodeError, Entry, MAX_INDEX, MAX_RECORD_BODY_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES,
     decode, encode, encoded_len,
 };
-pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC};
+pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC, PartialWriteLeft};
 pub use segments::{Base, Log, segment_file_name};
 pub use sync_job::SyncJob;

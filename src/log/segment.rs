@@ -38,6 +38,26 @@ pub const LOG_HEADER_BYTES: u64 = LOG_MAGIC.len() as u64;
 /// so finding a record reads at most this many record headers.
 pub(crate) const RECORDS_PER_SPARSE_OFFSET: u64 = 64;
 
+/// A failed append whose partial bytes could not be cut from the file:
+/// some of its records may be there after a restart.
+#[derive(Debug)]
+pub struct PartialWriteLeft {
+    pub error: io::Error,
+    pub cut_error: io::Error,
+}
+
+impl std::fmt::Display for PartialWriteLeft {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{}; and what was written could not be cut off again: {}",
+            self.error, self.cut_error
+        )
+    }
+}
+
+impl std::error::Error for PartialWriteLeft {}
+
 /// An open log file and its length. Writes go through [`SegmentFile::append`]
 /// and [`SegmentFile::truncate`] only, so the length is always known.
 #[derive(Debug)]
@@ -112,13 +132,18 @@ impl SegmentFile {
     }
 
     /// Writes `bytes` (whole encoded records) at the end of the file. Not
-    /// durable until synced.
+    /// durable until synced. On failure the file is cut back to where it
+    /// was, so none of `bytes` is in it; if even that fails, the error's
+    /// inner error is a [`PartialWriteLeft`]: some of `bytes` may remain.
     pub fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
         if let Err(error) = self.file.write_all_at(bytes, self.len_bytes) {
             // A partial write leaves bytes past the end that a later, shorter
-            // append would not overwrite; cut them so the file stays whole
-            // records. Best effort: the write error is the one to report.
-            let _ = self.file.set_len(self.len_bytes);
+            // append would not overwrite, and that a restart could replay;
+            // cut them so the file stays whole records.
+            if let Err(cut_error) = self.file.set_len(self.len_bytes) {
+                let kind = error.kind();
+                return Err(io::Error::new(kind, PartialWriteLeft { error, cut_error }));
+            }
             return Err(error);
         }
         self.len_bytes += bytes.len() as u64;

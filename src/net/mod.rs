@@ -672,7 +672,8 @@ impl Server {
     /// them out (`node::turn`), which is the order its safety argument needs.
     fn end_turn(&mut self) -> Result<(), ServerError> {
         if let Some(error) = self.sync_failure.take() {
-            self.refuse_held_replies(ErrorReply::LogFailed);
+            // Everything written may be in the file (or its page cache).
+            self.refuse_after_log_failure(self.log.last_index());
             return Err(ServerError::Log(error));
         }
         while let Some(step) = self.node.next_step() {
@@ -692,11 +693,12 @@ impl Server {
                 Step::WriteLog => match self.write_log() {
                     Ok(outcome) => self.node.log_write_done(outcome),
                     Err(error) => {
-                        self.refuse_held_replies(ErrorReply::LogFailed);
+                        let in_file_through = self.records_possibly_written(&error);
+                        self.refuse_after_log_failure(in_file_through);
                         return Err(ServerError::Log(error));
                     }
                 },
-                Step::VoidHeldReplies => self.refuse_held_replies(ErrorReply::LeadershipLost),
+                Step::VoidHeldReplies => self.refuse_held_replies(|_| ErrorReply::LeadershipLost),
                 Step::Release(released) => self.release_replies(released),
                 Step::BeginSnapshot { index, from, .. } => {
                     self.snapshot_source = from;
@@ -990,20 +992,55 @@ impl Server {
         self.account_client(key);
     }
 
+    /// The last log index whose record may be in the file after the turn's
+    /// write failed with `error`: the log cuts a failed append back off, so
+    /// only what earlier turns wrote, unless the cut failed too.
+    fn records_possibly_written(&self, error: &io::Error) -> u64 {
+        let partial_left = error
+            .get_ref()
+            .is_some_and(|inner| inner.is::<crate::log::PartialWriteLeft>());
+        match self.node.pending_log_write() {
+            Some(write) if partial_left => write.last_index,
+            _ => self.log.last_index(),
+        }
+    }
+
+    /// The log failed: no held reply may be released. A client whose first
+    /// held reply depends on a record that may be in the file (at or below
+    /// `in_file_through`), or that a cluster may have replicated (a leader
+    /// sends its records before writing them), is told the outcome is
+    /// unknown; one whose first held reply depends only on records that
+    /// certainly never reached the file is told its write was not applied.
+    /// (Later held replies on the same connection depend on later records.)
+    fn refuse_after_log_failure(&mut self, in_file_through: u64) {
+        let replicated = !self.config.peers.is_empty();
+        self.refuse_held_replies(|first_held| {
+            if replicated || first_held.index <= in_file_through {
+                ErrorReply::LogFailedOutcomeUnknown
+            } else {
+                ErrorReply::LogFailed
+            }
+        });
+    }
+
     /// Held replies can no longer be released truthfully (the log failed,
-    /// or leadership was lost): each client with one gets `reason` instead,
-    /// after its releasable replies, and is closed.
-    fn refuse_held_replies(&mut self, reason: ErrorReply) {
+    /// or leadership was lost): each client with one gets the reason for
+    /// its first held reply instead, after its releasable replies, and is
+    /// closed.
+    fn refuse_held_replies(&mut self, reason: impl Fn(Gate) -> ErrorReply) {
         let released = self.node.released();
         let keys: Vec<usize> = self.endpoints.iter().map(|(key, _)| key).collect();
         for key in keys {
             let Some(connection) = self.client(key) else {
                 continue;
             };
+            let Some(first_held) = connection.replies.first_held_gate() else {
+                continue;
+            };
             if connection.replies.discard_held() {
                 connection
                     .replies
-                    .push(Reply::Error(reason), Gate::OPEN, Gate::OPEN);
+                    .push(Reply::Error(reason(first_held)), Gate::OPEN, Gate::OPEN);
                 connection.close_input();
                 self.queue_flush(key);
             }

@@ -116,6 +116,11 @@ impl ReplyQueue {
         self.sent = 0;
     }
 
+    /// What the first held reply waits for, if any reply is held.
+    pub fn first_held_gate(&self) -> Option<Gate> {
+        self.holds.front().map(|hold| hold.gate)
+    }
+
     /// Drops every reply still held; returns whether there were any. Used
     /// when the writes they acknowledge can no longer become durable.
     pub fn discard_held(&mut self) -> bool {

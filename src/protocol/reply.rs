@@ -47,8 +47,12 @@ pub enum ErrorReply {
         max_line_bytes: usize,
     },
     TooManyClients,
-    /// The log could not be written or synced; the server is stopping.
+    /// The log could not be written; the write's record is certainly not
+    /// in it; the server is stopping.
     LogFailed,
+    /// The log could not be written or synced, and the write's record may
+    /// already be in the file (a restart may or may not find it).
+    LogFailedOutcomeUnknown,
     ShuttingDown,
     /// A malformed peer handshake, or one that was not the first line.
     BadHandshake,
@@ -83,6 +87,10 @@ impl fmt::Display for ErrorReply {
             ErrorReply::LogFailed => write!(
                 formatter,
                 "log write failed, write not applied; server is stopping"
+            ),
+            ErrorReply::LogFailedOutcomeUnknown => write!(
+                formatter,
+                "log write failed; the write may or may not have been applied"
             ),
             ErrorReply::ShuttingDown => write!(formatter, "server is shutting down"),
             ErrorReply::BadHandshake => write!(

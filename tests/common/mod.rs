@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fill;
 pub mod pki;
 
 use std::collections::BTreeMap;
