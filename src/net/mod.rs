@@ -14,6 +14,7 @@
 //! would announce the EOF behind that data.
 
 mod connection;
+pub mod descriptor_budget;
 mod peer;
 mod peering;
 mod read_buffer;
