@@ -17,7 +17,8 @@
 //! backlog is empty, so every waiting client is told. If even that fails
 //! (the spare is gone, or accept still fails), the reactor stops accepting
 //! for this turn and tries again after [`ACCEPT_RETRY_MS`] on a timer, never
-//! in a busy loop. Failures are logged at most once a second.
+//! in a busy loop. Refusals and failures are each logged at most once a
+//! second.
 //!
 //! This module only ever refuses: it never keeps a connection it accepted,
 //! and never closes a descriptor it did not open.
@@ -89,8 +90,10 @@ pub(super) struct Descriptors {
     spare: Option<File>,
     /// Connections refused for want of a descriptor.
     refused: u64,
-    /// Refusals and accept failures, logged at most once a second.
-    log: Throttle,
+    /// Refusals, logged at most once a second.
+    refusal_log: Throttle,
+    /// Accept failures, likewise.
+    failure_log: Throttle,
     /// An [`TimerEvent::AcceptRetry`] is armed.
     retry_armed: bool,
 }
@@ -112,7 +115,8 @@ impl Descriptors {
         Descriptors {
             spare,
             refused: 0,
-            log: Throttle::default(),
+            refusal_log: Throttle::default(),
+            failure_log: Throttle::default(),
             retry_armed: false,
         }
     }
@@ -183,7 +187,7 @@ impl Server {
         match self.descriptors.refuse_one(listener) {
             Refusal::Refused => {
                 let now_ms = self.now_ms();
-                if let Some(suppressed) = self.descriptors.log.admit(now_ms) {
+                if let Some(suppressed) = self.descriptors.refusal_log.admit(now_ms) {
                     crate::status!(
                         "out of file descriptors (accept: {error}): refused a connection with \
                          ERR max number of clients reached, {} so far{}",
@@ -209,11 +213,11 @@ impl Server {
     /// timer to try again: edge-triggered readiness would not say so.
     fn accept_later(&mut self, error: &io::Error) {
         let now_ms = self.now_ms();
-        if let Some(suppressed) = self.descriptors.log.admit(now_ms) {
+        if let Some(suppressed) = self.descriptors.failure_log.admit(now_ms) {
             let spare = if self.descriptors.has_spare() {
                 ""
             } else {
-                " (no spare descriptor)"
+                ", and no spare descriptor is left"
             };
             crate::status!(
                 "accept failed: {error}{spare}; retrying every {ACCEPT_RETRY_MS} ms{}",
