@@ -12,6 +12,7 @@ use std::time::Instant;
 use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
 use kvstore::net::Server;
+use kvstore::net::descriptor_budget::{self, DescriptorNeeds};
 use kvstore::node::NodeConfig;
 use kvstore::security::settings::Settings;
 use kvstore::startup::{self, Loaded};
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> Result<(), String> {
+fn run(mut config: Config) -> Result<(), String> {
     let started = Instant::now();
     let settings = Settings::load(
         config.cluster_secret_file.as_deref(),
@@ -48,10 +49,12 @@ fn run(config: Config) -> Result<(), String> {
     let (node, log, loaded) =
         startup::open(&config.data_dir, &node_config, config.log_segment_bytes)
             .map_err(|e| e.to_string())?;
+    let asked_max_clients = config.max_clients;
+    config.max_clients = fit_open_file_limit(&config, log.segment_count())?;
     let mut server =
         Server::bind(config.clone(), settings, node, log).map_err(|e| e.to_string())?;
     kvstore::status!(
-        "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}, {}, snapshots every {}; \
+        "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}{}, {}, snapshots every {}; \
          {}; started in {} ms)",
         config.id,
         server.local_addr(),
@@ -60,12 +63,44 @@ fn run(config: Config) -> Result<(), String> {
         config.peers.len(),
         describe_peer_authentication(&config),
         describe_client_authentication(&config),
+        describe_lowered_max_clients(asked_max_clients, config.max_clients),
         describe_memory_limit(&config),
         describe_threshold(config.snapshot_log_bytes),
         describe_loaded(&loaded),
         started.elapsed().as_millis(),
     );
     server.run().map_err(|e| e.to_string())
+}
+
+/// Raises the open-file limit for `--max-clients`, the peers, the log's
+/// `log_segments` and the server's own files; returns the max clients that
+/// fit, saying on stderr why if fewer than asked.
+fn fit_open_file_limit(config: &Config, log_segments: usize) -> Result<usize, String> {
+    let needs = DescriptorNeeds {
+        max_clients: config.max_clients,
+        peers: config.peers.len(),
+        log_segments,
+    };
+    let plan = descriptor_budget::fit_open_file_limit(needs).map_err(|e| e.to_string())?;
+    if let Some(warning) = &plan.warning {
+        kvstore::status!("{warning}");
+    } else if plan.soft_limit > plan.soft_limit_before {
+        kvstore::status!(
+            "raised the open-file limit (ulimit -n) from {} to {} for --max-clients {}",
+            plan.soft_limit_before,
+            plan.soft_limit,
+            config.max_clients
+        );
+    }
+    Ok(plan.max_clients)
+}
+
+fn describe_lowered_max_clients(asked: usize, effective: usize) -> String {
+    if effective < asked {
+        format!(", max clients {effective} (lowered from {asked} to fit the open-file limit)")
+    } else {
+        String::new()
+    }
 }
 
 fn describe_peer_authentication(config: &Config) -> &'static str {

@@ -15,6 +15,8 @@
 
 mod connection;
 mod housekeeping;
+pub mod descriptor_budget;
+mod descriptors;
 mod peer;
 mod peering;
 mod read_buffer;
@@ -82,6 +84,9 @@ enum TimerEvent {
     WrongPassword {
         endpoint: usize,
     },
+    /// Accepting failed and no new connection may announce itself: try
+    /// again (see `descriptors`).
+    AcceptRetry,
     Node(TimerKind),
 }
 
@@ -202,6 +207,9 @@ pub struct Server {
     /// Wrong passwords, likewise; and how many there were.
     wrong_password_log: throttle::Throttle,
     wrong_passwords: u64,
+    /// The spare descriptor that lets a connection be refused when none
+    /// are left, and retries of accept.
+    descriptors: descriptors::Descriptors,
     stop_requested: bool,
 }
 
@@ -284,6 +292,7 @@ impl Server {
             tls_log: throttle::Throttle::default(),
             wrong_password_log: throttle::Throttle::default(),
             wrong_passwords: 0,
+            descriptors: descriptors::Descriptors::open(),
             stop_requested: false,
         })
     }
@@ -387,9 +396,9 @@ impl Server {
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
-                    // EMFILE and friends: keep serving the clients we have.
-                    crate::status!("accept failed: {error}");
-                    return;
+                    if !self.accept_failed(error) {
+                        return;
+                    }
                 }
             }
         }
@@ -643,6 +652,7 @@ impl Server {
                     self.check_handshake_deadline(endpoint, now_ms)
                 }
                 TimerEvent::WrongPassword { endpoint } => self.release_wrong_password(endpoint),
+                TimerEvent::AcceptRetry => self.retry_accept(),
                 TimerEvent::Reconnect { link } => {
                     if self.links[link].endpoint.is_none() && !self.stop_requested {
                         self.dial(link);

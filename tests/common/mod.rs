@@ -291,25 +291,16 @@ pub fn free_port() -> u16 {
 /// (children, such as servers spawned afterwards, inherit it). Panics if the
 /// hard limit does not allow it.
 pub fn raise_open_file_limit(wanted: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read or write the struct passed.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0, "getrlimit: {}", io::Error::last_os_error());
-    if limit.rlim_cur >= wanted {
+    let (soft, hard) =
+        rlimit::getrlimit(rlimit::Resource::NOFILE).expect("read the open-file limit");
+    if soft >= wanted {
         return;
     }
     assert!(
-        limit.rlim_max >= wanted,
-        "the hard limit on open files ({}) is below the {wanted} this test needs",
-        limit.rlim_max
+        hard >= wanted,
+        "the hard limit on open files ({hard}) is below the {wanted} this test needs"
     );
-    limit.rlim_cur = wanted;
-    // SAFETY: as above.
-    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(set, 0, "setrlimit: {}", io::Error::last_os_error());
+    rlimit::setrlimit(rlimit::Resource::NOFILE, wanted, hard).expect("raise the open-file limit");
 }
 
 /// Runs the server binary to completion (for start-up errors) and returns
