@@ -458,3 +458,29 @@ fn peers_get_in_when_the_client_slots_are_full() {
         idle[1].request(b"GET key") == b"value"
     });
 }
+
+/// Half-finished handshakes keep the slot they came in on until their
+/// proof arrives: they cannot be opened without bound.
+#[test]
+fn pending_peer_handshakes_hold_connection_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = secret_file(dir.path(), "cluster.secret", SECRET, 0o600);
+    let mut cluster = Cluster::prepare(2, &["--max-clients", "4"]);
+    cluster.start_node_with_args(0, &["--cluster-secret-file", path.to_str().unwrap()]);
+    let posing_as = hello_of(&cluster, 1);
+    // Four client slots and two peer-only slots (one configured peer).
+    let pending: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let (stream, _, reply) = start_handshake(cluster.address(0), posing_as);
+            assert!(reply.starts_with(b"KVPEER 3 "), "{reply:?}");
+            stream
+        })
+        .collect();
+    let (_, _, reply) = start_handshake(cluster.address(0), posing_as);
+    assert_eq!(reply, b"ERR max number of clients reached\n");
+    drop(pending);
+    wait_until("the slots to come back", || {
+        let (_, _, reply) = start_handshake(cluster.address(0), posing_as);
+        reply.starts_with(b"KVPEER 3 ")
+    });
+}

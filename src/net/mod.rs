@@ -14,9 +14,9 @@
 //! would announce the EOF behind that data.
 
 mod connection;
-mod housekeeping;
 pub mod descriptor_budget;
 mod descriptors;
+mod housekeeping;
 mod peer;
 mod peering;
 mod read_buffer;
@@ -446,13 +446,11 @@ impl Server {
         connection.authenticated = self.settings.password.is_none();
         connection.peer_only = peer_only;
         if peer_only {
-            self.peer_only += 1;
             let event = TimerEvent::HandshakeDeadline { endpoint: key };
             self.timers.insert(now_ms + HANDSHAKE_TIMEOUT_MS, event);
-        } else {
-            self.clients += 1;
         }
         entry.insert(Endpoint::Client(connection));
+        self.hold_slot(peer_only);
         self.account_client(key);
     }
 
@@ -584,17 +582,31 @@ impl Server {
         }
     }
 
+    /// Counts a connection slot taken: a client's, or a peer-only one.
+    fn hold_slot(&mut self, peer_only: bool) {
+        if peer_only {
+            self.peer_only += 1;
+        } else {
+            self.clients += 1;
+        }
+    }
+
+    /// Counts a connection slot freed.
+    fn release_slot(&mut self, peer_only: bool) {
+        if peer_only {
+            self.peer_only -= 1;
+        } else {
+            self.clients -= 1;
+        }
+    }
+
     /// Takes a client's endpoint out of the table: its timers cancelled and
     /// its slot counted free; the socket stays registered.
     fn forget_client(&mut self, key: usize) -> Option<Endpoint> {
         let Some(Endpoint::Client(mut connection)) = self.endpoints.try_remove(key) else {
             return None;
         };
-        if connection.peer_only {
-            self.peer_only -= 1;
-        } else {
-            self.clients -= 1;
-        }
+        self.release_slot(connection.peer_only);
         self.client_buffer_bytes -= connection.accounted_bytes;
         if let Some(timer) = connection.wrong_password_timer.take() {
             self.timers.cancel(timer);
@@ -622,6 +634,7 @@ impl Server {
         match self.endpoints.remove(key) {
             Endpoint::Client(_) => unreachable!("closed just above"),
             Endpoint::PendingPeer(mut pending) => {
+                self.release_slot(pending.peer_only);
                 let _ = self.poll.registry().deregister(pending.transport.socket());
             }
             Endpoint::Inbound(mut inbound) => {

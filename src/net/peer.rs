@@ -239,6 +239,9 @@ pub struct PendingPeer {
     pub remote: SocketAddr,
     /// When the handshake began.
     started_ms: u64,
+    /// Holds a peer-only slot (admitted beyond `--max-clients`) rather
+    /// than a client slot, until its proof checks out or it is closed.
+    pub peer_only: bool,
 }
 
 impl PendingPeer {
@@ -260,6 +263,7 @@ impl PendingPeer {
             output,
             remote,
             started_ms: now_ms,
+            peer_only: false,
         }
     }
 

@@ -112,9 +112,14 @@ impl Server {
         let Some(Endpoint::Client(connection)) = self.forget_client(key) else {
             return;
         };
+        // Until its proof checks out it keeps the slot it came in on, so
+        // half-finished handshakes are bounded like clients.
+        let peer_only = connection.peer_only;
+        self.hold_slot(peer_only);
         let (stream, rest) = connection.into_parts();
         let now_ms = self.now_ms();
-        let pending = PendingPeer::new(stream, accepting, rest, reply, remote, now_ms);
+        let mut pending = PendingPeer::new(stream, accepting, rest, reply, remote, now_ms);
+        pending.peer_only = peer_only;
         let Some(new_key) = self.insert_peer_endpoint(Endpoint::PendingPeer(pending)) else {
             return;
         };
@@ -179,6 +184,7 @@ impl Server {
         let Some(Endpoint::PendingPeer(pending)) = self.endpoints.try_remove(key) else {
             return;
         };
+        self.release_slot(pending.peer_only);
         let inbound = pending.into_inbound(dialer);
         if let Some(new_key) = self.insert_peer_endpoint(Endpoint::Inbound(inbound)) {
             self.service_inbound(new_key);
