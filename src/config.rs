@@ -13,8 +13,10 @@ pub const DEFAULT_MAX_LINE_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 /// A line must at least hold a short command.
 pub const MIN_MAX_LINE_BYTES: usize = 64;
-/// A record in the log holds at most this much (see `log::MAX_RECORD_BODY_BYTES`).
-pub const MAX_MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+/// The longest line any record can be made of. A line holds at least the
+/// key and value its record carries (a `PUT` adds its command and two
+/// spaces), so the record of every accepted line fits the log's bound.
+pub const MAX_MAX_LINE_BYTES: usize = crate::log::MAX_KEY_AND_VALUE_BYTES;
 pub const MAX_MAX_CLIENTS: usize = 1_000_000;
 /// A client connection that sent no whole request for this long is closed.
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 300_000;
@@ -566,6 +568,35 @@ mod tests {
             args(&["7001", "--snapshot-log-bytes", "65535"]).unwrap_err(),
             ConfigError::SnapshotLogBytesTooSmall { value: 65535 }
         );
+    }
+
+    /// Issue #10: a line the flag admits must make a record the log (and
+    /// so a peer frame) carries.
+    #[test]
+    fn the_longest_line_allowed_makes_a_record_the_log_reads_back() {
+        let longest = MAX_MAX_LINE_BYTES.to_string();
+        let config = args(&["7001", "--max-line-bytes", &longest]).unwrap();
+        assert_eq!(config.max_line_bytes, MAX_MAX_LINE_BYTES);
+        let over = (MAX_MAX_LINE_BYTES + 1).to_string();
+        assert!(matches!(
+            args(&["7001", "--max-line-bytes", &over]),
+            Err(ConfigError::MaxLineBytesOutOfRange { .. })
+        ));
+        // `PUT k <value>` of the longest line: all but 6 bytes are value.
+        let value = vec![b'v'; MAX_MAX_LINE_BYTES - "PUT k ".len()];
+        let entry = crate::log::Entry {
+            epoch: 1,
+            index: 1,
+            commit: 0,
+            op: crate::log::Op::Put {
+                key: b"k",
+                value: &value,
+            },
+        };
+        assert!(crate::log::fits(&entry.op));
+        let mut record = Vec::new();
+        crate::log::encode(&entry, &mut record);
+        assert_eq!(crate::log::decode(&record), Ok((entry, record.len())));
     }
 
     /// The seed's loopback session runs as before; a cluster any other

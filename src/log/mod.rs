@@ -53,8 +53,8 @@ pub use epoch::{EPOCH_FILE_NAME, EpochError, MAX_EPOCH, load_epoch, store_epoch}
 pub use error::LogError;
 pub use file::{LOG_FILE_NAME, LogFile, Replay};
 pub use record::{
-    DecodeError, Entry, MAX_INDEX, MAX_RECORD_BODY_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES,
-    decode, encode, encoded_len,
+    DecodeError, Entry, MAX_INDEX, MAX_KEY_AND_VALUE_BYTES, MAX_RECORD_BODY_BYTES,
+    MAX_RECORD_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES, decode, encode, encoded_len, fits,
 };
 pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC, PartialWriteLeft};
 pub use segments::{Base, Log, segment_file_name};

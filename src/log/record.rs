@@ -34,13 +34,23 @@ pub const BODY_FIXED_BYTES: usize = 8 + 8 + 8 + 1 + 4;
 /// The largest value a record is meant to carry.
 const MAX_VALUE_BYTES: usize = 64 * 1024 * 1024;
 
-/// Room beside the value for the key and the fixed fields. The protocol's own
-/// key and value limits must keep every record within this bound.
+/// Room beside the value for the key and the fixed fields.
 const KEY_AND_FIXED_ALLOWANCE_BYTES: usize = 64 * 1024;
 
 /// The largest body a record may declare; a larger `body_len` is
 /// [`MalformedReason::BodyTooLarge`], detected from the header alone.
+///
+/// The root of every bound on what carries a record: the longest request
+/// line (`config::MAX_MAX_LINE_BYTES`, through [`MAX_KEY_AND_VALUE_BYTES`]),
+/// the largest peer frame (`node::message::MAX_FRAME_BODY_BYTES`, through
+/// [`MAX_RECORD_BYTES`]) and the largest snapshot pair are derived from it.
 pub const MAX_RECORD_BODY_BYTES: usize = MAX_VALUE_BYTES + KEY_AND_FIXED_ALLOWANCE_BYTES;
+
+/// The largest whole record: header and body.
+pub const MAX_RECORD_BYTES: usize = RECORD_HEADER_BYTES + MAX_RECORD_BODY_BYTES;
+
+/// The most key and value bytes one record carries together.
+pub const MAX_KEY_AND_VALUE_BYTES: usize = MAX_RECORD_BODY_BYTES - BODY_FIXED_BYTES;
 
 const OP_NOOP: u8 = 0;
 const OP_PUT: u8 = 1;
@@ -149,12 +159,19 @@ pub fn encoded_len(entry: &Entry<'_>) -> usize {
     RECORD_HEADER_BYTES + BODY_FIXED_BYTES + key.len() + value.len()
 }
 
+/// Whether a record of `op` fits [`MAX_RECORD_BODY_BYTES`], as [`encode`]
+/// requires.
+pub fn fits(op: &Op<'_>) -> bool {
+    let (_, key, value) = op_parts(op);
+    key.len() + value.len() <= MAX_KEY_AND_VALUE_BYTES
+}
+
 /// Appends exactly one record for `entry` to `out`.
 ///
 /// # Panics
 /// If the body would exceed [`MAX_RECORD_BODY_BYTES`]: such a record could
-/// never be read back, so writing it would silently lose it. Callers bound
-/// keys and values well below this.
+/// never be read back, so writing it would silently lose it. Callers check
+/// [`fits`] first.
 pub fn encode(entry: &Entry<'_>, out: &mut Vec<u8>) {
     let (op_tag, key, value) = op_parts(&entry.op);
     let body_bytes = BODY_FIXED_BYTES + key.len() + value.len();

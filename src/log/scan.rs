@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::error::{LogError, io_error};
-use super::record::{self, DecodeError, Entry, MAX_RECORD_BODY_BYTES, RECORD_HEADER_BYTES};
+use super::record::{self, DecodeError, Entry, MAX_RECORD_BYTES, RECORD_HEADER_BYTES};
 use super::segment::LOG_HEADER_BYTES;
 
 const MEBIBYTE: u64 = 1024 * 1024;
@@ -33,7 +33,7 @@ pub(crate) const REPLAY_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// The buffer grows past [`REPLAY_BUFFER_BYTES`] only to hold one large
 /// record, and never past the largest record that can exist.
-const MAX_REPLAY_BUFFER_BYTES: usize = RECORD_HEADER_BYTES + MAX_RECORD_BODY_BYTES;
+const MAX_REPLAY_BUFFER_BYTES: usize = MAX_RECORD_BYTES;
 
 /// Logs at least this large report replay progress on stderr.
 const PROGRESS_MIN_LOG_BYTES: u64 = 64 * MEBIBYTE;

@@ -397,6 +397,7 @@ mod tests {
     use mio::{Events, Interest, Poll, Token};
 
     use super::*;
+    use crate::net::read_buffer::READ_CHUNK_BYTES;
 
     /// A server-side connection whose client sent `bytes` and then its FIN,
     /// returned once the poller has reported the FIN.
@@ -441,5 +442,89 @@ mod tests {
         let mut connection = connection_after_half_close(b"PING\n");
         // The same socket, had the FIN not been reported yet.
         assert_eq!(connection.read_once(64).unwrap(), ReadOutcome::Drained);
+    }
+
+    /// A server-side connection and its client, over loopback.
+    fn connected_pair() -> (Connection, std::net::TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client.set_nodelay(true).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        accepted.set_nonblocking(true).unwrap();
+        let stream = mio::net::TcpStream::from_std(accepted);
+        (Connection::new(Transport::plain(stream), 0), client)
+    }
+
+    /// Reads until the connection holds `bytes` bytes (polling with a
+    /// deadline: each read takes what has arrived so far).
+    fn read_until_buffered(connection: &mut Connection, bytes: usize, max_line_bytes: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while connection.input.buffered().len() < bytes {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{bytes} bytes never fit in the buffer"
+            );
+            connection.read_once(max_line_bytes).unwrap();
+        }
+        assert_eq!(connection.input.buffered().len(), bytes);
+    }
+
+    /// Sends `stream` in two writes split after `split` bytes, each read and
+    /// executed before the next is sent; returns the replies and whether
+    /// the connection was closing after the first part and after all of it.
+    fn serve_in_two_reads(
+        stream: &[u8],
+        split: usize,
+        max_line_bytes: usize,
+    ) -> (Vec<u8>, [bool; 2]) {
+        let (mut connection, mut client) = connected_pair();
+        let mut node = Node::new(crate::node::NodeConfig::single(1));
+        let mut closing = [false; 2];
+        for (part, end) in [split, stream.len()].into_iter().enumerate() {
+            let start = if part == 0 { 0 } else { split };
+            client.write_all(&stream[start..end]).unwrap();
+            read_until_buffered(&mut connection, end, max_line_bytes);
+            let executed = connection.execute_buffered(&mut node, max_line_bytes, None);
+            assert_eq!(executed, Executed::Requests);
+            closing[part] = connection.closing;
+            if connection.closing {
+                break;
+            }
+        }
+        (
+            connection.replies.sendable(node.released()).to_vec(),
+            closing,
+        )
+    }
+
+    /// `GET` of a key that makes the line `line_bytes` long, then `\r\n`.
+    fn get_line(line_bytes: usize) -> Vec<u8> {
+        format!("GET {}\r\n", "k".repeat(line_bytes - 4)).into_bytes()
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_served_when_its_terminator_is_split() {
+        // Above the first read's chunk, the buffer must grow to hold the
+        // line and both terminator bytes.
+        for limit in [64, 3 * READ_CHUNK_BYTES] {
+            let stream = get_line(limit);
+            for split in [limit, limit + 1] {
+                let (replies, closing) = serve_in_two_reads(&stream, split, limit);
+                assert_eq!(replies, b"NOT_FOUND\n", "limit {limit}, split {split}");
+                assert_eq!(closing, [false, false], "limit {limit}, split {split}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_line_one_over_the_limit_is_refused_when_its_terminator_is_split() {
+        let stream = get_line(65);
+        let refusal = b"ERR line too long (limit 64 bytes)\n";
+        // Refused on the first part: 65 bytes that do not end in \r.
+        let (replies, closing) = serve_in_two_reads(&stream, 65, 64);
+        assert_eq!((replies.as_slice(), closing), (&refusal[..], [true, false]));
+        // 64 bytes could still be a whole line: refused once more arrives.
+        let (replies, closing) = serve_in_two_reads(&stream, 64, 64);
+        assert_eq!((replies.as_slice(), closing), (&refusal[..], [false, true]));
     }
 }

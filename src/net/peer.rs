@@ -22,9 +22,15 @@ use crate::security::handshake::{
 };
 
 /// A peer that cannot keep up is cut off past this many unsent bytes; it
-/// reconnects and the leader resends from what it acknowledged.
-pub const MAX_UNSENT_PEER_BYTES: usize = 64 * 1024 * 1024;
+/// reconnects and the leader resends from what it acknowledged. Room for
+/// the largest frame being written and as much again queued behind it: a
+/// link is never cut for carrying one record of the largest size.
+pub const MAX_UNSENT_PEER_BYTES: usize = 2 * message::MAX_FRAME_BYTES;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A peer buffer emptied of a frame larger than the largest batch target is
+/// released rather than kept: one large record does not pin its memory on
+/// every link for the rest of the process.
+const RETAINED_PEER_BUFFER_BYTES: usize = message::FETCH_REPLY_TARGET_RECORDS_BYTES;
 
 /// Why a peer connection is dropped.
 #[derive(Debug)]
@@ -117,7 +123,17 @@ impl Output {
         }
         self.bytes.clear();
         self.written = 0;
+        release_if_large(&mut self.bytes);
         Ok(())
+    }
+}
+
+/// Gives back an empty buffer's memory if it grew past what ordinary
+/// traffic needs.
+fn release_if_large(buffer: &mut Vec<u8>) {
+    debug_assert!(buffer.is_empty());
+    if buffer.capacity() > RETAINED_PEER_BUFFER_BYTES {
+        *buffer = Vec::new();
     }
 }
 
@@ -316,7 +332,7 @@ pub struct InboundPeer {
 impl InboundPeer {
     /// Reads what arrived and returns the whole frames in it.
     pub fn read_frames(&mut self, frames: &mut Vec<Envelope>) -> Result<(), PeerError> {
-        let limit = message::MAX_FRAME_BODY_BYTES + message::FRAME_HEADER_BYTES;
+        let limit = message::MAX_FRAME_BYTES;
         let read = read_available(&mut self.transport, &mut self.input, limit);
         self.decode_buffered(frames)?;
         read
@@ -338,6 +354,9 @@ impl InboundPeer {
             consumed += used;
         }
         self.input.drain(..consumed);
+        if self.input.is_empty() {
+            release_if_large(&mut self.input);
+        }
         Ok(())
     }
 }
@@ -353,3 +372,18 @@ pub struct Link {
 
 pub const FIRST_RETRY_DELAY_MS: u64 = 20;
 pub const MAX_RETRY_DELAY_MS: u64 = 500;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_grown_for_a_large_frame_is_released_once_empty() {
+        let mut ordinary = Vec::with_capacity(RETAINED_PEER_BUFFER_BYTES);
+        release_if_large(&mut ordinary);
+        assert_eq!(ordinary.capacity(), RETAINED_PEER_BUFFER_BYTES);
+        let mut grown = Vec::with_capacity(RETAINED_PEER_BUFFER_BYTES + 1);
+        release_if_large(&mut grown);
+        assert_eq!(grown.capacity(), 0);
+    }
+}

@@ -293,7 +293,7 @@ impl Node {
         }
         let records = self
             .log
-            .records_from(from_index, super::message::MAX_FRAME_RECORDS_BYTES)
+            .records_from(from_index, super::message::FETCH_REPLY_TARGET_RECORDS_BYTES)
             .map(|(bytes, _)| bytes.to_vec())
             .unwrap_or_default();
         self.send(

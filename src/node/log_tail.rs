@@ -193,7 +193,9 @@ impl LogTail {
     }
 
     /// The encoded records `from..` up to `max_bytes` (at least one record
-    /// when any is there), and the index of the last one included.
+    /// when any is there, however large: the batch rule of
+    /// `message::MAX_FRAME_RECORDS_BYTES`), and the index of the last one
+    /// included.
     pub fn records_from(&self, from: u64, max_bytes: usize) -> Option<(&[u8], u64)> {
         let first_offset = usize::try_from(from.checked_sub(self.first_index)?).ok()?;
         let start = self.slots.get(first_offset)?.start;
@@ -444,6 +446,37 @@ mod tests {
         let (bytes, last) = tail.records_from(4, 1).unwrap();
         assert_eq!((bytes.len(), last), (one, 4));
         assert!(tail.records_from(6, 100).is_none());
+    }
+
+    /// The batch rule: records while they fit the target, but always the
+    /// first, however large (issue #10: one larger than the target was a
+    /// frame the follower refused).
+    #[test]
+    fn a_record_larger_than_the_target_is_a_batch_of_its_own() {
+        let mut tail = LogTail::new();
+        let target = 1000;
+        let value = vec![b'v'; target];
+        put(&mut tail, 1);
+        tail.append(&Entry {
+            epoch: 1,
+            index: 2,
+            commit: 0,
+            op: Op::Put {
+                key: b"big",
+                value: &value,
+            },
+        });
+        put(&mut tail, 1);
+        put(&mut tail, 1);
+        let big = tail.record(2).unwrap();
+        assert!(big.len() > target);
+        // Before it, the batch stops short of it; from it, it goes alone.
+        assert_eq!(tail.records_from(1, target).unwrap().1, 1);
+        let (bytes, last) = tail.records_from(2, target).unwrap();
+        assert_eq!((bytes, last), (big, 2));
+        // After it, the target holds as before.
+        let (bytes, last) = tail.records_from(3, target).unwrap();
+        assert_eq!((bytes.len(), last), (tail.record(3).unwrap().len() * 2, 4));
     }
 
     #[test]

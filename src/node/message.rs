@@ -36,6 +36,8 @@
 
 use std::fmt;
 
+use crate::log;
+
 pub type NodeId = u64;
 
 /// A message with its sender and the sender's current epoch.
@@ -114,12 +116,44 @@ pub enum Message {
 /// Bytes before the body: `body_len`.
 pub const FRAME_HEADER_BYTES: usize = 4;
 
-/// A frame carries at most this many record bytes; the sender must split larger batches.
-pub const MAX_FRAME_RECORDS_BYTES: usize = 8 * 1024 * 1024;
+/// An `Append` gathers records up to about this many bytes (see
+/// [`MAX_FRAME_RECORDS_BYTES`] for the rule).
+pub const APPEND_TARGET_RECORDS_BYTES: usize = 1024 * 1024;
 
-/// The largest body a frame may declare: the records plus generous room for
-/// the fixed fields. A larger `body_len` is [`FrameError::TooLarge`].
-pub const MAX_FRAME_BODY_BYTES: usize = MAX_FRAME_RECORDS_BYTES + 1024;
+/// A `FetchReply` gathers records up to about this many bytes.
+pub const FETCH_REPLY_TARGET_RECORDS_BYTES: usize = 8 * 1024 * 1024;
+
+/// A frame carries at most this many record (or snapshot) bytes: one batch.
+///
+/// The batch rule: a batch takes records in order while their total stays
+/// within its target, but it always takes the first record, however large.
+/// So a batch is either within its target or one record alone, and never
+/// above the larger of the two: a record that exceeds a target travels by
+/// itself instead of never. The log's bound on one record is the root
+/// (`log::MAX_RECORD_BODY_BYTES`); the targets only keep batches small.
+pub const MAX_FRAME_RECORDS_BYTES: usize = larger(
+    log::MAX_RECORD_BYTES,
+    larger(
+        APPEND_TARGET_RECORDS_BYTES,
+        FETCH_REPLY_TARGET_RECORDS_BYTES,
+    ),
+);
+
+/// Room in a frame body for everything but its records: the kind, the
+/// envelope, a message's fixed fields and the records' length.
+const FRAME_FIXED_ALLOWANCE_BYTES: usize = 1024;
+
+/// The largest body a frame may declare: one batch and the fixed fields.
+/// A larger `body_len` is [`FrameError::TooLarge`]. A peer connection
+/// buffers at most one frame of it (and a read's chunk) before decoding.
+pub const MAX_FRAME_BODY_BYTES: usize = MAX_FRAME_RECORDS_BYTES + FRAME_FIXED_ALLOWANCE_BYTES;
+
+/// The largest whole frame: header and body.
+pub const MAX_FRAME_BYTES: usize = FRAME_HEADER_BYTES + MAX_FRAME_BODY_BYTES;
+
+const fn larger(left: usize, right: usize) -> usize {
+    if left > right { left } else { right }
+}
 
 const KIND_ELECTION: u8 = 1;
 const KIND_ALIVE: u8 = 2;
@@ -173,7 +207,8 @@ impl std::error::Error for FrameError {}
 /// Appends exactly one frame for `envelope` to `out`.
 ///
 /// Record batches above [`MAX_FRAME_RECORDS_BYTES`] are the caller's bug (the
-/// peer would refuse the frame and drop the connection); debug builds assert.
+/// peer would refuse the frame and drop the connection): the batch rule
+/// never makes one. Debug builds assert.
 pub fn encode_frame(envelope: &Envelope, out: &mut Vec<u8>) {
     let frame_start = out.len();
     // The length is patched in once the body is in place, so the body is
@@ -758,6 +793,43 @@ mod tests {
         let bytes = framed(&envelope);
         assert!(bytes.len() - FRAME_HEADER_BYTES <= MAX_FRAME_BODY_BYTES);
         assert_eq!(decode_frame(&bytes), Ok(Some((envelope, bytes.len()))));
+    }
+
+    /// Issue #10: a frame carries the largest record the log holds (a
+    /// follower once refused a 10 MiB one and dropped the link).
+    #[test]
+    fn the_largest_record_travels_in_one_frame() {
+        let value = vec![b'v'; log::MAX_KEY_AND_VALUE_BYTES - 1];
+        let entry = Entry {
+            epoch: 1,
+            index: 1,
+            commit: 0,
+            op: Op::Put {
+                key: b"k",
+                value: &value,
+            },
+        };
+        let mut records = Vec::new();
+        log::encode(&entry, &mut records);
+        assert_eq!(records.len(), log::MAX_RECORD_BYTES);
+        let envelope = Envelope {
+            from: 1,
+            epoch: 1,
+            message: Message::FetchReply {
+                from_index: 1,
+                records,
+            },
+        };
+        let bytes = framed(&envelope);
+        assert!(bytes.len() <= MAX_FRAME_BYTES);
+        let Ok(Some((decoded, used))) = decode_frame(&bytes) else {
+            panic!("the frame does not decode");
+        };
+        assert_eq!(used, bytes.len());
+        let Message::FetchReply { records, .. } = &decoded.message else {
+            panic!("decoded {decoded:?}");
+        };
+        assert_eq!(log::decode(records), Ok((entry, records.len())));
     }
 
     #[test]

@@ -440,6 +440,12 @@ impl Node {
     }
 
     fn write(&mut self, op: Op<'_>, replies: &mut ReplyQueue) {
+        if let Some(refusal) = oversized(&op) {
+            // Before the role: the answer is the same on every node, and
+            // nothing reaches the log, the store or a peer.
+            replies.push(Reply::Error(refusal), Gate::OPEN, self.released());
+            return;
+        }
         if !self.is_serving_leader() {
             replies.push(
                 Reply::NotLeader(self.leader_hint()),
@@ -716,6 +722,20 @@ impl Node {
     }
 }
 
+/// The refusal of a `PUT` whose record the log could not hold, if it is
+/// one. With request lines bounded by `config::MAX_MAX_LINE_BYTES` none is;
+/// the check keeps a driver that allows longer ones from reaching the panic
+/// in `log::encode`. A `DEL` needs none: its record is smaller than the
+/// one that stored its key, and a key never stored is not written.
+fn oversized(op: &Op<'_>) -> Option<ErrorReply> {
+    match *op {
+        Op::Put { key, .. } if !crate::log::fits(op) => Some(ErrorReply::ValueTooLarge {
+            max_value_bytes: crate::log::MAX_KEY_AND_VALUE_BYTES.saturating_sub(key.len()),
+        }),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -791,6 +811,15 @@ mod tests {
         std::mem::take(&mut node.outbox.messages)
     }
 
+    /// Node 1 of a three-node cluster, started, with no leader yet.
+    pub(super) fn follower_of_three() -> Node {
+        let mut config = NodeConfig::single(1);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        node.start(0);
+        node
+    }
+
     /// Node 3 of a three-node cluster, leading epoch 1 on node 1's promise,
     /// its Noop durable on itself and both followers, and its outbox empty.
     pub(super) fn leader_of_three() -> Node {
@@ -856,6 +885,67 @@ mod tests {
             }
         );
         assert_eq!(queue.sendable(node.released()), b"OK\nPONG\n");
+    }
+
+    /// Issue #10: a write whose record the log could not hold gets a plain
+    /// error and changes nothing: no record, no message, no step-down.
+    #[test]
+    fn a_write_too_large_for_one_record_is_refused_without_side_effects() {
+        let mut node = leader_of_three();
+        let max_bytes = crate::log::MAX_KEY_AND_VALUE_BYTES;
+        let epoch = node.leading_epoch();
+        let (last_index, commit_index) = (node.log.last_index(), node.commit_index());
+        let mut queue = ReplyQueue::new();
+        let value = vec![b'v'; max_bytes];
+        let put = Request::Put {
+            key: b"k",
+            value: &value,
+        };
+        assert_eq!(node.handle_request(put, &mut queue), Flow::Continue);
+        let expected = format!("ERR value too large (limit {} bytes)\n", max_bytes - 1);
+        assert_eq!(queue.sendable(node.released()), expected.as_bytes());
+        let turn = finish_turn(&mut node);
+        assert!(turn.log_bytes.is_empty(), "a record was written");
+        assert!(turn.messages.is_empty(), "sent {:?}", turn.messages);
+        assert!(!turn.voided);
+        assert_eq!(node.leading_epoch(), epoch);
+        assert_eq!(node.log.last_index(), last_index);
+        assert_eq!(node.commit_index(), commit_index);
+        assert!(node.store.get(b"k").is_none());
+    }
+
+    #[test]
+    fn a_follower_refuses_a_write_too_large_the_same_way() {
+        let mut node = follower_of_three();
+        let mut queue = ReplyQueue::new();
+        let value = vec![b'v'; crate::log::MAX_KEY_AND_VALUE_BYTES];
+        let put = Request::Put {
+            key: b"key",
+            value: &value,
+        };
+        node.handle_request(put, &mut queue);
+        let limit = crate::log::MAX_KEY_AND_VALUE_BYTES - 3;
+        // Not NOT_LEADER, as a write that fits gets: a client would retry
+        // it elsewhere to no avail.
+        run(&mut node, &mut queue, b"PUT key small");
+        let expected = format!("ERR value too large (limit {limit} bytes)\nNOT_LEADER -1\n");
+        assert_eq!(queue.sendable(node.released()), expected.as_bytes());
+    }
+
+    #[test]
+    fn the_largest_record_is_accepted() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        let value = vec![b'v'; crate::log::MAX_KEY_AND_VALUE_BYTES - 1];
+        let put = Request::Put {
+            key: b"k",
+            value: &value,
+        };
+        node.handle_request(put, &mut queue);
+        let bytes = write_log(&mut node);
+        assert_eq!(bytes.len(), crate::log::MAX_RECORD_BYTES);
+        assert_eq!(queue.sendable(node.released()), b"OK\n");
+        assert_eq!(node.store.get(b"k"), Some(&value[..]));
     }
 
     #[test]
@@ -956,10 +1046,7 @@ mod tests {
 
     #[test]
     fn a_follower_redirects_writes_and_reads_locally() {
-        let mut config = NodeConfig::single(1);
-        config.cluster_size = 3;
-        let mut node = Node::new(config);
-        node.start(0);
+        let mut node = follower_of_three();
         let mut queue = ReplyQueue::new();
         run(&mut node, &mut queue, b"PUT k v");
         run(&mut node, &mut queue, b"GET k");

@@ -14,7 +14,9 @@
 
 use std::net::SocketAddr;
 
-use super::message::{Envelope, MAX_FRAME_RECORDS_BYTES, Message, NodeId};
+use super::message::{
+    APPEND_TARGET_RECORDS_BYTES, Envelope, FETCH_REPLY_TARGET_RECORDS_BYTES, Message, NodeId,
+};
 use super::transfer::Chunk;
 use super::validate::{InvalidFrame, check_frame};
 use super::{
@@ -24,8 +26,6 @@ use crate::log::{self, DecodeError};
 
 /// A leader stops sending a follower new records while this many are unacknowledged.
 const MAX_UNACKNOWLEDGED_RECORDS: u64 = 100_000;
-/// Records per `Append`, at most (besides the frame's byte bound).
-const MAX_APPEND_RECORDS_BYTES: usize = 1024 * 1024;
 
 /// The leader's view of one follower.
 #[derive(Debug, Clone, Copy)]
@@ -336,9 +336,9 @@ impl Node {
             }
             return;
         }
-        let budget = MAX_APPEND_RECORDS_BYTES.min(MAX_FRAME_RECORDS_BYTES);
+        let target = APPEND_TARGET_RECORDS_BYTES;
         let (records, sent_through) = if has_new {
-            match self.log.records_from(progress.next_index, budget) {
+            match self.log.records_from(progress.next_index, target) {
                 Some((bytes, last)) => (bytes.to_vec(), last),
                 None => (Vec::new(), prev_index),
             }
@@ -370,8 +370,10 @@ impl Node {
                 next_index,
                 epoch_before,
                 ..
-            } => (next_index, MAX_APPEND_RECORDS_BYTES, epoch_before),
-            ReadPurpose::Fetch { from_index, .. } => (from_index, MAX_FRAME_RECORDS_BYTES, None),
+            } => (next_index, APPEND_TARGET_RECORDS_BYTES, epoch_before),
+            ReadPurpose::Fetch { from_index, .. } => {
+                (from_index, FETCH_REPLY_TARGET_RECORDS_BYTES, None)
+            }
         };
         // Only evicted records come from the disk: from the first record in
         // memory on, the disk may still hold records memory has replaced.
@@ -694,7 +696,8 @@ struct RecordsWanted {
     from_index: u64,
     /// Stop before this index.
     stop_index: u64,
-    /// Bytes of records, at most (but at least one record).
+    /// The batch's target: records while they fit, but at least one
+    /// (`message::MAX_FRAME_RECORDS_BYTES` states the rule).
     budget: usize,
     /// The epoch of record `first_index - 1`, when the read starts at the
     /// first record wanted.
@@ -900,6 +903,29 @@ mod tests {
         );
     }
 
+    /// Records read back from the disk follow the batch rule too.
+    #[test]
+    fn records_read_back_send_one_larger_than_the_budget_alone() {
+        let big = vec![b'v'; 100];
+        let values: [&[u8]; 5] = [b"v", &big, b"v", b"v", b"v"];
+        let mut bytes = Vec::new();
+        for (offset, value) in values.into_iter().enumerate() {
+            let entry = log::Entry {
+                epoch: 1,
+                index: offset as u64 + 1,
+                commit: 0,
+                op: log::Op::Put { key: b"k", value },
+            };
+            log::encode(&entry, &mut bytes);
+        }
+        let one = log::decode(&bytes).unwrap().1;
+        let found = |from_index| records_in(&bytes, wanted(1, from_index, u64::MAX, one * 2));
+        assert_eq!(found(1).unwrap().last_index, 1);
+        let alone = found(2).unwrap();
+        assert_eq!((alone.last_index, alone.records.len()), (2, one + 99));
+        assert_eq!(found(3).unwrap().last_index, 4);
+    }
+
     #[test]
     fn the_epoch_of_a_read_that_stopped_at_a_segment_end_is_known() {
         let bytes = puts(&[1, 2, 2]);
@@ -916,6 +942,130 @@ mod tests {
         assert!(records_in(cut, wanted(1, 3, u64::MAX, usize::MAX)).is_none());
         // Bytes that do not start at the record they are said to start at.
         assert!(records_in(&bytes, wanted(5, 5, u64::MAX, usize::MAX)).is_none());
+    }
+
+    /// A `PUT` line of `value_bytes` bytes of value.
+    fn put_line(key: &str, value_bytes: usize) -> Vec<u8> {
+        [format!("PUT {key} ").as_bytes(), &vec![b'v'; value_bytes]].concat()
+    }
+
+    /// The record indexes of each `Append` to `to` in `messages`.
+    fn appended_to(messages: &[(NodeId, Envelope)], to: NodeId) -> Vec<Vec<u64>> {
+        messages
+            .iter()
+            .filter_map(|(id, envelope)| match &envelope.message {
+                Message::Append { records, .. } if *id == to && !records.is_empty() => {
+                    Some(indexes_of(records))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn indexes_of(records: &[u8]) -> Vec<u64> {
+        let mut indexes = Vec::new();
+        let mut rest = records;
+        while !rest.is_empty() {
+            let (entry, used) = log::decode(rest).expect("whole records");
+            indexes.push(entry.index);
+            rest = &rest[used..];
+        }
+        indexes
+    }
+
+    /// Every frame in `messages` is one a peer accepts.
+    fn assert_frames_decode(messages: &[(NodeId, Envelope)]) {
+        for (_, envelope) in messages {
+            let mut frame = Vec::new();
+            crate::node::message::encode_frame(envelope, &mut frame);
+            let decoded = crate::node::message::decode_frame(&frame);
+            assert_eq!(decoded, Ok(Some((envelope.clone(), frame.len()))));
+        }
+    }
+
+    /// Issue #10: a record larger than an `Append`'s target goes to each
+    /// follower alone (it once stalled replication and cost the leader its
+    /// majority); the records around it keep to the target.
+    #[test]
+    fn an_append_carries_a_record_larger_than_its_target_alone() {
+        let mut node = leader_of_three();
+        let mut queue = ReplyQueue::new();
+        let small = APPEND_TARGET_RECORDS_BYTES / 4;
+        run(&mut node, &mut queue, &put_line("a", small));
+        run(
+            &mut node,
+            &mut queue,
+            &put_line("big", APPEND_TARGET_RECORDS_BYTES),
+        );
+        for key in ["b", "c", "d", "e"] {
+            run(&mut node, &mut queue, &put_line(key, small));
+        }
+        let mut batches = Vec::new();
+        for turn in 0..4 {
+            let messages = finish_turn(&mut node).messages;
+            assert_frames_decode(&messages);
+            let to_one = appended_to(&messages, 1);
+            assert_eq!(to_one, appended_to(&messages, 2), "turn {turn}");
+            let Some(last) = to_one.last().and_then(|batch| batch.last()) else {
+                break;
+            };
+            for peer in [1, 2] {
+                let ack = Message::Ack {
+                    success: true,
+                    match_index: *last,
+                    round: 0,
+                };
+                node.handle_message(from_peer(peer, 1, ack), 1000 + turn)
+                    .expect("a valid frame");
+            }
+            batches.extend(to_one);
+        }
+        // Record 2 ("a") does not wait for the big one; record 3 goes
+        // alone; then four of a quarter of the target would exceed it.
+        assert_eq!(batches, [vec![2], vec![3], vec![4, 5, 6], vec![7]]);
+        assert_eq!(node.commit_index(), 7);
+    }
+
+    /// The same rule for a `FetchReply` from memory: a new leader adopting
+    /// this node's log gets a record larger than the target alone.
+    #[test]
+    fn a_fetch_reply_carries_a_record_larger_than_its_target_alone() {
+        let mut config = crate::node::NodeConfig::single(1);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        let big = vec![b'v'; FETCH_REPLY_TARGET_RECORDS_BYTES];
+        let values: [&[u8]; 4] = [b"small", &big, b"small", b"small"];
+        for (offset, value) in values.into_iter().enumerate() {
+            node.replay(&log::Entry {
+                epoch: 1,
+                index: offset as u64 + 1,
+                commit: 0,
+                op: log::Op::Put { key: b"k", value },
+            });
+        }
+        node.start(0);
+        for peer in [2, 3] {
+            node.peer_up(peer, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        }
+        let coordinator = Message::Coordinator { commit_index: 0 };
+        node.handle_message(from_peer(3, 2, coordinator), 10)
+            .expect("a valid frame");
+        assert_eq!(node.promised_epoch(), 2);
+        let mut replies = Vec::new();
+        for from_index in 1..=4 {
+            let fetch = Message::Fetch { from_index };
+            node.handle_message(from_peer(3, 2, fetch), 20)
+                .expect("a valid frame");
+            let messages = finish_turn(&mut node).messages;
+            assert_frames_decode(&messages);
+            for (to, envelope) in messages {
+                if let Message::FetchReply { records, .. } = envelope.message {
+                    assert_eq!(to, 3);
+                    replies.push(indexes_of(&records));
+                }
+            }
+        }
+        assert_eq!(replies, [vec![1], vec![2], vec![3, 4], vec![4]]);
     }
 
     /// Raft §5.4.2 (figure 8): a majority holding a record of an older epoch

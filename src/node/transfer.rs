@@ -40,6 +40,7 @@ use crate::store::{Store, StoredPair};
 
 /// Bytes of snapshot per `InstallSnapshot` message.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 512 * 1024;
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES <= super::message::MAX_FRAME_RECORDS_BYTES);
 /// Bytes a sender may have sent beyond what the receiver acknowledged.
 pub const SNAPSHOT_WINDOW_BYTES: u64 = 4 * SNAPSHOT_CHUNK_BYTES as u64;
 /// A leader's heartbeats to a follower whose transfer made no progress

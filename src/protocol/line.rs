@@ -14,8 +14,14 @@ pub enum Framed<'buf> {
 }
 
 /// Finds the first whole line in `buffer`. A line longer than
-/// `max_line_bytes` (terminator excluded) is [`Framed::TooLong`] whether or
-/// not its end has arrived, so a client cannot grow the buffer past the limit.
+/// `max_line_bytes` (terminator excluded) is [`Framed::TooLong`] as soon as
+/// that is certain, whether or not its end has arrived, so a client cannot
+/// grow the buffer past `max_line_bytes + 2` (the limit and `\r\n`).
+///
+/// Certain means: more than `max_line_bytes` bytes without a `\n`, unless
+/// the one byte past the limit is a `\r` that may yet be followed by its
+/// `\n`. So a line of exactly the limit is framed however its `\r\n` is
+/// split across reads.
 pub fn next_line(buffer: &[u8], max_line_bytes: usize) -> Framed<'_> {
     match memchr::memchr(b'\n', buffer) {
         Some(newline) => {
@@ -28,9 +34,17 @@ pub fn next_line(buffer: &[u8], max_line_bytes: usize) -> Framed<'_> {
                 consumed: newline + 1,
             }
         }
-        None if buffer.len() > max_line_bytes => Framed::TooLong,
+        None if buffer.len() > max_line_bytes && !ends_at_limit(buffer, max_line_bytes) => {
+            Framed::TooLong
+        }
         None => Framed::Incomplete,
     }
+}
+
+/// Whether `buffer` (which holds no `\n`) may still be a line of exactly
+/// `max_line_bytes` whose `\r` has arrived and whose `\n` has not.
+fn ends_at_limit(buffer: &[u8], max_line_bytes: usize) -> bool {
+    buffer.len() == max_line_bytes + 1 && buffer.ends_with(b"\r")
 }
 
 fn strip_carriage_return(line: &[u8]) -> &[u8] {
@@ -233,6 +247,86 @@ mod tests {
         assert_eq!(next_line(b"123456789\n", 8), Framed::TooLong);
         assert!(matches!(next_line(b"12345678\n", 8), Framed::Line { .. }));
         assert_eq!(next_line(b"12345678", 8), Framed::Incomplete);
+    }
+
+    /// Frames what a connection holds after each read when `stream` arrives
+    /// in two reads, split after `split` bytes (a `\n` ends each read's
+    /// framing, as the connection consumes the line it found).
+    fn framed_in_two_reads(stream: &[u8], split: usize, max_line_bytes: usize) -> Vec<String> {
+        let outcome = |buffered: &[u8]| match next_line(buffered, max_line_bytes) {
+            Framed::Line { line, consumed } => format!(
+                "line {:?} consumed {consumed}",
+                String::from_utf8_lossy(line)
+            ),
+            other => format!("{other:?}"),
+        };
+        vec![outcome(&stream[..split]), outcome(stream)]
+    }
+
+    #[test]
+    fn a_line_of_exactly_the_limit_is_framed_however_its_terminator_is_split() {
+        // 8 bytes, the limit, then \r\n: every split position, including
+        // the one between \r and \n.
+        let stream = b"12345678\r\n";
+        let whole = "line \"12345678\" consumed 10";
+        for split in 0..=8 {
+            assert_eq!(
+                framed_in_two_reads(stream, split, 8),
+                ["Incomplete", whole],
+                "split after {split} bytes"
+            );
+        }
+        assert_eq!(
+            framed_in_two_reads(stream, 9, 8),
+            ["Incomplete", whole],
+            "split between \\r and \\n"
+        );
+        assert_eq!(framed_in_two_reads(stream, 10, 8), [whole, whole]);
+        // With a bare \n the limit is reached without a pending \r.
+        let bare = b"12345678\n";
+        assert_eq!(next_line(&bare[..8], 8), Framed::Incomplete);
+        assert_eq!(
+            framed_in_two_reads(bare, 8, 8),
+            ["Incomplete", "line \"12345678\" consumed 9"]
+        );
+    }
+
+    #[test]
+    fn a_line_one_over_the_limit_is_refused_as_soon_as_that_is_certain() {
+        // 9 bytes (limit 8) then \r\n.
+        let stream = b"123456789\r\n";
+        for split in 0..=8 {
+            assert_eq!(
+                framed_in_two_reads(stream, split, 8),
+                ["Incomplete", "TooLong"],
+                "split after {split} bytes"
+            );
+        }
+        // Nine bytes and no \r among them: certain before the terminator.
+        for split in 9..=11 {
+            assert_eq!(
+                framed_in_two_reads(stream, split, 8),
+                ["TooLong", "TooLong"],
+                "split after {split} bytes"
+            );
+        }
+        // A \r one past the limit that a \n does not follow.
+        assert_eq!(next_line(b"12345678\r", 8), Framed::Incomplete);
+        assert_eq!(next_line(b"12345678\rx", 8), Framed::TooLong);
+        assert_eq!(next_line(b"12345678\r\r", 8), Framed::TooLong);
+        assert_eq!(next_line(b"12345678\r\r\n", 8), Framed::TooLong);
+        // A \r inside the line is content: 9 bytes, over the limit.
+        assert_eq!(next_line(b"1234567\r8\n", 8), Framed::TooLong);
+        assert_eq!(next_line(b"1234567\r8", 8), Framed::TooLong);
+    }
+
+    #[test]
+    fn never_more_than_the_limit_and_a_terminator_is_incomplete() {
+        for length in 0..=12 {
+            let buffered = vec![b'\r'; length];
+            let incomplete = next_line(&buffered, 8) == Framed::Incomplete;
+            assert_eq!(incomplete, length <= 9, "{length} bytes of \\r");
+        }
     }
 
     #[test]

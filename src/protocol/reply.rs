@@ -46,6 +46,12 @@ pub enum ErrorReply {
     LineTooLong {
         max_line_bytes: usize,
     },
+    /// A `PUT` whose log record would exceed the log's bound on one record
+    /// (`log::MAX_RECORD_BODY_BYTES`): at most `max_value_bytes` of value
+    /// fit beside its key. Refused before anything is written.
+    ValueTooLarge {
+        max_value_bytes: usize,
+    },
     TooManyClients,
     /// The log could not be written; the write's record is certainly not
     /// in it; the server is stopping.
@@ -82,6 +88,9 @@ impl fmt::Display for ErrorReply {
             ErrorReply::Parse(error) => error.fmt(formatter),
             ErrorReply::LineTooLong { max_line_bytes } => {
                 write!(formatter, "line too long (limit {max_line_bytes} bytes)")
+            }
+            ErrorReply::ValueTooLarge { max_value_bytes } => {
+                write!(formatter, "value too large (limit {max_value_bytes} bytes)")
             }
             ErrorReply::TooManyClients => write!(formatter, "max number of clients reached"),
             ErrorReply::LogFailed => write!(
@@ -215,6 +224,12 @@ mod tests {
         assert_eq!(
             encoded(Reply::Error(ErrorReply::LineTooLong { max_line_bytes: 8 })),
             b"ERR line too long (limit 8 bytes)\n"
+        );
+        assert_eq!(
+            encoded(Reply::Error(ErrorReply::ValueTooLarge {
+                max_value_bytes: 9
+            })),
+            b"ERR value too large (limit 9 bytes)\n"
         );
     }
 }
