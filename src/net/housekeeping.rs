@@ -26,6 +26,14 @@ const MAX_SWEEP_INTERVAL_MS: u64 = 1000;
 const MIN_SWEEP_INTERVAL_MS: u64 = 10;
 /// A connection quiet this long gives its buffers back.
 pub(super) const BUFFER_RELEASE_MS: u64 = 1000;
+/// Past the budget, connections are closed until the buffers are back
+/// under this share of it (in percent), so that the next arrival does not
+/// trigger another eviction at once.
+const BUDGET_LOW_WATER_PERCENT: usize = 90;
+/// Only connections holding more than this are candidates for eviction:
+/// idle ones hold nothing, and sorting ten thousand of them every turn of
+/// an attack would cost more than the attack.
+const EVICTION_CANDIDATE_MIN_BYTES: usize = 16 * 1024;
 
 /// What the sweep does to one client connection.
 enum Verdict {
@@ -130,11 +138,16 @@ impl Server {
         if self.client_buffer_bytes <= budget {
             return;
         }
+        let low_water = budget / 100 * BUDGET_LOW_WATER_PERCENT;
         let mut holders: Vec<(usize, usize)> = self
             .endpoints
             .iter()
             .filter_map(|(key, endpoint)| match endpoint {
-                Endpoint::Client(connection) => Some((connection.accounted_bytes, key)),
+                Endpoint::Client(connection)
+                    if connection.accounted_bytes > EVICTION_CANDIDATE_MIN_BYTES =>
+                {
+                    Some((connection.accounted_bytes, key))
+                }
                 _ => None,
             })
             .collect();
@@ -142,7 +155,7 @@ impl Server {
         let before = self.client_buffer_bytes;
         let mut closed = 0;
         for (_, key) in holders {
-            if self.client_buffer_bytes <= budget {
+            if self.client_buffer_bytes <= low_water {
                 break;
             }
             self.close(key);

@@ -6,6 +6,11 @@
 //! no new event would announce what is left. The buffer starts at one chunk
 //! and grows only while one unit (a line, a reply) is longer than it, up to
 //! the caller's limit.
+//!
+//! One read takes at most [`READ_CHUNK_BYTES`], however large the buffer has
+//! grown: a turn of the event loop then costs a bounded amount per ready
+//! connection, so a client streaming a huge line (or garbage) cannot make
+//! every other client wait behind one long copy.
 
 use std::io::{self, Read};
 
@@ -55,12 +60,13 @@ impl ReadBuffer {
         if !self.make_room(limit_bytes) {
             return Ok(ReadOutcome::Full);
         }
+        let chunk_end = (self.end + READ_CHUNK_BYTES).min(self.bytes.len());
         loop {
-            match source.read(&mut self.bytes[self.end..]) {
+            match source.read(&mut self.bytes[self.end..chunk_end]) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
                 Ok(count) => {
                     self.end += count;
-                    let filled = self.end == self.bytes.len();
+                    let filled = self.end == chunk_end;
                     return Ok(if filled || self.peer_closed {
                         ReadOutcome::MoreMaybe
                     } else {
@@ -203,5 +209,25 @@ mod tests {
             ReadOutcome::MoreMaybe
         );
         assert_eq!(buffer.buffered().len(), READ_CHUNK_BYTES);
+    }
+
+    #[test]
+    fn one_read_takes_at_most_one_chunk_however_large_the_buffer() {
+        let long = vec![b'x'; READ_CHUNK_BYTES * 8];
+        let mut source: &[u8] = &long;
+        let mut buffer = ReadBuffer::new();
+        let limit = READ_CHUNK_BYTES * 8;
+        for reads in 1..=4 {
+            assert_eq!(
+                buffer.read_once(&mut source, limit).unwrap(),
+                ReadOutcome::MoreMaybe
+            );
+            assert_eq!(buffer.buffered().len(), READ_CHUNK_BYTES * reads);
+        }
+        // The buffer has grown to hold four chunks; the next read still
+        // takes one, not all the room there is.
+        buffer.consume(READ_CHUNK_BYTES * 3);
+        buffer.read_once(&mut source, limit).unwrap();
+        assert_eq!(buffer.buffered().len(), READ_CHUNK_BYTES * 2);
     }
 }
