@@ -19,6 +19,7 @@
 
 mod line;
 mod reply;
+pub mod resp;
 
 pub use line::{Framed, ParseError, Request, next_line, parse};
 pub use reply::{ErrorReply, Reply, RoleReply};
