@@ -20,6 +20,7 @@
 mod line;
 mod reply;
 pub mod resp;
+pub mod resp_reply;
 
 pub use line::{Framed, ParseError, Request, next_line, parse};
 pub use reply::{ErrorReply, Reply, RoleReply};
