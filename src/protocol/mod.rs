@@ -17,6 +17,7 @@
 //! A line ends in `\n` or `\r\n`; command names are case-insensitive; keys and
 //! values are bytes (anything but `\n`), not necessarily UTF-8.
 
+pub mod keyslot;
 mod line;
 mod reply;
 pub mod resp;
