@@ -16,7 +16,17 @@
 //! ```
 //! A line ends in `\n` or `\r\n`; command names are case-insensitive; keys and
 //! values are bytes (anything but `\n`), not necessarily UTF-8.
+//!
+//! The pure pieces of the Redis protocol (RESP), for Redis clients, live
+//! beside it, with the same rules (in place, no I/O):
+//!
+//! - [`resp`]: framing one `*<count>` array of bulk strings, in place.
+//! - [`resp_reply`]: encoding RESP2 and RESP3 replies.
+//! - [`keyslot`]: Redis Cluster's hash slot of a key.
+//! - [`command_table`]: the commands answered over RESP, with Redis 7's
+//!   metadata for `COMMAND` and arity checks.
 
+pub mod command_table;
 pub mod keyslot;
 mod line;
 mod reply;
