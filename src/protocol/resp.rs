@@ -118,9 +118,12 @@ pub fn next_command(
         max_request_bytes,
     };
     match cursor.request(args) {
-        Ok(()) => Framed::Command {
-            consumed: cursor.position,
-        },
+        Ok(()) => {
+            let consumed = cursor.position;
+            debug_assert!(consumed <= buffer.len() && consumed <= max_request_bytes);
+            debug_assert!(args.iter().all(|range| range.end + 2 <= consumed));
+            Framed::Command { consumed }
+        }
         Err(stop) => {
             args.clear();
             match stop {
