@@ -114,7 +114,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The operations, in the order they apply: only `Op::Put` and `Op::Del`.
-    pub fn iter(&self) -> impl Iterator<Item = Op<'a>> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = Op<'a>> + use<'a> {
         let mut rest = self.body;
         std::iter::from_fn(move || {
             if rest.is_empty() {
@@ -861,6 +861,12 @@ mod tests {
         ];
         assert_eq!(batch.iter().collect::<Vec<_>>(), expected);
         assert_eq!((batch.len(), batch.is_empty()), (4, false));
+        // The iterator borrows the body, not the Batch that lent it.
+        let operations = {
+            let copy = batch;
+            copy.iter()
+        };
+        assert_eq!(operations.count(), 4);
         let entry = Entry {
             epoch: 1,
             index: 2,
