@@ -49,7 +49,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 
-use crate::log::Op;
+use crate::log::{Batch, Op};
 
 const KEY_LENGTH_BYTES: usize = 4;
 const WRITE_INDEX_BYTES: usize = 8;
@@ -216,6 +216,20 @@ impl Store {
         new - old
     }
 
+    /// An upper bound on how much [`Store::used_bytes`] would grow if
+    /// `batch` were applied: the sum of each put's growth against the
+    /// store as it is, where positive. Deletes, and a key put twice, only
+    /// make the true growth smaller.
+    pub fn growth_if_batch(&self, batch: &Batch<'_>) -> isize {
+        batch
+            .iter()
+            .map(|op| match op {
+                Op::Put { key, value } => self.growth_if_put(key, value.len()).max(0),
+                _ => 0,
+            })
+            .sum()
+    }
+
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         self.lookup(key).map(StoredPair::value)
     }
@@ -315,12 +329,19 @@ impl Store {
         true
     }
 
-    /// Applies the logged operation of record `index` (on replay and on commit).
+    /// Applies the logged operation of record `index` (on replay and on
+    /// commit); each operation of a batch in order, all with write index
+    /// `index`.
     pub fn apply(&mut self, index: u64, op: &Op<'_>) {
         match *op {
             Op::Put { key, value } => self.put(key, value, index),
             Op::Del { key } => {
                 self.del(key);
+            }
+            Op::Batch(batch) => {
+                for op in batch.iter() {
+                    self.apply(index, &op);
+                }
             }
             Op::Noop => {}
         }
@@ -328,12 +349,46 @@ impl Store {
 
     /// Applies the operation of record `index` and returns what it replaced,
     /// so a leader can take back an uncommitted write if it is deposed.
+    ///
+    /// # Panics
+    /// On a batch, which replaces one pair per operation: use
+    /// [`Store::apply_batch_returning_previous`].
     pub fn apply_returning_previous(&mut self, index: u64, op: &Op<'_>) -> Option<StoredPair> {
         let (key, pair) = match *op {
             Op::Put { key, value } => (key, Some(StoredPair::new(key, value, index))),
             Op::Del { key } => (key, None),
             Op::Noop => return None,
+            Op::Batch(_) => panic!("a batch replaces one pair per operation"),
         };
+        self.replace_returning_previous(key, pair)
+    }
+
+    /// Applies the operations of batch record `index` in order, all with
+    /// write index `index`, and hands `keep` each one's key and what it
+    /// replaced, in the same order. Restoring them in reverse order (see
+    /// [`Store::restore`]) takes the whole batch back, even where it writes
+    /// a key twice.
+    pub fn apply_batch_returning_previous(
+        &mut self,
+        index: u64,
+        batch: Batch<'_>,
+        mut keep: impl FnMut(&[u8], Option<StoredPair>),
+    ) {
+        for op in batch.iter() {
+            let (Op::Put { key, .. } | Op::Del { key }) = op else {
+                unreachable!("a batch holds only puts and dels");
+            };
+            keep(key, self.apply_returning_previous(index, &op));
+        }
+    }
+
+    /// Sets `key` to `pair` (or removes it) and returns what was there; a
+    /// capture that still needs it keeps a copy.
+    fn replace_returning_previous(
+        &mut self,
+        key: &[u8],
+        pair: Option<StoredPair>,
+    ) -> Option<StoredPair> {
         let (previous, bucket) = self.replace(key, pair)?;
         if let Some(capture) = &mut self.capture
             && capture.wants(&previous, bucket)
@@ -451,6 +506,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::log::BatchBuilder;
 
     /// What the accounting must say: the cost of every pair held.
     fn counted(store: &Store) -> usize {
@@ -674,7 +730,7 @@ mod tests {
     /// keys (growing the table), while the image of its committed store is
     /// taken in small slices. The image must be exactly the store as of the
     /// capture's index.
-    fn capture_while_writing(seed: u64) -> CaptureStats {
+    fn capture_while_writing(seed: u64, with_batches: bool) -> CaptureStats {
         let mut random = Random(seed | 1);
         let mut store = Store::new();
         let mut index = 0;
@@ -687,23 +743,43 @@ mod tests {
                      index: &mut u64| {
             *index += 1;
             let index = *index;
-            // Half the writes make new keys, so the table grows mid-capture.
-            let key = if random.below(2) == 0 {
-                format!("new{index}").into_bytes()
+            // With batches, a quarter of the records are batches of up to
+            // four operations, which may write one key twice.
+            let operations = if with_batches && random.below(4) == 0 {
+                1 + random.below(4)
             } else {
-                format!("k{}", random.below(keyspace)).into_bytes()
+                1
             };
-            let value = format!("v{index}").repeat(1 + random.below(4) as usize);
-            let op = if random.below(4) == 0 {
-                Op::Del { key: &key }
-            } else {
-                Op::Put {
-                    key: &key,
-                    value: value.as_bytes(),
+            let mut batch = crate::log::BatchBuilder::new();
+            for operation in 0..operations {
+                // Half make new keys, so the table grows mid-capture.
+                let key = if random.below(2) == 0 {
+                    format!("new{index}.{operation}").into_bytes()
+                } else {
+                    format!("k{}", random.below(keyspace)).into_bytes()
+                };
+                let value = format!("v{index}").repeat(1 + random.below(4) as usize);
+                if random.below(4) == 0 {
+                    batch.push_del(&key);
+                } else {
+                    batch.push_put(&key, value.as_bytes());
                 }
-            };
-            let previous = store.apply_returning_previous(index, &op);
-            undo.push_back((index, key.clone(), previous));
+            }
+            let keep = |key: &[u8], previous| undo.push_back((index, key.to_vec(), previous));
+            match batch.op() {
+                Op::Batch(batch) if operations > 1 => {
+                    store.apply_batch_returning_previous(index, batch, keep)
+                }
+                Op::Batch(batch) => {
+                    let op = batch.iter().next().expect("one operation");
+                    let previous = store.apply_returning_previous(index, &op);
+                    let (Op::Put { key, .. } | Op::Del { key }) = op else {
+                        unreachable!("a batch holds puts and dels");
+                    };
+                    undo.push_back((index, key.to_vec(), previous));
+                }
+                op => unreachable!("a builder makes batches: {op:?}"),
+            }
         };
         for _ in 0..random.below(4000) {
             write(&mut store, &mut undo, &mut random, &mut index);
@@ -711,7 +787,7 @@ mod tests {
         // Commit all but the last few; the capture takes the committed image.
         let uncommitted = random.below(20) as usize;
         while undo.len() > uncommitted {
-            undo.pop_front();
+            commit_oldest(&mut undo);
         }
         let commit = undo.front().map_or(index, |(first, _, _)| first - 1);
         let mut committed = store_without(&store, &undo);
@@ -735,9 +811,7 @@ mod tests {
                             store.restore(&key, previous);
                         }
                     }
-                    1 | 2 => {
-                        undo.pop_front();
-                    }
+                    1 | 2 => commit_oldest(&mut undo),
                     _ => write(&mut store, &mut undo, &mut random, &mut index),
                 }
             }
@@ -753,6 +827,17 @@ mod tests {
         while !committed.capture_step(usize::MAX, |bytes| collect(&mut again, bytes)) {}
         assert_eq!(again, expected, "an undisturbed capture agrees");
         stats
+    }
+
+    /// Commits the oldest record in `undo`: every operation of it, as the
+    /// core does (a batch is committed whole).
+    fn commit_oldest(undo: &mut std::collections::VecDeque<(u64, Vec<u8>, Option<StoredPair>)>) {
+        let Some((oldest, _, _)) = undo.pop_front() else {
+            return;
+        };
+        while undo.front().is_some_and(|(index, _, _)| *index == oldest) {
+            undo.pop_front();
+        }
     }
 
     /// The store with the uncommitted writes in `undo` taken back.
@@ -774,10 +859,25 @@ mod tests {
     fn a_capture_is_exact_while_writes_undo_and_growth_go_on() {
         let mut restarts = 0;
         for seed in 1..=300 {
-            restarts += capture_while_writing(seed).restarts;
+            restarts += capture_while_writing(seed, false).restarts;
         }
         assert!(
             restarts > 25,
+            "growth during captures should restart many scans: {restarts}"
+        );
+    }
+
+    /// The same with batch records among the writes: each operation is
+    /// kept and taken back like a write of its own, under the batch's one
+    /// index, and a batch commits whole.
+    #[test]
+    fn a_capture_is_exact_while_batches_undo_and_growth_go_on() {
+        let mut restarts = 0;
+        for seed in 1..=300 {
+            restarts += capture_while_writing(seed, true).restarts;
+        }
+        assert!(
+            restarts > 15,
             "growth during captures should restart many scans: {restarts}"
         );
     }
@@ -841,6 +941,163 @@ mod tests {
         assert_eq!(image.len(), 100);
         assert!(image.values().all(|(value, _)| value == &[7; 50]));
         assert_eq!(store.capture_memory_bytes(), 0);
+    }
+
+    /// A batch of puts (a value) and dels (none), in its builder.
+    fn batch_of(ops: &[(&[u8], Option<&[u8]>)]) -> BatchBuilder {
+        let mut builder = BatchBuilder::new();
+        for (key, value) in ops {
+            match value {
+                Some(value) => builder.push_put(key, value),
+                None => builder.push_del(key),
+            }
+        }
+        builder
+    }
+
+    fn pair_at(store: &Store, key: &[u8]) -> Option<(Vec<u8>, u64)> {
+        let pair = store.lookup(key)?;
+        Some((pair.value().to_vec(), pair.write_index()))
+    }
+
+    #[test]
+    fn a_batch_applies_every_operation_with_its_index() {
+        let mut store = Store::new();
+        store.put(b"a", b"old", 1);
+        store.put(b"gone", b"x", 2);
+        store.put(b"kept", b"y", 3);
+        let batch = batch_of(&[
+            (b"a", Some(b"1")),
+            (b"gone", None),
+            (b"\r\n\x00b", Some(b"\x00\r\n")),
+            (b"a", Some(b"2")),
+        ]);
+        store.apply(7, &batch.op());
+        assert_eq!(pair_at(&store, b"a"), Some((b"2".to_vec(), 7)));
+        assert_eq!(
+            pair_at(&store, b"\r\n\x00b"),
+            Some((b"\x00\r\n".to_vec(), 7))
+        );
+        assert_eq!(pair_at(&store, b"gone"), None);
+        assert_eq!(pair_at(&store, b"kept"), Some((b"y".to_vec(), 3)));
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.used_bytes(), counted(&store));
+    }
+
+    #[test]
+    fn a_batch_is_taken_back_in_reverse_order() {
+        let mut store = Store::new();
+        store.put(b"a", b"old", 1);
+        store.put(b"gone", b"x", 2);
+        let before = model_of(&store);
+        let used_before = store.used_bytes();
+        let batch = batch_of(&[
+            (b"a", Some(b"1")),
+            (b"gone", None),
+            (b"b", Some(b"2")),
+            (b"a", Some(b"3")),
+            (b"a", None),
+        ]);
+        let Op::Batch(batch) = batch.op() else {
+            unreachable!("a builder makes batches");
+        };
+        let mut kept = Vec::new();
+        store.apply_batch_returning_previous(7, batch, |key, previous| {
+            kept.push((key.to_vec(), previous));
+        });
+        let replaced: Vec<_> = kept
+            .iter()
+            .map(|(key, previous)| {
+                let previous = previous.as_ref();
+                let pair = previous.map(|pair| (pair.value().to_vec(), pair.write_index()));
+                (key.as_slice(), pair)
+            })
+            .collect();
+        let expected: Vec<(&[u8], _)> = vec![
+            (b"a", Some((b"old".to_vec(), 1))),
+            (b"gone", Some((b"x".to_vec(), 2))),
+            (b"b", None),
+            (b"a", Some((b"1".to_vec(), 7))),
+            (b"a", Some((b"3".to_vec(), 7))),
+        ];
+        assert_eq!(replaced, expected);
+        assert_eq!(
+            (pair_at(&store, b"a"), pair_at(&store, b"gone")),
+            (None, None)
+        );
+        assert_eq!(pair_at(&store, b"b"), Some((b"2".to_vec(), 7)));
+        while let Some((key, previous)) = kept.pop() {
+            store.restore(&key, previous);
+        }
+        assert_eq!(model_of(&store), before);
+        assert_eq!(store.used_bytes(), used_before);
+    }
+
+    #[test]
+    #[should_panic(expected = "a batch replaces one pair per operation")]
+    fn a_batch_is_not_applied_as_one_write_to_take_back() {
+        let batch = batch_of(&[(b"k", Some(b"v"))]);
+        Store::new().apply_returning_previous(1, &batch.op());
+    }
+
+    #[test]
+    fn growth_if_batch_is_an_upper_bound() {
+        let mut store = Store::new();
+        store.put(b"a", b"12345", 1);
+        store.put(b"d", b"123", 1);
+        let batch = batch_of(&[
+            (b"a", Some(b"1")),
+            (b"n", Some(b"xyz")),
+            (b"d", None),
+            (b"n", Some(b"xyz")),
+        ]);
+        let Op::Batch(parsed) = batch.op() else {
+            unreachable!("a builder makes batches");
+        };
+        // The shrinking put and the delete count for nothing; the new key
+        // counts twice.
+        let bound = 2 * Store::pair_cost(1, 3) as isize;
+        assert_eq!(store.growth_if_batch(&parsed), bound);
+        let used_before = store.used_bytes() as isize;
+        store.apply(2, &batch.op());
+        assert!(store.used_bytes() as isize - used_before <= bound);
+        let only_shrinks = batch_of(&[(b"a", Some(b"")), (b"n", None)]);
+        let Op::Batch(parsed) = only_shrinks.op() else {
+            unreachable!("a builder makes batches");
+        };
+        assert_eq!(store.growth_if_batch(&parsed), 0);
+    }
+
+    /// A follower applies a committed batch while a capture of the index
+    /// before it runs: the batch replaces, removes and (growing the table)
+    /// adds pairs, yet the image is exactly the store before the batch.
+    #[test]
+    fn a_batch_applied_mid_capture_leaves_the_image_exact() {
+        let mut store = Store::new();
+        for index in 1..=100u64 {
+            store.put(format!("k{index}").as_bytes(), &[7; 50], index);
+        }
+        let expected = model_of(&store);
+        store.begin_capture(100);
+        let mut image = Model::new();
+        assert!(!store.capture_step(500, |bytes| collect(&mut image, bytes)));
+        let mut batch = BatchBuilder::new();
+        for index in 1..=100u64 {
+            let key = format!("k{index}");
+            match index % 3 {
+                0 => batch.push_del(key.as_bytes()),
+                _ => batch.push_put(key.as_bytes(), b"new"),
+            }
+        }
+        for index in 0..1000u64 {
+            batch.push_put(format!("grow{index}").as_bytes(), b"g");
+        }
+        store.apply(101, &batch.op());
+        while !store.capture_step(500, |bytes| collect(&mut image, bytes)) {}
+        let stats = store.end_capture();
+        assert!(stats.restarts > 0, "the batch grew the table mid-capture");
+        assert_eq!(image, expected);
+        assert_eq!(store.len(), 100 - 33 + 1000);
     }
 
     #[test]

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use common::{DEADLINE, ServerProcess, run_to_exit, wait_until};
-use kvstore::log::{self, Entry, LOG_MAGIC, Op};
+use kvstore::log::{self, BatchBuilder, DataDir, Entry, LOG_MAGIC, Log, Op};
+use kvstore::node::NodeConfig;
+use kvstore::startup;
+use kvstore::store::{Store, StoredPair};
 
 /// Byte offsets of every record in a log file, and the file's length.
 fn record_offsets(path: &Path) -> (Vec<usize>, usize) {
@@ -415,4 +418,117 @@ fn a_promise_that_cannot_be_persisted_stops_the_server() {
         "stderr: {stderr}"
     );
     assert!(!dir.path().join("epoch").exists());
+}
+
+/// The records of the batch replay test: single writes and batches (one
+/// writing a key twice, one deleting a key never written), with keys and
+/// values of any bytes, and one batch large enough to roll a segment.
+fn batch_replay_ops() -> Vec<BatchBuilder> {
+    let single = |key: &[u8], value: Option<&[u8]>| {
+        let mut builder = BatchBuilder::new();
+        match value {
+            Some(value) => builder.push_put(key, value),
+            None => builder.push_del(key),
+        }
+        builder
+    };
+    let mut ops = vec![single(b"a", Some(b"0"))];
+    let mut batch = BatchBuilder::new();
+    batch.push_put(b"a", b"1");
+    batch.push_put(b"\r\n\x00k", b"v\r\n\x00");
+    batch.push_del(b"a");
+    batch.push_put(b"b", b"2");
+    ops.push(batch);
+    let mut twice = BatchBuilder::new();
+    twice.push_put(b"a", b"3");
+    twice.push_put(b"a", b"4");
+    twice.push_del(b"never");
+    ops.push(twice);
+    let mut large = BatchBuilder::new();
+    for index in 0..50 {
+        large.push_put(format!("many{index}").as_bytes(), &[b'm'; 40]);
+    }
+    ops.push(large);
+    let mut last = BatchBuilder::new();
+    last.push_del(b"\r\n\x00k");
+    last.push_put(b"c", b"5");
+    ops.push(last);
+    ops
+}
+
+/// Every pair with the index of the write that set it, sorted.
+fn pairs_with_indexes(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+    let mut pairs: Vec<_> = store
+        .iter()
+        .map(|(key, value)| {
+            let index = store.lookup(key).map(StoredPair::write_index).unwrap();
+            (key.to_vec(), value.to_vec(), index)
+        })
+        .collect();
+    pairs.sort();
+    pairs
+}
+
+/// A log holding batch records, written through the segmented log and
+/// read back at start-up (by `startup::open`, then by a real server),
+/// replays to the store that applying the same records gave: each batch
+/// whole, in order, its operations with the batch's index.
+#[test]
+fn batch_records_replay_to_the_store_they_made() {
+    const SEGMENT_BYTES: u64 = 512;
+    let dir = tempfile::tempdir().unwrap();
+    let ops = batch_replay_ops();
+    let mut expected = Store::new();
+    {
+        let data_dir = DataDir::lock(dir.path()).unwrap();
+        let (mut log, _) = Log::open(&data_dir, SEGMENT_BYTES, None, |_| {}).unwrap();
+        for (position, builder) in ops.iter().enumerate() {
+            let index = position as u64 + 1;
+            // A one-operation builder stands for a plain Put or Del record.
+            let Op::Batch(batch) = builder.op() else {
+                unreachable!("a builder makes batches");
+            };
+            let op = match builder.count() {
+                1 => batch.iter().next().unwrap(),
+                _ => builder.op(),
+            };
+            let mut bytes = Vec::new();
+            log::encode(
+                &Entry {
+                    epoch: 1,
+                    index,
+                    commit: index,
+                    op,
+                },
+                &mut bytes,
+            );
+            log.append(index, &bytes).unwrap();
+            expected.apply(index, &op);
+        }
+        log.take_sync_job().unwrap().run().unwrap();
+        assert!(log.segment_count() > 1, "the large batch rolled a segment");
+    }
+    let records = ops.len() as u64;
+    let config = NodeConfig::single(1);
+    let (node, log, loaded) = startup::open(dir.path(), &config, SEGMENT_BYTES).unwrap();
+    assert_eq!(
+        (loaded.records_replayed, loaded.last_index),
+        (records, records)
+    );
+    assert_eq!(
+        pairs_with_indexes(node.store()),
+        pairs_with_indexes(&expected)
+    );
+    assert_eq!(expected.get(b"a"), Some(&b"4"[..]));
+    assert_eq!(expected.len(), 53, "a, b, c and the 50 of the large batch");
+    drop((node, log));
+
+    let mut server = ServerProcess::start(dir.path(), &[]);
+    server.wait_for_stderr(&format!("{records} records replayed, last index {records}"));
+    let mut client = server.connect();
+    assert_eq!(client.request(b"GET a"), b"4");
+    assert_eq!(client.request(b"GET b"), b"2");
+    assert_eq!(client.request(b"GET c"), b"5");
+    assert_eq!(client.request(b"GET many49"), [b'm'; 40]);
+    assert_eq!(client.request(b"GET never"), b"NOT_FOUND");
 }

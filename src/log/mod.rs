@@ -5,8 +5,8 @@
 //! is laid out ([`record`]), how a log file starts and is replayed
 //! ([`segment`], [`scan`]), which damage is a torn write to truncate and
 //! which is corruption to refuse, and the data directory's lock
-//! ([`data_dir`]). It never interprets ops: applying a Put or a Del is the
-//! core's job, as is choosing epochs and indexes.
+//! ([`data_dir`]). It never interprets ops: applying a Put, a Del or a Batch
+//! is the core's job, as is choosing epochs and indexes.
 //!
 //! The log is moving from one file that only grows ([`mod@file`], today's
 //! [`LogFile`], found by byte offset) to a sequence of segment files found by
@@ -32,10 +32,11 @@
 //!               body:   u64 LE epoch
 //!                       u64 LE index    previous index + 1; epochs never decrease
 //!                       u64 LE commit   leader's commit index when the record was made
-//!                       u8     op       0 = Noop, 1 = Put, 2 = Del
-//!                       u32 LE key_len
+//!                       u8     op       0 = Noop, 1 = Put, 2 = Del, 3 = Batch
+//!                       u32 LE key_len  0 for Noop and Batch
 //!                       key bytes
-//!                       value bytes     rest of the body; Put only
+//!                       value bytes     rest of the body; Put only, or a Batch's
+//!                                       operations (see [`record`])
 //! ```
 
 pub mod data_dir;
@@ -53,8 +54,9 @@ pub use epoch::{EPOCH_FILE_NAME, EpochError, MAX_EPOCH, load_epoch, store_epoch}
 pub use error::LogError;
 pub use file::{LOG_FILE_NAME, LogFile, Replay};
 pub use record::{
-    DecodeError, Entry, MAX_INDEX, MAX_KEY_AND_VALUE_BYTES, MAX_RECORD_BODY_BYTES,
-    MAX_RECORD_BYTES, MalformedReason, Op, RECORD_HEADER_BYTES, decode, encode, encoded_len, fits,
+    BATCH_OP_HEADER_BYTES, Batch, BatchBuilder, DecodeError, Entry, MAX_INDEX,
+    MAX_KEY_AND_VALUE_BYTES, MAX_RECORD_BODY_BYTES, MAX_RECORD_BYTES, MalformedReason, Op,
+    RECORD_HEADER_BYTES, decode, encode, encoded_len, fits,
 };
 pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC, PartialWriteLeft};
 pub use segments::{Base, Log, segment_file_name};

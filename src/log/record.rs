@@ -1,5 +1,5 @@
 //! One log record: encoding and checked decoding. Pure: no I/O, no allocation
-//! beyond the caller's output buffer.
+//! beyond the caller's output buffer (and the body a [`BatchBuilder`] owns).
 //!
 //! ```text
 //! u32 LE  body_len      bytes of body that follow the crc
@@ -7,10 +7,19 @@
 //! body:   u64 LE epoch
 //!         u64 LE index
 //!         u64 LE commit   the leader's commit index when it made the record
-//!         u8     op       0 = Noop, 1 = Put, 2 = Del
+//!         u8     op       0 = Noop, 1 = Put, 2 = Del, 3 = Batch
 //!         u32 LE key_len
-//!         key bytes       (key_len bytes; always 0 for Noop)
-//!         value bytes     (the rest of the body; Put only)
+//!         key bytes       (key_len bytes; always 0 for Noop and Batch)
+//!         value bytes     (the rest of the body; Put only, or a Batch's body)
+//!
+//! A Batch's body: one or more operations, back to back, applied in order
+//! under the record's one index (all of them or, if the record is lost,
+//! none):
+//!         u8     kind       1 = put, 2 = del
+//!         u32 LE key_len    at least 1
+//!         u32 LE value_len  0 for a del
+//!         key bytes
+//!         value bytes
 //! ```
 //!
 //! The length is checked against [`MAX_RECORD_BODY_BYTES`] before anything
@@ -55,19 +64,213 @@ pub const MAX_KEY_AND_VALUE_BYTES: usize = MAX_RECORD_BODY_BYTES - BODY_FIXED_BY
 const OP_NOOP: u8 = 0;
 const OP_PUT: u8 = 1;
 const OP_DEL: u8 = 2;
+const OP_BATCH: u8 = 3;
+
+/// The kind byte of a put inside a batch.
+const BATCH_PUT: u8 = 1;
+/// The kind byte of a del inside a batch.
+const BATCH_DEL: u8 = 2;
+
+/// Bytes before the key of each operation in a batch: kind (1), key_len
+/// (4), value_len (4).
+pub const BATCH_OP_HEADER_BYTES: usize = 1 + 4 + 4;
 
 /// What a record asks the state machine to do. The log never interprets it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op<'a> {
     /// Carries no change; a new leader appends one to commit its epoch.
     Noop,
-    Put {
-        key: &'a [u8],
-        value: &'a [u8],
-    },
-    Del {
-        key: &'a [u8],
-    },
+    /// Sets `key` to `value`.
+    Put { key: &'a [u8], value: &'a [u8] },
+    /// Removes `key`.
+    Del { key: &'a [u8] },
+    /// Puts and dels applied in order under one index, all or nothing: what
+    /// a multi-key or derived write became on the leader.
+    Batch(Batch<'a>),
+}
+
+/// The body of a batch record: one or more puts and dels (see the module
+/// doc for the layout). A `Batch` is only ever made from a body that was
+/// checked ([`Batch::from_body`]) or built ([`BatchBuilder`]), so iterating
+/// it cannot fail, and encoding it makes a record that decodes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Batch<'a> {
+    body: &'a [u8],
+}
+
+impl<'a> Batch<'a> {
+    /// Checks the whole of `body` and wraps it: at least one operation, each
+    /// a put or a del with a non-empty key, a del with no value, lengths
+    /// within the body and no bytes after the last operation.
+    pub fn from_body(body: &'a [u8]) -> Result<Batch<'a>, MalformedReason> {
+        if body.is_empty() {
+            return Err(MalformedReason::EmptyBatch);
+        }
+        let mut rest = body;
+        while !rest.is_empty() {
+            (_, rest) = split_batch_op(rest)?;
+        }
+        Ok(Batch { body })
+    }
+
+    /// The operations, in the order they apply: only `Op::Put` and `Op::Del`.
+    pub fn iter(&self) -> impl Iterator<Item = Op<'a>> + use<'a> {
+        let mut rest = self.body;
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            match split_batch_op(rest) {
+                Ok((op, after)) => {
+                    rest = after;
+                    Some(op)
+                }
+                Err(reason) => {
+                    // Unreachable: the body was checked when the Batch was made.
+                    debug_assert!(false, "a checked batch fails to parse: {reason}");
+                    rest = &[];
+                    None
+                }
+            }
+        })
+    }
+
+    /// How many operations the batch holds (counted by walking it).
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Always false: a batch holds at least one operation.
+    pub fn is_empty(&self) -> bool {
+        self.body.is_empty()
+    }
+
+    /// The encoded operations: the record's value bytes.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+}
+
+impl fmt::Debug for Batch<'_> {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("Batch")?;
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Splits the first operation off a batch body, checking it.
+fn split_batch_op(body: &[u8]) -> Result<(Op<'_>, &[u8]), MalformedReason> {
+    let Some((header, rest)) = body.split_first_chunk::<BATCH_OP_HEADER_BYTES>() else {
+        return Err(MalformedReason::BatchTrailingBytes);
+    };
+    let [kind, k0, k1, k2, k3, v0, v1, v2, v3] = *header;
+    let key_bytes = u32::from_le_bytes([k0, k1, k2, k3]) as usize;
+    let value_bytes = u32::from_le_bytes([v0, v1, v2, v3]) as usize;
+    let (key, rest) = rest
+        .split_at_checked(key_bytes)
+        .ok_or(MalformedReason::BatchLengthOutOfRange)?;
+    let (value, rest) = rest
+        .split_at_checked(value_bytes)
+        .ok_or(MalformedReason::BatchLengthOutOfRange)?;
+    let op = match kind {
+        BATCH_PUT | BATCH_DEL if key.is_empty() => return Err(MalformedReason::BatchEmptyKey),
+        BATCH_PUT => Op::Put { key, value },
+        BATCH_DEL if value.is_empty() => Op::Del { key },
+        BATCH_DEL => return Err(MalformedReason::BatchDelWithValue),
+        unknown => return Err(MalformedReason::UnknownBatchOp(unknown)),
+    };
+    Ok((op, rest))
+}
+
+/// Builds the body of a batch, owning it; [`BatchBuilder::op`] lends it out
+/// as an [`Op::Batch`] to append. Check [`BatchBuilder::fits_with`] before
+/// each push: [`encode`] refuses a record larger than
+/// [`MAX_RECORD_BODY_BYTES`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchBuilder {
+    body: Vec<u8>,
+    count: usize,
+}
+
+impl BatchBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a put of `key` to `value`.
+    ///
+    /// # Panics
+    /// If `key` is empty (a batch holds none, so its record would not
+    /// decode) or either length exceeds `u32::MAX`.
+    pub fn push_put(&mut self, key: &[u8], value: &[u8]) {
+        self.push(BATCH_PUT, key, value);
+    }
+
+    /// Appends a del of `key`.
+    ///
+    /// # Panics
+    /// If `key` is empty or longer than `u32::MAX`.
+    pub fn push_del(&mut self, key: &[u8]) {
+        self.push(BATCH_DEL, key, &[]);
+    }
+
+    fn push(&mut self, kind: u8, key: &[u8], value: &[u8]) {
+        assert!(!key.is_empty(), "a batch operation needs a key");
+        let key_len = u32::try_from(key.len()).expect("key length fits in u32");
+        let value_len = u32::try_from(value.len()).expect("value length fits in u32");
+        self.body
+            .reserve(BATCH_OP_HEADER_BYTES + key.len() + value.len());
+        self.body.push(kind);
+        self.body.extend_from_slice(&key_len.to_le_bytes());
+        self.body.extend_from_slice(&value_len.to_le_bytes());
+        self.body.extend_from_slice(key);
+        self.body.extend_from_slice(value);
+        self.count += 1;
+    }
+
+    /// Whether the record would still fit [`MAX_RECORD_BODY_BYTES`] after
+    /// a put of a `key_bytes` key and a `value_bytes` value (a del of a
+    /// `key_bytes` key takes as much as a put of an empty value).
+    pub fn fits_with(&self, key_bytes: usize, value_bytes: usize) -> bool {
+        let body_bytes = self
+            .body
+            .len()
+            .saturating_add(BATCH_OP_HEADER_BYTES)
+            .saturating_add(key_bytes)
+            .saturating_add(value_bytes);
+        key_and_value_fit(body_bytes)
+    }
+
+    /// The batch as an op to append, borrowing the builder.
+    ///
+    /// # Panics
+    /// If nothing was pushed: an empty batch is no record.
+    pub fn op(&self) -> Op<'_> {
+        assert!(!self.is_empty(), "an empty batch is no record");
+        Op::Batch(Batch { body: &self.body })
+    }
+
+    /// The encoded operations so far.
+    pub fn body_bytes(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// The operations pushed so far.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Whether nothing was pushed since it was made or cleared.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Forgets every operation, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.body.clear();
+        self.count = 0;
+    }
 }
 
 /// One record's content, borrowing key and value from wherever it came from.
@@ -106,6 +309,20 @@ pub enum MalformedReason {
     KeyLengthOutOfRange,
     /// A Noop with key or value bytes, or a Del with value bytes.
     TrailingBytes,
+    /// A Batch with key bytes of its own (its operations carry the keys).
+    BatchWithKey,
+    /// A Batch with no operations.
+    EmptyBatch,
+    /// An operation in a Batch whose kind is neither put nor del.
+    UnknownBatchOp(u8),
+    /// An operation's key or value length runs past the end of the Batch.
+    BatchLengthOutOfRange,
+    /// Bytes after a Batch's last operation too few to be another one.
+    BatchTrailingBytes,
+    /// A del in a Batch with value bytes.
+    BatchDelWithValue,
+    /// An operation in a Batch with an empty key.
+    BatchEmptyKey,
 }
 
 impl fmt::Display for DecodeError {
@@ -138,19 +355,43 @@ impl fmt::Display for MalformedReason {
             MalformedReason::TrailingBytes => {
                 formatter.write_str("unexpected bytes after the last field of the op")
             }
+            MalformedReason::BatchWithKey => formatter.write_str("a batch with a key of its own"),
+            MalformedReason::EmptyBatch => formatter.write_str("a batch with no operations"),
+            MalformedReason::UnknownBatchOp(kind) => {
+                write!(formatter, "unknown operation {kind} in a batch")
+            }
+            MalformedReason::BatchLengthOutOfRange => formatter
+                .write_str("a key or value length in a batch runs past the end of the body"),
+            MalformedReason::BatchTrailingBytes => {
+                formatter.write_str("bytes after the last operation of a batch")
+            }
+            MalformedReason::BatchDelWithValue => {
+                formatter.write_str("a del in a batch with value bytes")
+            }
+            MalformedReason::BatchEmptyKey => {
+                formatter.write_str("an operation in a batch with an empty key")
+            }
         }
     }
 }
 
 impl std::error::Error for DecodeError {}
 
-/// The key and value an op carries (empty where it carries none), and its tag.
+/// The key and value an op carries (empty where it carries none; a
+/// batch's body is its value), and its tag.
 fn op_parts<'a>(op: &Op<'a>) -> (u8, &'a [u8], &'a [u8]) {
     match *op {
         Op::Noop => (OP_NOOP, &[], &[]),
         Op::Put { key, value } => (OP_PUT, key, value),
         Op::Del { key } => (OP_DEL, key, &[]),
+        Op::Batch(batch) => (OP_BATCH, &[], batch.body),
     }
+}
+
+/// Whether a body of `key_and_value_bytes` beside the fixed fields fits
+/// [`MAX_RECORD_BODY_BYTES`].
+fn key_and_value_fit(key_and_value_bytes: usize) -> bool {
+    key_and_value_bytes <= MAX_KEY_AND_VALUE_BYTES
 }
 
 /// Bytes [`encode`] appends for `entry`.
@@ -163,7 +404,7 @@ pub fn encoded_len(entry: &Entry<'_>) -> usize {
 /// requires.
 pub fn fits(op: &Op<'_>) -> bool {
     let (_, key, value) = op_parts(op);
-    key.len() + value.len() <= MAX_KEY_AND_VALUE_BYTES
+    key_and_value_fit(key.len() + value.len())
 }
 
 /// Appends exactly one record for `entry` to `out`.
@@ -300,6 +541,8 @@ fn decode_body(body: &[u8]) -> Result<Entry<'_>, MalformedReason> {
         OP_PUT => Op::Put { key, value },
         OP_DEL if value.is_empty() => Op::Del { key },
         OP_NOOP | OP_DEL => return Err(MalformedReason::TrailingBytes),
+        OP_BATCH if key.is_empty() => Op::Batch(Batch::from_body(value)?),
+        OP_BATCH => return Err(MalformedReason::BatchWithKey),
         unknown => return Err(MalformedReason::UnknownOp(unknown)),
     };
     Ok(Entry {
@@ -376,7 +619,38 @@ mod tests {
                 commit: 0,
                 op: Op::Del { key: b"\x00\xff" },
             },
+            Entry {
+                epoch: 5,
+                index: 12,
+                commit: 11,
+                op: leaked_batch(&[(b"k", Some(b"v"))]),
+            },
+            Entry {
+                epoch: 5,
+                index: 13,
+                commit: 12,
+                op: leaked_batch(&[
+                    (b"a", Some(b"1")),
+                    (b"gone", None),
+                    (b"\r\n\x00key", Some(b"\x00\r\nvalue\r\n\x00")),
+                    (b"empty", Some(b"")),
+                    (b"a", Some(b"2")),
+                ]),
+            },
         ]
+    }
+
+    /// A batch of `ops` (a value: put; none: del) that lives for the test.
+    fn leaked_batch(ops: &[(&[u8], Option<&[u8]>)]) -> Op<'static> {
+        let mut builder = BatchBuilder::new();
+        for (key, value) in ops {
+            match value {
+                Some(value) => builder.push_put(key, value),
+                None => builder.push_del(key),
+            }
+        }
+        let body: &'static [u8] = Box::leak(builder.body_bytes().into());
+        Op::Batch(Batch::from_body(body).expect("a built batch checks"))
     }
 
     #[test]
@@ -517,7 +791,7 @@ mod tests {
     #[test]
     fn checksummed_but_impossible_bodies_are_malformed() {
         let cases = [
-            (body(3, 0, b""), MalformedReason::UnknownOp(3)),
+            (body(4, 0, b""), MalformedReason::UnknownOp(4)),
             (
                 body(OP_PUT, 5, b"abcd"),
                 MalformedReason::KeyLengthOutOfRange,
@@ -557,6 +831,284 @@ mod tests {
         short[0..4].copy_from_slice(&(BODY_FIXED_BYTES as u32 - 1).to_le_bytes());
         let too_short = Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
         assert_eq!(peek(&short), too_short);
+    }
+
+    #[test]
+    fn a_batch_yields_its_operations_in_order() {
+        let op = leaked_batch(&[
+            (b"a", Some(b"1")),
+            (b"gone", None),
+            (b"\r\n\x00key", Some(b"\x00\r\nvalue\r\n\x00")),
+            (b"a", Some(b"2")),
+        ]);
+        let Op::Batch(batch) = op else {
+            panic!("not a batch: {op:?}");
+        };
+        let expected = [
+            Op::Put {
+                key: b"a",
+                value: b"1",
+            },
+            Op::Del { key: b"gone" },
+            Op::Put {
+                key: b"\r\n\x00key",
+                value: b"\x00\r\nvalue\r\n\x00",
+            },
+            Op::Put {
+                key: b"a",
+                value: b"2",
+            },
+        ];
+        assert_eq!(batch.iter().collect::<Vec<_>>(), expected);
+        assert_eq!((batch.len(), batch.is_empty()), (4, false));
+        // The iterator borrows the body, not the Batch that lent it.
+        let operations = {
+            let copy = batch;
+            copy.iter()
+        };
+        assert_eq!(operations.count(), 4);
+        let entry = Entry {
+            epoch: 1,
+            index: 2,
+            commit: 1,
+            op,
+        };
+        let bytes = encoded(&entry);
+        let (decoded, used) = decode(&bytes).expect("a batch decodes");
+        assert_eq!((decoded, used), (entry, encoded_len(&entry)));
+        let Op::Batch(decoded) = decoded.op else {
+            panic!("decoded as {:?}", decoded.op);
+        };
+        assert_eq!(decoded.iter().collect::<Vec<_>>(), expected);
+    }
+
+    #[test]
+    fn batch_layout_is_byte_exact() {
+        let mut builder = BatchBuilder::new();
+        builder.push_put(b"ab", b"xyz");
+        builder.push_del(b"k");
+        let entry = Entry {
+            epoch: 2,
+            index: 5,
+            commit: 4,
+            op: builder.op(),
+        };
+        let bytes = encoded(&entry);
+        let mut batch_body = vec![1];
+        batch_body.extend_from_slice(&2u32.to_le_bytes());
+        batch_body.extend_from_slice(&3u32.to_le_bytes());
+        batch_body.extend_from_slice(b"abxyz");
+        batch_body.push(2);
+        batch_body.extend_from_slice(&1u32.to_le_bytes());
+        batch_body.extend_from_slice(&0u32.to_le_bytes());
+        batch_body.extend_from_slice(b"k");
+        assert_eq!(builder.body_bytes(), batch_body);
+        let body_len = (BODY_FIXED_BYTES + batch_body.len()) as u32;
+        assert_eq!(bytes[0..4], body_len.to_le_bytes());
+        assert_eq!(bytes[4..8], crc32c::crc32c(&bytes[8..]).to_le_bytes());
+        assert_eq!(bytes[8..16], 2u64.to_le_bytes());
+        assert_eq!(bytes[16..24], 5u64.to_le_bytes());
+        assert_eq!(bytes[24..32], 4u64.to_le_bytes());
+        assert_eq!(bytes[32], OP_BATCH);
+        assert_eq!(bytes[33..37], 0u32.to_le_bytes());
+        assert_eq!(&bytes[37..], batch_body);
+        assert_eq!(bytes.len(), encoded_len(&entry));
+    }
+
+    /// One operation of a batch body, with lengths that need not match.
+    fn batch_op(kind: u8, key_len: u32, value_len: u32, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![kind];
+        out.extend_from_slice(&key_len.to_le_bytes());
+        out.extend_from_slice(&value_len.to_le_bytes());
+        out.extend_from_slice(bytes);
+        out
+    }
+
+    /// Batch bodies that break one rule each, and the rule.
+    fn impossible_batch_bodies() -> Vec<(Vec<u8>, MalformedReason)> {
+        let good = batch_op(BATCH_PUT, 1, 1, b"kv");
+        let then = |bad: Vec<u8>| [good.clone(), bad].concat();
+        vec![
+            (Vec::new(), MalformedReason::EmptyBatch),
+            (batch_op(0, 1, 1, b"kv"), MalformedReason::UnknownBatchOp(0)),
+            (
+                then(batch_op(3, 1, 0, b"k")),
+                MalformedReason::UnknownBatchOp(3),
+            ),
+            (
+                batch_op(BATCH_PUT, 3, 0, b"kk"),
+                MalformedReason::BatchLengthOutOfRange,
+            ),
+            (
+                then(batch_op(BATCH_PUT, 1, 2, b"kv")),
+                MalformedReason::BatchLengthOutOfRange,
+            ),
+            (
+                batch_op(BATCH_PUT, u32::MAX, u32::MAX, b"kv"),
+                MalformedReason::BatchLengthOutOfRange,
+            ),
+            (
+                batch_op(BATCH_DEL, 1, u32::MAX, b"k"),
+                MalformedReason::BatchLengthOutOfRange,
+            ),
+            (
+                batch_op(BATCH_DEL, 1, 1, b"kv"),
+                MalformedReason::BatchDelWithValue,
+            ),
+            (
+                then(batch_op(BATCH_DEL, 1, 1, b"kv")),
+                MalformedReason::BatchDelWithValue,
+            ),
+            (
+                batch_op(BATCH_PUT, 0, 1, b"v"),
+                MalformedReason::BatchEmptyKey,
+            ),
+            (
+                batch_op(BATCH_DEL, 0, 0, b""),
+                MalformedReason::BatchEmptyKey,
+            ),
+            (
+                then(batch_op(BATCH_PUT, 0, 0, b"")),
+                MalformedReason::BatchEmptyKey,
+            ),
+            (then(vec![BATCH_PUT]), MalformedReason::BatchTrailingBytes),
+            (
+                then(batch_op(BATCH_DEL, 1, 0, b"")[..8].to_vec()),
+                MalformedReason::BatchTrailingBytes,
+            ),
+            (vec![0; 8], MalformedReason::BatchTrailingBytes),
+            (then(vec![0]), MalformedReason::BatchTrailingBytes),
+        ]
+    }
+
+    #[test]
+    fn checksummed_but_impossible_batches_are_malformed() {
+        for (batch_body, reason) in impossible_batch_bodies() {
+            assert_eq!(Batch::from_body(&batch_body), Err(reason), "{batch_body:?}");
+            // The checksum is right: the structure check is what refuses it.
+            let record = record_with_body(&body(OP_BATCH, 0, &batch_body));
+            let expected = Err(DecodeError::Malformed(reason));
+            assert_eq!(decode(&record), expected, "{batch_body:?}");
+        }
+        // A batch carries its keys in its operations, none of its own.
+        let keyed = [b"k".as_slice(), &batch_op(BATCH_PUT, 1, 1, b"kv")].concat();
+        let record = record_with_body(&body(OP_BATCH, 1, &keyed));
+        let expected = Err(DecodeError::Malformed(MalformedReason::BatchWithKey));
+        assert_eq!(decode(&record), expected);
+    }
+
+    #[test]
+    fn a_body_checked_by_hand_is_the_body_built() {
+        let body = [
+            batch_op(BATCH_DEL, 1, 0, b"k"),
+            batch_op(BATCH_PUT, 2, 0, b"\x00\n"),
+        ]
+        .concat();
+        let batch = Batch::from_body(&body).expect("a valid body");
+        let mut builder = BatchBuilder::new();
+        builder.push_del(b"k");
+        builder.push_put(b"\x00\n", b"");
+        assert_eq!(builder.op(), Op::Batch(batch));
+        assert_eq!(batch.body(), &body[..]);
+        assert_eq!(
+            format!("{batch:?}"),
+            r#"Batch[Del { key: [107] }, Put { key: [0, 10], value: [] }]"#
+        );
+    }
+
+    #[test]
+    fn the_largest_batch_that_fits_round_trips() {
+        let mut builder = BatchBuilder::new();
+        builder.push_put(b"a", b"1");
+        let room = MAX_KEY_AND_VALUE_BYTES - builder.body_bytes().len() - BATCH_OP_HEADER_BYTES;
+        assert!(builder.fits_with(1, room - 1));
+        assert!(!builder.fits_with(1, room), "one byte over");
+        assert!(!builder.fits_with(usize::MAX, usize::MAX), "saturates");
+        let value = vec![b'v'; room - 1];
+        builder.push_put(b"b", &value);
+        assert!(!builder.fits_with(1, 0), "full");
+        assert!(fits(&builder.op()));
+        let entry = Entry {
+            epoch: 1,
+            index: 1,
+            commit: 0,
+            op: builder.op(),
+        };
+        assert_eq!(encoded_len(&entry), MAX_RECORD_BYTES);
+        let bytes = encoded(&entry);
+        assert_eq!(bytes.len(), MAX_RECORD_BYTES);
+        assert_eq!(decode(&bytes), Ok((entry, MAX_RECORD_BYTES)));
+        builder.push_del(b"c");
+        assert!(!fits(&builder.op()), "a del more does not fit");
+    }
+
+    #[test]
+    fn a_builder_counts_and_clears() {
+        let mut builder = BatchBuilder::new();
+        assert!(builder.is_empty());
+        assert_eq!((builder.count(), builder.body_bytes()), (0, &b""[..]));
+        builder.push_put(b"k", b"v");
+        builder.push_del(b"k");
+        builder.push_put(b"k", b"w");
+        assert_eq!((builder.count(), builder.is_empty()), (3, false));
+        let Op::Batch(batch) = builder.op() else {
+            panic!("not a batch");
+        };
+        assert_eq!(batch.len(), 3);
+        assert_eq!(
+            builder.body_bytes().len(),
+            3 * (BATCH_OP_HEADER_BYTES + 1) + 2
+        );
+        builder.clear();
+        assert!(builder.is_empty());
+        assert_eq!((builder.count(), builder.body_bytes()), (0, &b""[..]));
+    }
+
+    #[test]
+    #[should_panic(expected = "an empty batch is no record")]
+    fn an_empty_builder_makes_no_op() {
+        BatchBuilder::new().op();
+    }
+
+    #[test]
+    #[should_panic(expected = "a batch operation needs a key")]
+    fn a_batch_refuses_an_empty_key() {
+        BatchBuilder::new().push_del(b"");
+    }
+
+    #[test]
+    fn batch_errors_display_their_cause() {
+        let cases = [
+            (
+                MalformedReason::BatchWithKey,
+                "a batch with a key of its own",
+            ),
+            (MalformedReason::EmptyBatch, "a batch with no operations"),
+            (
+                MalformedReason::UnknownBatchOp(7),
+                "unknown operation 7 in a batch",
+            ),
+            (
+                MalformedReason::BatchLengthOutOfRange,
+                "a key or value length in a batch runs past the end of the body",
+            ),
+            (
+                MalformedReason::BatchTrailingBytes,
+                "bytes after the last operation of a batch",
+            ),
+            (
+                MalformedReason::BatchDelWithValue,
+                "a del in a batch with value bytes",
+            ),
+            (
+                MalformedReason::BatchEmptyKey,
+                "an operation in a batch with an empty key",
+            ),
+        ];
+        for (reason, text) in cases {
+            let error = DecodeError::Malformed(reason);
+            assert_eq!(error.to_string(), format!("malformed record: {text}"));
+        }
     }
 
     #[test]

@@ -402,9 +402,102 @@ enum Refusal {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{from_peer, leader_of_three, run};
+    use super::super::tests::{finish_turn, from_peer, leader_of_three, run, write_log};
     use super::*;
+    use crate::log::BatchBuilder;
     use crate::node::ReplyQueue;
+
+    /// The store's pairs with the index of the write that set each.
+    fn pairs_of(node: &Node) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
+        let mut pairs: Vec<_> = node
+            .store()
+            .iter()
+            .map(|(key, value)| {
+                let index = node.store().lookup(key).map(|pair| pair.write_index());
+                (key.to_vec(), value.to_vec(), index.expect("a stored key"))
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    /// Both followers acknowledge everything through `index`.
+    fn acknowledge_through(node: &mut Node, index: u64) {
+        write_log(node);
+        for peer in [1, 2] {
+            let ack = Message::Ack {
+                success: true,
+                match_index: index,
+                round: 0,
+            };
+            node.handle_message(from_peer(peer, 1, ack), 1000)
+                .expect("a valid frame");
+        }
+        assert_eq!(node.commit_index(), index);
+        finish_turn(node);
+    }
+
+    /// What a store held: its pairs and its accounted bytes.
+    type Image = (Vec<(Vec<u8>, Vec<u8>, u64)>, usize);
+
+    /// A leader of three holding `a` = old and `gone` = x, committed, then
+    /// a batch of its own that writes `a` twice, deletes `gone` and adds
+    /// `b`, applied ahead of commit. Returns the leader, the batch's index
+    /// and the store as it was before the batch.
+    fn leader_with_a_batch() -> (Node, u64, Image) {
+        let mut node = leader_of_three();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT a old");
+        run(&mut node, &mut queue, b"PUT gone x");
+        acknowledge_through(&mut node, 3);
+        let before = (pairs_of(&node), node.store().used_bytes());
+        let mut batch = BatchBuilder::new();
+        batch.push_put(b"a", b"1");
+        batch.push_del(b"gone");
+        batch.push_put(b"b", b"2");
+        batch.push_put(b"a", b"3");
+        let index = node.append_as_leader(batch.op());
+        assert_eq!(index, 4);
+        assert_eq!(node.last_delete_index, index, "a read of gone saw it");
+        let undo: Vec<_> = node.undo.iter().map(|undo| undo.index).collect();
+        assert_eq!(undo, [index; 4], "one undo per operation");
+        let expected = vec![
+            (b"a".to_vec(), b"3".to_vec(), index),
+            (b"b".to_vec(), b"2".to_vec(), index),
+        ];
+        assert_eq!(pairs_of(&node), expected);
+        (node, index, before)
+    }
+
+    /// Deposes the leader: a Coordinator of a lower id makes it run again.
+    fn depose(node: &mut Node) {
+        let coordinator = Message::Coordinator { commit_index: 0 };
+        node.handle_message(from_peer(2, 2, coordinator), 1100)
+            .expect("a valid frame");
+        assert_eq!(node.leading_epoch(), None);
+        assert_eq!(node.leadership_losses(), 1);
+    }
+
+    #[test]
+    fn a_deposed_leader_takes_back_an_uncommitted_batch_whole() {
+        let (mut node, _, before) = leader_with_a_batch();
+        depose(&mut node);
+        // Taken back from its last operation: the key the batch wrote twice
+        // holds its value from before the batch, with that write's index.
+        assert_eq!((pairs_of(&node), node.store().used_bytes()), before);
+        assert!(node.undo.is_empty());
+        assert_eq!(node.applied_index, 3);
+    }
+
+    #[test]
+    fn a_committed_batch_survives_its_leaders_deposition() {
+        let (mut node, index, _) = leader_with_a_batch();
+        acknowledge_through(&mut node, index);
+        assert!(node.undo.is_empty(), "a committed batch needs no undo");
+        let after = pairs_of(&node);
+        depose(&mut node);
+        assert_eq!(pairs_of(&node), after);
+    }
 
     #[test]
     fn a_leader_that_bullies_a_lower_candidate_leaves_its_epoch_first() {

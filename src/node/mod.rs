@@ -464,13 +464,18 @@ impl Node {
     }
 
     /// Whether `op` would take the store past `--max-memory-bytes` (Redis's
-    /// `noeviction`): only a PUT that grows the store can. The leader alone
-    /// decides; followers apply what is committed, so replicas agree.
+    /// `noeviction`): only a PUT, or a batch of them, that grows the store
+    /// can (a batch is judged by an upper bound on its growth). The leader
+    /// alone decides; followers apply what is committed, so replicas agree.
     fn would_exceed_memory(&self, op: &Op<'_>) -> bool {
-        let (Some(max_bytes), Op::Put { key, value }) = (self.config.max_memory_bytes, op) else {
+        let Some(max_bytes) = self.config.max_memory_bytes else {
             return false;
         };
-        let growth = self.store.growth_if_put(key, value.len());
+        let growth = match op {
+            Op::Put { key, value } => self.store.growth_if_put(key, value.len()),
+            Op::Batch(batch) => self.store.growth_if_batch(batch),
+            Op::Noop | Op::Del { .. } => return false,
+        };
         growth > 0 && self.store.used_bytes() + growth as usize > max_bytes
     }
 
@@ -497,7 +502,7 @@ impl Node {
             op,
         });
         self.apply_speculatively(index, &op);
-        if let Op::Del { .. } = op {
+        if deletes(&op) {
             self.last_delete_index = index;
         }
         index
@@ -511,13 +516,25 @@ impl Node {
         if self.config.cluster_size == 1 {
             self.store.apply(index, op);
         } else {
-            let previous = self.store.apply_returning_previous(index, op);
-            if let Op::Put { key, .. } | Op::Del { key } = *op {
-                self.undo.push_back(Undo {
+            let undo = &mut self.undo;
+            let mut keep = |key: &[u8], previous| {
+                undo.push_back(Undo {
                     index,
                     key: key.into(),
                     previous,
                 });
+            };
+            match *op {
+                // One undo per operation, in order: undo_uncommitted takes
+                // them back from the last, so a key the batch wrote twice
+                // ends as it was before the batch.
+                Op::Batch(batch) => self
+                    .store
+                    .apply_batch_returning_previous(index, batch, keep),
+                Op::Put { key, .. } | Op::Del { key } => {
+                    keep(key, self.store.apply_returning_previous(index, op));
+                }
+                Op::Noop => {}
             }
         }
         self.applied_index = index;
@@ -722,17 +739,45 @@ impl Node {
     }
 }
 
-/// The refusal of a `PUT` whose record the log could not hold, if it is
-/// one. With request lines bounded by `config::MAX_MAX_LINE_BYTES` none is;
-/// the check keeps a driver that allows longer ones from reaching the panic
-/// in `log::encode`. A `DEL` needs none: its record is smaller than the
-/// one that stored its key, and a key never stored is not written.
+/// The refusal of a `PUT` or a batch whose record the log could not hold,
+/// if it is one. With request lines bounded by `config::MAX_MAX_LINE_BYTES`
+/// no `PUT` is; the check keeps a driver that allows longer ones from
+/// reaching the panic in `log::encode`. A `DEL` needs none: its record is
+/// smaller than the one that stored its key, and a key never stored is not
+/// written. For a batch the limit is what its values could hold together
+/// beside its keys and operation headers.
 fn oversized(op: &Op<'_>) -> Option<ErrorReply> {
-    match *op {
-        Op::Put { key, .. } if !crate::log::fits(op) => Some(ErrorReply::ValueTooLarge {
-            max_value_bytes: crate::log::MAX_KEY_AND_VALUE_BYTES.saturating_sub(key.len()),
-        }),
-        _ => None,
+    if crate::log::fits(op) {
+        return None;
+    }
+    let beside_values = match *op {
+        Op::Put { key, .. } => key.len(),
+        Op::Batch(batch) => batch.body().len() - batch_value_bytes(&batch),
+        Op::Noop | Op::Del { .. } => return None,
+    };
+    Some(ErrorReply::ValueTooLarge {
+        max_value_bytes: crate::log::MAX_KEY_AND_VALUE_BYTES.saturating_sub(beside_values),
+    })
+}
+
+/// The value bytes of a batch's puts, together.
+fn batch_value_bytes(batch: &crate::log::Batch<'_>) -> usize {
+    batch
+        .iter()
+        .map(|op| match op {
+            Op::Put { value, .. } => value.len(),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Whether `op` deletes a key (a DEL, or a batch holding one): a read of a
+/// missing key may then have observed it.
+fn deletes(op: &Op<'_>) -> bool {
+    match op {
+        Op::Del { .. } => true,
+        Op::Batch(batch) => batch.iter().any(|op| matches!(op, Op::Del { .. })),
+        Op::Noop | Op::Put { .. } => false,
     }
 }
 
@@ -1020,6 +1065,129 @@ mod tests {
             0,
             "a single node keeps no log in memory"
         );
+    }
+
+    /// A batch of puts (a value) and dels (none), in its builder.
+    fn batch_of(ops: &[(&[u8], Option<&[u8]>)]) -> crate::log::BatchBuilder {
+        let mut builder = crate::log::BatchBuilder::new();
+        for (key, value) in ops {
+            match value {
+                Some(value) => builder.push_put(key, value),
+                None => builder.push_del(key),
+            }
+        }
+        builder
+    }
+
+    #[test]
+    fn reads_wait_for_the_batch_they_observed() {
+        let mut node = single_node();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        run(&mut node, &mut queue, b"PUT durable 1");
+        write_log(&mut node);
+        let batch = batch_of(&[(b"new", Some(b"n")), (b"k", None)]);
+        let index = node.append_as_leader(batch.op());
+        let mut reader = ReplyQueue::new();
+        run(&mut node, &mut reader, b"GET durable");
+        run(&mut node, &mut reader, b"GET k");
+        run(&mut node, &mut reader, b"GET new");
+        // A miss may have observed the batch's delete.
+        assert_eq!(node.last_delete_index, index);
+        assert_eq!(reader.sendable(node.released()), b"1\n");
+        let bytes = write_log(&mut node);
+        let (entry, _) = crate::log::decode(&bytes).unwrap();
+        assert_eq!((entry.index, entry.op), (index, batch.op()));
+        assert_eq!(reader.sendable(node.released()), b"1\nNOT_FOUND\nn\n");
+    }
+
+    #[test]
+    fn a_batch_of_puts_only_leaves_the_latest_delete_alone() {
+        let mut node = single_node();
+        let before = node.last_delete_index;
+        node.append_as_leader(batch_of(&[(b"a", Some(b"1"))]).op());
+        assert_eq!(node.last_delete_index, before);
+    }
+
+    #[test]
+    fn the_memory_limit_judges_a_batch_by_its_puts() {
+        let mut config = NodeConfig::single(1);
+        // Room for `k` = `v` and two more pairs of a 1-byte key and a
+        // 10-byte value, not three.
+        let small_pair = crate::store::Store::pair_cost(1, 10);
+        config.max_memory_bytes = Some(crate::store::Store::pair_cost(1, 1) + 2 * small_pair);
+        let mut node = Node::new(config);
+        node.start(0);
+        write_log(&mut node);
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"PUT k v");
+        let ten = [b'x'; 10];
+        let two = batch_of(&[(b"a", Some(&ten)), (b"b", Some(&ten))]);
+        assert!(!node.would_exceed_memory(&two.op()));
+        let three = batch_of(&[(b"a", Some(&ten)), (b"b", Some(&ten)), (b"c", Some(&ten))]);
+        assert!(node.would_exceed_memory(&three.op()));
+        // An upper bound: the delete that would make room is not counted.
+        let freeing = batch_of(&[
+            (b"k", None),
+            (b"a", Some(&ten)),
+            (b"b", Some(&ten)),
+            (b"c", Some(&ten)),
+        ]);
+        assert!(node.would_exceed_memory(&freeing.op()));
+        let only_deletes = batch_of(&[(b"k", None)]);
+        assert!(!node.would_exceed_memory(&only_deletes.op()));
+    }
+
+    #[test]
+    fn a_batch_too_large_for_one_record_is_refused() {
+        let fitting = batch_of(&[(b"a", Some(b"1")), (b"b", None)]);
+        assert_eq!(oversized(&fitting.op()), None);
+        let value = vec![b'v'; crate::log::MAX_KEY_AND_VALUE_BYTES];
+        let too_large = batch_of(&[(b"a", Some(&value)), (b"bc", None)]);
+        // What the values could hold beside two operation headers and
+        // three key bytes.
+        let beside_values = 2 * crate::log::BATCH_OP_HEADER_BYTES + 3;
+        let expected = ErrorReply::ValueTooLarge {
+            max_value_bytes: crate::log::MAX_KEY_AND_VALUE_BYTES - beside_values,
+        };
+        assert_eq!(oversized(&too_large.op()), Some(expected));
+    }
+
+    #[test]
+    fn a_replayed_batch_is_applied_whole() {
+        let mut node = Node::new(NodeConfig::single(1));
+        let batch = batch_of(&[
+            (b"a", Some(b"1")),
+            (b"b", Some(b"\r\n\x00")),
+            (b"a", None),
+            (b"c", Some(b"3")),
+        ]);
+        for (index, op) in [
+            (
+                1,
+                Op::Put {
+                    key: b"a",
+                    value: b"0",
+                },
+            ),
+            (2, batch.op()),
+        ] {
+            node.replay(&Entry {
+                epoch: 1,
+                index,
+                commit: 0,
+                op,
+            });
+        }
+        node.start(0);
+        write_log(&mut node);
+        let mut queue = ReplyQueue::new();
+        for line in [&b"GET a"[..], b"GET b", b"GET c"] {
+            run(&mut node, &mut queue, line);
+        }
+        assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\n\r\n\x00\n3\n");
+        let written = node.store.lookup(b"c").map(|pair| pair.write_index());
+        assert_eq!(written, Some(2));
     }
 
     #[test]

@@ -149,20 +149,24 @@ impl CommittedLog {
                 format!("node {node} holds record {} at index {index}", entry.index),
             );
         }
-        match entry.op {
-            Op::Noop => {}
-            Op::Put { key, value } => {
-                self.changes
-                    .entry(key.to_vec())
-                    .or_default()
-                    .push((index, Some(value.to_vec())));
-                self.puts.insert((key.to_vec(), value.to_vec()), index);
-            }
-            Op::Del { key } => {
-                self.changes
-                    .entry(key.to_vec())
-                    .or_default()
-                    .push((index, None));
+        // A batch's operations share its index; a key it writes twice
+        // ends with the later change, as `image_at` takes the last.
+        for op in single_ops(entry.op) {
+            match op {
+                Op::Put { key, value } => {
+                    self.changes
+                        .entry(key.to_vec())
+                        .or_default()
+                        .push((index, Some(value.to_vec())));
+                    self.puts.insert((key.to_vec(), value.to_vec()), index);
+                }
+                Op::Del { key } => {
+                    self.changes
+                        .entry(key.to_vec())
+                        .or_default()
+                        .push((index, None));
+                }
+                Op::Noop | Op::Batch(_) => {}
             }
         }
         self.records.push(record.to_vec());
@@ -194,13 +198,41 @@ impl CommittedLog {
 /// Applies one encoded record to a store image.
 pub fn apply_record(image: &mut StoreImage, record: &[u8]) {
     let (entry, _) = log::decode(record).expect("records in memory decode");
-    match entry.op {
-        Op::Noop => {}
-        Op::Put { key, value } => {
-            image.insert(key.to_vec(), value.to_vec());
+    for op in single_ops(entry.op) {
+        match op {
+            Op::Put { key, value } => {
+                image.insert(key.to_vec(), value.to_vec());
+            }
+            Op::Del { key } => {
+                image.remove(key);
+            }
+            Op::Noop | Op::Batch(_) => {}
         }
-        Op::Del { key } => {
-            image.remove(key);
+    }
+}
+
+/// The puts and dels an op stands for, in the order they apply: a batch's
+/// operations, or the op itself.
+fn single_ops(op: Op<'_>) -> Vec<Op<'_>> {
+    match op {
+        Op::Batch(batch) => batch.iter().collect(),
+        op => vec![op],
+    }
+}
+
+/// An op, briefly.
+fn describe_op(op: Op<'_>) -> String {
+    match op {
+        Op::Noop => "NOOP".to_string(),
+        Op::Put { key, value } => format!(
+            "PUT {} {}",
+            String::from_utf8_lossy(key),
+            String::from_utf8_lossy(value)
+        ),
+        Op::Del { key } => format!("DEL {}", String::from_utf8_lossy(key)),
+        Op::Batch(batch) => {
+            let ops: Vec<String> = batch.iter().map(describe_op).collect();
+            format!("BATCH({})", ops.join(", "))
         }
     }
 }
@@ -209,15 +241,7 @@ pub fn apply_record(image: &mut StoreImage, record: &[u8]) {
 pub fn describe_record(record: &[u8]) -> String {
     match log::decode(record) {
         Ok((entry, _)) => {
-            let op = match entry.op {
-                Op::Noop => "NOOP".to_string(),
-                Op::Put { key, value } => format!(
-                    "PUT {} {}",
-                    String::from_utf8_lossy(key),
-                    String::from_utf8_lossy(value)
-                ),
-                Op::Del { key } => format!("DEL {}", String::from_utf8_lossy(key)),
-            };
+            let op = describe_op(entry.op);
             format!("[e{} i{} c{} {op}]", entry.epoch, entry.index, entry.commit)
         }
         Err(error) => format!("[undecodable: {error}]"),
