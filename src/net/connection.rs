@@ -2,8 +2,13 @@
 
 use std::io::{self, Read, Write};
 
-use crate::node::{Flow, Gate, Node, ReplyQueue};
-use crate::protocol::{self, ErrorReply, Framed, Reply, Request};
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::node::{Flow, Gate, Node, ReplyQueue, ServerFacts, Session};
+use crate::protocol::resp::{self, Args};
+use crate::protocol::resp_reply::Version;
+use crate::protocol::{self, ErrorReply, Framed, Protocol, Reply, Request};
 use crate::security::handshake::{HANDSHAKE_PREFIX, MAX_HANDSHAKE_LINE_BYTES};
 use crate::security::password::PasswordCheck;
 use crate::timer::TimerId;
@@ -45,7 +50,14 @@ pub enum Executed {
     /// `AUTH` with a wrong password: its reply waits out a delay, and
     /// nothing after it runs until then.
     WrongPassword,
+    /// A line-protocol connection sent what looks like HTTP (a browser
+    /// tricked into posting to the server): closed without executing
+    /// anything, as Redis does ("Possible SECURITY ATTACK detected").
+    CrossProtocol,
 }
+
+/// `CLIENT ID`s: unique in this process.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct Connection {
     pub transport: Transport,
@@ -93,6 +105,11 @@ pub struct Connection {
     pub admitted_ms: u64,
     /// The first byte has been seen to start TLS (or TLS is off).
     first_byte_checked: bool,
+    /// A RESP connection's state in the core (its first byte was `*`).
+    session: Option<Session>,
+    /// Where the arguments of the RESP request being executed are in the
+    /// input (reused: no allocation per request).
+    arguments: Vec<Range<usize>>,
 }
 
 impl Connection {
@@ -117,6 +134,8 @@ impl Connection {
             peer_only: false,
             admitted_ms: now_ms,
             first_byte_checked: false,
+            session: None,
+            arguments: Vec::new(),
         }
     }
 
@@ -183,7 +202,8 @@ impl Connection {
     /// executed and replies not yet written (their capacity, which is what
     /// the allocator gave).
     pub fn buffer_bytes(&self) -> usize {
-        self.input.capacity_bytes() + self.replies.capacity_bytes()
+        let session = self.session.as_ref().map_or(0, Session::memory_bytes);
+        self.input.capacity_bytes() + self.replies.capacity_bytes() + session
     }
 
     /// Gives back an idle connection's buffers (they are allocated again by
@@ -238,9 +258,21 @@ impl Connection {
         node: &mut Node,
         max_line_bytes: usize,
         password: Option<&PasswordCheck>,
+        facts: &ServerFacts,
     ) -> Executed {
         if self.peer_only && !self.closing && !could_be_handshake(self.input.buffered()) {
             self.refuse(ErrorReply::TooManyClients, node);
+        }
+        if !self.executed_any
+            && self.session.is_none()
+            && self.input.buffered().first() == Some(&b'*')
+        {
+            // The first byte decides the protocol for the connection's life.
+            self.replies.set_protocol(Protocol::Resp(Version::Resp2));
+            self.session = Some(Session::new(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed)));
+        }
+        if self.session.is_some() {
+            return self.execute_resp(node, max_line_bytes, password, facts);
         }
         while !self.closing && !self.is_backpressured() && !self.is_held() {
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
@@ -248,6 +280,10 @@ impl Connection {
                     let first = !self.executed_any;
                     self.executed_any = true;
                     self.requests_executed += 1;
+                    if looks_like_http(line) {
+                        self.close_input();
+                        return Executed::CrossProtocol;
+                    }
                     if line.starts_with(HANDSHAKE_PREFIX) {
                         if first && line.len() < MAX_HANDSHAKE_LINE_BYTES {
                             let line = line.to_vec();
@@ -297,6 +333,112 @@ impl Connection {
                     break;
                 }
                 Framed::TooLong => self.refuse(ErrorReply::LineTooLong { max_line_bytes }, node),
+            }
+        }
+        self.input.shrink_if_idle();
+        Executed::Requests
+    }
+
+    /// Executes every whole RESP request in the buffer (see
+    /// [`Connection::execute_buffered`]). `AUTH`, and `HELLO`'s `AUTH`
+    /// option, are answered here: the password is the connection's
+    /// business, not the core's.
+    fn execute_resp(
+        &mut self,
+        node: &mut Node,
+        max_request_bytes: usize,
+        password: Option<&PasswordCheck>,
+        facts: &ServerFacts,
+    ) -> Executed {
+        while !self.closing && !self.is_backpressured() && !self.is_held() {
+            let buffered = self.input.buffered();
+            let consumed =
+                match resp::next_command(buffered, max_request_bytes, &mut self.arguments) {
+                    resp::Framed::Command { consumed } => consumed,
+                    resp::Framed::Incomplete => {
+                        if self.read_closed {
+                            self.close_input();
+                        }
+                        break;
+                    }
+                    resp::Framed::Error(error) => {
+                        let text = format!("ERR {error}");
+                        self.replies.push_encoded(node.released(), |out, _| {
+                            protocol::resp_reply::error(out, &text);
+                            Gate::OPEN
+                        });
+                        self.close_input();
+                        break;
+                    }
+                };
+            self.executed_any = true;
+            self.requests_executed += 1;
+            let args = Args::new(buffered, &self.arguments);
+            if args.is_empty() {
+                self.input.consume(consumed);
+                continue;
+            }
+            let flow = match resp_password(&args) {
+                PasswordUse::Auth {
+                    user,
+                    password: candidate,
+                }
+                | PasswordUse::Hello(Some((user, candidate))) => {
+                    let hello = args.get(0).eq_ignore_ascii_case(b"hello");
+                    let verdict = match (password, user) {
+                        // Without a password the default user takes any
+                        // (Redis's `nopass`); a bare `AUTH` is an error.
+                        (None, Some(_)) => Some(true),
+                        (None, None) => None,
+                        (Some(check), user) => Some(
+                            user.is_none_or(|user| user == b"default") && check.matches(candidate),
+                        ),
+                    };
+                    match verdict {
+                        Some(false) => {
+                            self.input.consume(consumed);
+                            return Executed::WrongPassword;
+                        }
+                        Some(true) if hello => {
+                            self.authenticated = true;
+                            let session = self.session.as_mut().expect("a RESP session");
+                            node.handle_command(args, session, facts, &mut self.replies)
+                        }
+                        _ => {
+                            self.input.consume(consumed);
+                            self.authenticate(verdict, node);
+                            continue;
+                        }
+                    }
+                }
+                PasswordUse::Hello(None) if !self.authenticated => {
+                    let text = "NOAUTH HELLO must be called with the client already \
+                                authenticated, otherwise the HELLO <proto> AUTH <user> <pass> \
+                                option can be used to authenticate the client and select the \
+                                RESP protocol version at the same time";
+                    self.replies.push_encoded(node.released(), |out, _| {
+                        protocol::resp_reply::error(out, text);
+                        Gate::OPEN
+                    });
+                    Flow::Continue
+                }
+                PasswordUse::None
+                    if !self.authenticated && !args.get(0).eq_ignore_ascii_case(b"quit") =>
+                {
+                    let reply = Reply::Error(ErrorReply::NoAuth);
+                    self.replies.push(reply, Gate::OPEN, node.released());
+                    Flow::Continue
+                }
+                _ => {
+                    let session = self.session.as_mut().expect("a RESP session");
+                    node.handle_command(args, session, facts, &mut self.replies)
+                }
+            };
+            self.input.consume(consumed);
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => self.closing = true,
+                Flow::AwaitSnapshot { attempt } => self.awaiting_snapshot = Some(attempt),
             }
         }
         self.input.shrink_if_idle();
@@ -373,6 +515,59 @@ impl Connection {
             }
         }
     }
+}
+
+/// Where a RESP request carries a password.
+enum PasswordUse<'a> {
+    None,
+    /// `AUTH [user] password`.
+    Auth {
+        user: Option<&'a [u8]>,
+        password: &'a [u8],
+    },
+    /// `HELLO [version [AUTH user password] ...]`, with the user and
+    /// password if it has them.
+    Hello(Option<(Option<&'a [u8]>, &'a [u8])>),
+}
+
+fn resp_password<'a>(args: &Args<'a>) -> PasswordUse<'a> {
+    let name = args.get(0);
+    if name.eq_ignore_ascii_case(b"auth") {
+        return match args.len() {
+            2 => PasswordUse::Auth {
+                user: None,
+                password: args.get(1),
+            },
+            3 => PasswordUse::Auth {
+                user: Some(args.get(1)),
+                password: args.get(2),
+            },
+            // Wrong arity: the core answers it.
+            _ => PasswordUse::None,
+        };
+    }
+    if !name.eq_ignore_ascii_case(b"hello") {
+        return PasswordUse::None;
+    }
+    let credentials = (2..args.len())
+        .find(|&at| args.get(at).eq_ignore_ascii_case(b"auth") && at + 2 < args.len())
+        .map(|at| (Some(args.get(at + 1)), args.get(at + 2)));
+    PasswordUse::Hello(credentials)
+}
+
+/// Whether a line-protocol line is the start of an HTTP request (what a
+/// browser sends when a web page posts to the server's port): Redis closes
+/// such connections at `POST` and `Host:`; a `GET /... HTTP/1.1` line is
+/// caught too.
+fn looks_like_http(line: &[u8]) -> bool {
+    let starts = |prefix: &[u8]| {
+        line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+    };
+    let request_line = [&b"GET /"[..], b"PUT /", b"HEAD /", b"DELETE /", b"OPTIONS "]
+        .iter()
+        .any(|method| starts(method))
+        && (line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"));
+    starts(b"POST ") || starts(b"HOST:") || request_line
 }
 
 /// What a connection may send before `AUTH` when a password is required
@@ -484,7 +679,12 @@ mod tests {
             let start = if part == 0 { 0 } else { split };
             client.write_all(&stream[start..end]).unwrap();
             read_until_buffered(&mut connection, end, max_line_bytes);
-            let executed = connection.execute_buffered(&mut node, max_line_bytes, None);
+            let executed = connection.execute_buffered(
+                &mut node,
+                max_line_bytes,
+                None,
+                &ServerFacts::default(),
+            );
             assert_eq!(executed, Executed::Requests);
             closing[part] = connection.closing;
             if connection.closing {

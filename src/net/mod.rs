@@ -211,6 +211,19 @@ pub struct Server {
     /// are left, and retries of accept.
     descriptors: descriptors::Descriptors,
     stop_requested: bool,
+    /// Counters for `INFO` (and later metrics).
+    stats: Stats,
+    /// Cross-protocol (HTTP) connections closed, logged at most once a second.
+    cross_protocol_log: throttle::Throttle,
+}
+
+/// What the reactor counts for `INFO`.
+#[derive(Debug, Default)]
+struct Stats {
+    connections_received: u64,
+    connections_rejected: u64,
+    commands_processed: u64,
+    log_syncs: u64,
 }
 
 impl Server {
@@ -254,6 +267,8 @@ impl Server {
             id: config.id,
             address: listen,
         };
+        let mut node = node;
+        node.set_client_address(listen);
         Ok(Server {
             config,
             poll,
@@ -294,6 +309,8 @@ impl Server {
             wrong_passwords: 0,
             descriptors: descriptors::Descriptors::open(),
             stop_requested: false,
+            stats: Stats::default(),
+            cross_protocol_log: throttle::Throttle::default(),
         })
     }
 
@@ -392,7 +409,10 @@ impl Server {
                 return;
             };
             match listener.accept() {
-                Ok((stream, remote)) => self.admit(stream, remote),
+                Ok((stream, remote)) => {
+                    self.stats.connections_received += 1;
+                    self.admit(stream, remote)
+                }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                 Err(error) => {
@@ -413,6 +433,7 @@ impl Server {
         let peer_only = self.clients >= self.config.max_clients;
         let peer_only_slots = self.links.len() * peering::PEER_ONLY_SLOTS_PER_PEER;
         if peer_only && (self.peer_only >= peer_only_slots || !self.may_be_peer(remote)) {
+            self.stats.connections_rejected += 1;
             let mut refusal = Vec::new();
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
@@ -478,13 +499,27 @@ impl Server {
             FirstByte::Plaintext => return self.refuse_plaintext(key),
         }
         let requests_before = connection.requests_executed();
-        let mut executed = connection.execute_buffered(&mut self.node, max_line_bytes, password);
+        let facts = facts(
+            &self.config,
+            self.own_hello.address.port(),
+            &self.stats,
+            &self.log,
+            self.clients,
+            self.client_buffer_bytes,
+            self.started,
+        );
+        let mut executed =
+            connection.execute_buffered(&mut self.node, max_line_bytes, password, &facts);
         if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
                 Ok(outcome) => {
                     connection.read_closed = outcome == ReadOutcome::Closed;
-                    executed =
-                        connection.execute_buffered(&mut self.node, max_line_bytes, password);
+                    executed = connection.execute_buffered(
+                        &mut self.node,
+                        max_line_bytes,
+                        password,
+                        &facts,
+                    );
                     if outcome == ReadOutcome::MoreMaybe && connection.wants_read() {
                         self.read_again.push(key);
                     }
@@ -496,11 +531,13 @@ impl Server {
             Executed::Requests => {}
             Executed::PeerHandshake(line) => return self.begin_inbound_handshake(key, &line),
             Executed::WrongPassword => self.delay_wrong_password(key, now_ms),
+            Executed::CrossProtocol => return self.close_cross_protocol(key),
         }
         let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) else {
             return;
         };
         let progressed = connection.requests_executed() != requests_before;
+        self.stats.commands_processed += connection.requests_executed() - requests_before;
         connection.note_progress(now_ms, progressed);
         if connection.awaiting_snapshot.is_some() && !self.snapshot_waiters.contains(&key) {
             self.snapshot_waiters.push(key);
@@ -508,6 +545,20 @@ impl Server {
         connection.paused = connection.is_backpressured();
         self.queue_flush(key);
         self.account_client(key);
+    }
+
+    /// A connection that spoke HTTP to the line protocol: closed at once,
+    /// nothing executed, logged (as Redis logs "Possible SECURITY ATTACK").
+    fn close_cross_protocol(&mut self, key: usize) {
+        let now_ms = self.now_ms();
+        if let Some(suppressed) = self.cross_protocol_log.admit(now_ms) {
+            crate::status!(
+                "possible security attack: a client sent an HTTP request to the key-value \
+                 port; connection closed, nothing executed{}",
+                throttle::suppressed_note(suppressed)
+            );
+        }
+        self.close(key);
     }
 
     fn retry_reads(&mut self) {
@@ -683,7 +734,10 @@ impl Server {
         if self.log_dirty {
             let synced = self.log.take_sync_job().map_or(Ok(()), |job| job.run());
             match synced {
-                Ok(()) => self.log_dirty = false,
+                Ok(()) => {
+                    self.log_dirty = false;
+                    self.stats.log_syncs += 1;
+                }
                 Err(error) => self.sync_failure = Some(error),
             }
         }
@@ -966,7 +1020,10 @@ impl Server {
     fn collect_syncs(&mut self) {
         loop {
             match self.syncer.completed() {
-                Ok(Some(index)) => self.node.on_log_released(index),
+                Ok(Some(index)) => {
+                    self.stats.log_syncs += 1;
+                    self.node.on_log_released(index);
+                }
                 Ok(None) => return,
                 Err(error) => {
                     self.sync_failure = Some(error);
@@ -1095,5 +1152,30 @@ impl Server {
             self.clients
         );
         Ok(())
+    }
+}
+
+/// What `INFO` reports that the reactor knows.
+fn facts(
+    config: &Config,
+    tcp_port: u16,
+    stats: &Stats,
+    log: &Log,
+    clients: usize,
+    client_buffer_bytes: usize,
+    started: Instant,
+) -> crate::node::ServerFacts {
+    crate::node::ServerFacts {
+        process_id: std::process::id(),
+        tcp_port,
+        uptime_s: started.elapsed().as_secs(),
+        connected_clients: clients,
+        max_clients: config.max_clients,
+        total_connections_received: stats.connections_received,
+        rejected_connections: stats.connections_rejected,
+        total_commands_processed: stats.commands_processed,
+        log_syncs: stats.log_syncs,
+        log_bytes: log.disk_bytes(),
+        client_buffer_bytes,
     }
 }

@@ -18,12 +18,17 @@
 //! log adoption) is in `docs/CLUSTER.md`; its parts are in `election.rs` and
 //! `replication.rs`.
 
+mod commands;
 mod election;
+mod introspect;
 mod log_tail;
 pub mod message;
 mod replication;
 mod replies;
+mod session;
 mod snapshot;
+mod strings;
+mod transaction;
 mod transfer;
 mod turn;
 mod validate;
@@ -31,9 +36,11 @@ mod validate;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+pub use introspect::{REDIS_VERSION, ServerFacts};
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
 pub use replies::{Gate, ReplyQueue};
+pub use session::Session;
 pub use snapshot::{SnapshotPoint, SnapshotSummary};
 pub use transfer::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_WINDOW_BYTES, SnapshotRead};
 pub use turn::{LogWriteOutcome, Step};
@@ -291,6 +298,10 @@ pub struct Node {
     snapshots: snapshot::Snapshots,
     /// Snapshots on their way to other nodes.
     outgoing: BTreeMap<NodeId, transfer::Outgoing>,
+    /// The writes of the RESP command being executed.
+    effects: strings::Effects,
+    /// Where this node takes clients (for `CLUSTER SLOTS`), once known.
+    client_address: Option<SocketAddr>,
 }
 
 impl Node {
@@ -324,7 +335,15 @@ impl Node {
             voided_leadership_losses: 0,
             snapshots: snapshot::Snapshots::default(),
             outgoing: BTreeMap::new(),
+            effects: strings::Effects::default(),
+            client_address: None,
         }
+    }
+
+    /// Where this node takes clients: what Redis Cluster clients are told
+    /// to connect to when it leads.
+    pub fn set_client_address(&mut self, address: SocketAddr) {
+        self.client_address = Some(address);
     }
 
     /// Takes one record read back from the log at start-up. Records up to

@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use crate::protocol::Reply;
+use crate::protocol::{Protocol, Reply};
 
 /// Above this, an emptied buffer gives its memory back (after a burst).
 const RETAINED_CAPACITY_BYTES: usize = 64 * 1024;
@@ -52,6 +52,9 @@ pub struct ReplyQueue {
     bytes: Vec<u8>,
     sent: usize,
     holds: VecDeque<Hold>,
+    /// How replies are encoded: the line protocol until the connection's
+    /// first byte says RESP, and over RESP the version `HELLO` chose.
+    protocol: Protocol,
 }
 
 impl ReplyQueue {
@@ -62,8 +65,27 @@ impl ReplyQueue {
     /// Appends `reply`, to be sent once `gate` is within the released gate.
     /// `released` is what is released so far.
     pub fn push(&mut self, reply: Reply<'_>, gate: Gate, released: Gate) {
+        let protocol = self.protocol;
+        self.push_encoded(released, |out, _| {
+            reply.encode_for(protocol, out);
+            gate
+        });
+    }
+
+    /// Appends one reply that `encode` writes, in this queue's protocol,
+    /// returning what it waits for (a RESP command's reply may be built of
+    /// several parts, each depending on a different write or read).
+    pub fn push_encoded(
+        &mut self,
+        released: Gate,
+        encode: impl FnOnce(&mut Vec<u8>, Protocol) -> Gate,
+    ) {
         let start = self.bytes.len();
-        reply.encode(&mut self.bytes);
+        let gate = encode(&mut self.bytes, self.protocol);
+        self.hold_from(start, gate, released);
+    }
+
+    fn hold_from(&mut self, start: usize, gate: Gate, released: Gate) {
         let gate = match self.holds.back() {
             Some(last) if gate.is_within(last.gate) => return,
             // Keep both parts growing along the queue.
@@ -75,6 +97,16 @@ impl ReplyQueue {
             None => gate,
         };
         self.holds.push_back(Hold { start, gate });
+    }
+
+    /// The wire format of the replies to come.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    /// Sets the wire format (the first byte of a connection, or `HELLO`).
+    pub fn set_protocol(&mut self, protocol: Protocol) {
+        self.protocol = protocol;
     }
 
     /// The bytes that may be written now, given what is released.

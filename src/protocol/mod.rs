@@ -34,4 +34,4 @@ pub mod resp;
 pub mod resp_reply;
 
 pub use line::{Framed, ParseError, Request, next_line, parse};
-pub use reply::{ErrorReply, Reply, RoleReply};
+pub use reply::{CLUSTER_DOWN, ErrorReply, Protocol, Reply, RoleReply};

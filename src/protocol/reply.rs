@@ -5,6 +5,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use super::ParseError;
+use super::resp_reply::{self, Version};
+
+/// What a RESP client is told while no leader is known (Redis Cluster's
+/// text: cluster clients retry after refreshing their view).
+pub const CLUSTER_DOWN: &str = "CLUSTERDOWN The cluster is down (no leader is known yet)";
 
 /// One reply line. A value borrows from the store, so a GET's reply is copied
 /// once: from the store's bytes into the connection's outgoing buffer.
@@ -132,8 +137,62 @@ impl fmt::Display for ErrorReply {
     }
 }
 
+/// The wire format of a connection's replies, fixed by its first byte
+/// (`*`: RESP) and, over RESP, by `HELLO`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// One reply line per request (`nc`, `kvstore-client`).
+    #[default]
+    Line,
+    Resp(Version),
+}
+
+impl ErrorReply {
+    /// The text of a RESP error (after the `-`): Redis's error codes where
+    /// Redis has one (clients parse `OOM`, `NOAUTH`, `WRONGPASS`), `ERR`
+    /// otherwise.
+    pub fn resp_text(&self) -> String {
+        match self {
+            ErrorReply::NoAuth | ErrorReply::WrongPassword => self.to_string(),
+            ErrorReply::OutOfMemory => {
+                "OOM command not allowed when used memory > max-memory-bytes".to_string()
+            }
+            other => format!("ERR {other}"),
+        }
+    }
+}
+
 impl Reply<'_> {
-    /// Appends the reply and its `\n` to `out`.
+    /// Appends the reply in `protocol`'s format to `out`.
+    pub fn encode_for(&self, protocol: Protocol, out: &mut Vec<u8>) {
+        match protocol {
+            Protocol::Line => self.encode(out),
+            Protocol::Resp(version) => self.encode_resp(version, out),
+        }
+    }
+
+    /// The RESP form of a reply the connection (not a command) makes:
+    /// refusals, timeouts, AUTH's answers.
+    fn encode_resp(&self, version: Version, out: &mut Vec<u8>) {
+        match self {
+            Reply::Ok => resp_reply::simple(out, "OK"),
+            Reply::Value(value) => resp_reply::bulk(out, value),
+            Reply::NotFound => resp_reply::null(out, version),
+            Reply::Pong => resp_reply::simple(out, "PONG"),
+            Reply::NotLeader(None) => resp_reply::error(out, CLUSTER_DOWN),
+            Reply::NotLeader(Some((_, address))) => {
+                resp_reply::error(out, &format!("MOVED 0 {address}"))
+            }
+            Reply::Error(reason) => resp_reply::error(out, &reason.resp_text()),
+            Reply::Role(_) => resp_reply::error(out, "ERR ROLE is answered by the command layer"),
+            Reply::Snapshot(index) => resp_reply::simple(out, &format!("OK {index}")),
+            Reply::SnapshotFailed(reason) => {
+                resp_reply::error(out, &format!("ERR snapshot failed: {reason}"))
+            }
+        }
+    }
+
+    /// Appends the reply and its `\n` to `out` (the line protocol).
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Reply::Ok => out.extend_from_slice(b"OK\n"),

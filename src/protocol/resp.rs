@@ -112,6 +112,14 @@ pub fn next_command(
     args: &mut Vec<Range<usize>>,
 ) -> Framed {
     args.clear();
+    // An empty line between requests is skipped, as Redis skips an empty
+    // inline command: `redis-cli --pipe` sends one after its data.
+    match buffer {
+        [b'\n', ..] => return Framed::Command { consumed: 1 },
+        [b'\r', b'\n', ..] => return Framed::Command { consumed: 2 },
+        [b'\r'] => return Framed::Incomplete,
+        _ => {}
+    }
     let mut cursor = Cursor {
         buffer,
         position: 0,
@@ -477,7 +485,7 @@ mod tests {
             "Protocol error: expected '*', got '\\x01'"
         );
         assert_eq!(
-            error(b"\r\n", LIMIT_BYTES),
+            error(b"\rPING", LIMIT_BYTES),
             "Protocol error: expected '*', got '\\r'"
         );
     }
@@ -628,5 +636,24 @@ mod tests {
             Framed::Incomplete
         );
         assert!(args.is_empty());
+    }
+
+    #[test]
+    fn empty_lines_between_requests_are_skipped() {
+        let mut args = Vec::new();
+        assert_eq!(
+            next_command(b"\r\n*1\r\n$4\r\nPING\r\n", 100, &mut args),
+            Framed::Command { consumed: 2 }
+        );
+        assert!(args.is_empty());
+        assert_eq!(
+            next_command(b"\n", 100, &mut args),
+            Framed::Command { consumed: 1 }
+        );
+        assert_eq!(next_command(b"\r", 100, &mut args), Framed::Incomplete);
+        assert_eq!(
+            next_command(b"\rx", 100, &mut args),
+            Framed::Error(RespError::ExpectedArray { got: b'\r' })
+        );
     }
 }

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod fill;
 pub mod pki;
+pub mod resp;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
