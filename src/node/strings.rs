@@ -170,15 +170,14 @@ impl Node {
         if puts.iter().any(|(key, _)| key.is_empty()) {
             return Err(Refusal::EmptyKey);
         }
-        let growth: isize = puts
-            .iter()
-            .map(|(key, value_bytes)| self.store.growth_if_put(key, *value_bytes).max(0))
-            .sum();
-        if let Some(max_bytes) = self.config.max_memory_bytes
-            && growth > 0
-            && self.store.used_bytes() + growth as usize > max_bytes
-        {
-            return Err(Refusal::OutOfMemory);
+        if let Some(max_bytes) = self.config.max_memory_bytes {
+            let growth: isize = puts
+                .iter()
+                .map(|(key, value_bytes)| self.store.growth_if_put(key, *value_bytes).max(0))
+                .sum();
+            if growth > 0 && self.store.used_bytes() + growth as usize > max_bytes {
+                return Err(Refusal::OutOfMemory);
+            }
         }
         let adding: usize = puts
             .iter()
@@ -212,12 +211,20 @@ impl Node {
         self.read_gate(index)
     }
 
+    /// One lookup, as the line protocol's `GET` does: the round is taken
+    /// first, so the pair can be read and copied out in the same borrow.
     fn get(&mut self, key: &[u8], call: &mut Call<'_>) {
-        let gate = self.observe(key);
-        call.wait_for(gate);
-        match self.store.get(key) {
-            Some(value) => wire::bulk(call.out, value),
-            None => call.null(),
+        let round = self.is_serving_leader().then(|| self.read_round());
+        let gate_for = |index| round.map_or(Gate::OPEN, |round| Gate { index, round });
+        match self.store.lookup(key) {
+            Some(pair) => {
+                call.wait_for(gate_for(pair.write_index()));
+                wire::bulk(call.out, pair.value());
+            }
+            None => {
+                call.wait_for(gate_for(self.last_delete_index));
+                call.null();
+            }
         }
     }
 
@@ -228,9 +235,15 @@ impl Node {
             Err(text) => return call.error(text),
         };
         let (key, value) = (args.get(1), args.get(2));
-        let gate = self.observe(key);
-        call.wait_for(gate);
-        let exists = self.store.lookup(key).is_some();
+        let conditional = options.only_if_missing || options.only_if_present || options.get;
+        let mut exists = false;
+        if conditional {
+            // Only a conditional SET reads the key (a plain one is a
+            // blind write: one lookup, the insert).
+            let gate = self.observe(key);
+            call.wait_for(gate);
+            exists = self.store.lookup(key).is_some();
+        }
         let skip = (options.only_if_missing && exists) || (options.only_if_present && !exists);
         if !skip && let Err(refusal) = self.check_puts(&[(key, value.len())]) {
             return self.refuse(refusal, call);
