@@ -67,6 +67,10 @@ fn options(nodes: usize) -> Options {
 struct Totals {
     seeds: u64,
     acknowledged_writes: u64,
+    resp_completed: u64,
+    multi_sets: u64,
+    increments: u64,
+    transactions: u64,
     completed: u64,
     unknown: u64,
     local_reads: u64,
@@ -92,6 +96,10 @@ impl Totals {
     fn merge(&mut self, other: &Totals) {
         self.seeds += other.seeds;
         self.acknowledged_writes += other.acknowledged_writes;
+        self.resp_completed += other.resp_completed;
+        self.multi_sets += other.multi_sets;
+        self.increments += other.increments;
+        self.transactions += other.transactions;
         self.completed += other.completed;
         self.unknown += other.unknown;
         self.local_reads += other.local_reads;
@@ -116,6 +124,10 @@ impl Totals {
     fn add(&mut self, stats: &Stats) {
         self.seeds += 1;
         self.acknowledged_writes += stats.acknowledged_writes;
+        self.resp_completed += stats.resp_completed;
+        self.multi_sets += stats.multi_sets;
+        self.increments += stats.increments;
+        self.transactions += stats.transactions;
         self.completed += stats.completed;
         self.unknown += stats.unknown;
         self.local_reads += stats.local_reads;
@@ -266,6 +278,21 @@ fn forged_frames_without_frame_checks_are_caught() {
     eprintln!("without frame checks: {violation}");
 }
 
+/// A client that sends an `MSET` as one `SET` per key (as a server that
+/// logged each key apart would apply it) passes the per-key
+/// linearizability check; the atomicity check must catch it.
+#[test]
+fn a_multi_key_write_split_into_records_is_caught() {
+    let options = Options {
+        unsafe_split_multi_sets: true,
+        ..Options::new(3)
+    };
+    let violation = first_failure(&options, 1..=20)
+        .expect("20 seeds of MSETs split into SETs, and no check failed");
+    assert_eq!(violation.kind, ViolationKind::NotAtomic, "{violation}");
+    eprintln!("MSET split into SETs: {violation}");
+}
+
 #[test]
 fn the_same_seed_replays_the_same_run() {
     for nodes in [3, 5] {
@@ -299,6 +326,13 @@ fn the_workload_makes_progress_through_failovers() {
     assert!(
         totals.acknowledged_writes > 50 * runs,
         "too few writes acknowledged: {totals:?}"
+    );
+    assert!(
+        totals.resp_completed > 20 * runs
+            && totals.multi_sets > 2 * runs
+            && totals.increments > 5 * runs
+            && totals.transactions > 2 * runs,
+        "RESP clients should get MSET, INCR and EXEC through: {totals:?}"
     );
     assert!(failovers > 3 * runs, "too few failovers: {totals:?}");
     assert!(totals.crashes > 3 * runs, "too few crashes: {totals:?}");
@@ -352,7 +386,8 @@ fn the_workload_makes_progress_through_failovers() {
 
 /// Runs one seed with its trace printed: `KVSTORE_SIM_SEED` (default 1),
 /// `KVSTORE_SIM_NODES` (3), `KVSTORE_SIM_FOLLOWER_READS=redirect`,
-/// `KVSTORE_SIM_UNSAFE_SKIP_LOG_ADOPTION=1`, `KVSTORE_SIM_CLIENTS`,
+/// `KVSTORE_SIM_UNSAFE_SKIP_LOG_ADOPTION=1` (and the other `UNSAFE`
+/// switches `Options::replay_env` names), `KVSTORE_SIM_CLIENTS`,
 /// `KVSTORE_SIM_CHAOS_MS`.
 #[test]
 fn replay() {
@@ -370,6 +405,9 @@ fn replay() {
     }
     if std::env::var("KVSTORE_SIM_UNSAFE_SKIP_FRAME_CHECKS").as_deref() == Ok("1") {
         options.unsafe_skip_frame_checks = true;
+    }
+    if std::env::var("KVSTORE_SIM_UNSAFE_SPLIT_MSET").as_deref() == Ok("1") {
+        options.unsafe_split_multi_sets = true;
     }
     options.print_trace = true;
     match run(seed, &options) {

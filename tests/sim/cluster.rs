@@ -43,8 +43,19 @@
 //! agrees, and each committed record is durable on a majority of disks),
 //! commit indexes that never go back, promises that are persisted, stores
 //! equal to what the log says (committed prefix; a leader's whole log), and
-//! every OK to a PUT names a committed record. Acks are checked as they
-//! are queued: durable on the sender's disk, and equal to the leader's log.
+//! every acknowledged write (an OK to a PUT, SET or MSET, an INCR's sum)
+//! names a committed record, all of a multi-key write the same one. Acks
+//! are checked as they are queued: durable on the sender's disk, and equal
+//! to the leader's log.
+//!
+//! # Clients
+//!
+//! A client's connection speaks lines or RESP (see `workload`). A RESP
+//! connection is driven as the reactor drives one: each command is framed
+//! by `protocol::resp::next_command` and handed to `Node::handle_command`
+//! with the connection's `Session`; the commands of a pipeline (a `MULTI`
+//! block) arrive in order, some in the same turn and some in later ones,
+//! so that leadership may change between `MULTI` and `EXEC`.
 //!
 //! # Faults
 //!
@@ -68,17 +79,19 @@ use kvstore::config::{FollowerReads, Replication};
 use kvstore::log;
 use kvstore::node::message::{decode_frame, encode_frame};
 use kvstore::node::{
-    Envelope, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue,
-    SnapshotPoint, Step, TimerKind,
+    Envelope, Flow, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue,
+    ServerFacts, Session, SnapshotPoint, Step, TimerKind,
 };
-use kvstore::protocol::{self, ErrorReply, Reply, Request};
+use kvstore::protocol::resp::{self as resp_framing, Args};
+use kvstore::protocol::resp_reply::Version;
+use kvstore::protocol::{self, ErrorReply, Protocol, Reply, Request as LineRequest};
 use kvstore::snapshot::{Decoder, Summary};
 use kvstore::store::{Store, StoredPair};
 
 use super::adversary::{self, Expect};
 use super::checks::{
-    CommittedLog, Failure, StoreImage, Violation, ViolationKind, apply_record, describe_image,
-    describe_record, fail,
+    CommittedLog, Failure, GroupWrite, StoreImage, Violation, ViolationKind, apply_record,
+    describe_image, describe_record, fail,
 };
 use super::disk::Disk;
 
@@ -86,9 +99,11 @@ use super::disk::Disk;
 const TINY_LOG_MEMORY_BYTES: usize = 512;
 use super::linearizability::{self, Event as HistoryEvent, History, Operation, Outcome, Verdict};
 use super::network::{FIRST_RETRY_DELAY_MS, MAX_RETRY_DELAY_MS, Network, Weather};
+use super::resp;
 use super::rng::{Rng, TraceHasher, mix};
 use super::workload::{
-    Client, ConnId, InFlight, Phase, ReplyLine, fits, parse_reply, request_line,
+    Answer, COUNTERS, Client, ConnId, InFlight, Phase, Request, Wire, counter_name, key_name,
+    leaves_outcome_unknown, read_line_reply, read_resp_replies,
 };
 
 /// A request with no reply after this long has an unknown outcome.
@@ -99,8 +114,15 @@ const CONVERGENCE_DEADLINE_MS: u64 = 20_000;
 /// adversarial peer sends a forgery just before a real frame.
 const ADVERSARY_PER_MILLE: u64 = 20;
 /// The memory limit of the runs that have one: about two of the workload's
-/// pairs (`k0` = `c1-23` costs 57 bytes).
-const SIM_MEMORY_LIMIT_BYTES: usize = 130;
+/// pairs (`k0` = `c1-23` costs 57 bytes) besides its counters (`n0` =
+/// `123` costs 55), which are never deleted.
+const SIM_MEMORY_LIMIT_BYTES: usize = 130 + COUNTERS * 55;
+/// Per thousand connections, how many speak RESP, and of those how many
+/// RESP3.
+const RESP_CONNECTIONS_PER_MILLE: u64 = 500;
+const RESP3_CONNECTIONS_PER_MILLE: u64 = 300;
+/// The longest RESP request the simulated nodes accept.
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
 /// How many trace lines a failure report shows.
 const TRACE_TAIL: usize = 50;
 
@@ -116,6 +138,9 @@ pub struct Options {
     /// The cores take the adversary's forgeries unchecked; the run's own
     /// safety checks must then find the damage.
     pub unsafe_skip_frame_checks: bool,
+    /// A broken client: it sends each `MSET` as one `SET` per key yet
+    /// counts it as one atomic write; the atomicity check must notice.
+    pub unsafe_split_multi_sets: bool,
     /// How long faults are injected (virtual ms) before everything heals.
     pub chaos_ms: u64,
     /// Print every trace line as it happens.
@@ -132,6 +157,7 @@ impl Options {
             unsafe_skip_log_adoption: false,
             unsafe_compact_before_snapshot_is_durable: false,
             unsafe_skip_frame_checks: false,
+            unsafe_split_multi_sets: false,
             chaos_ms: 5000,
             print_trace: false,
         }
@@ -152,6 +178,9 @@ impl Options {
         if self.unsafe_skip_frame_checks {
             env.push_str(" KVSTORE_SIM_UNSAFE_SKIP_FRAME_CHECKS=1");
         }
+        if self.unsafe_split_multi_sets {
+            env.push_str(" KVSTORE_SIM_UNSAFE_SPLIT_MSET=1");
+        }
         if self.clients != Options::new(self.nodes).clients {
             let _ = write!(env, " KVSTORE_SIM_CLIENTS={}", self.clients);
         }
@@ -168,9 +197,18 @@ pub struct Stats {
     pub trace_hash: u64,
     pub events: u64,
     pub end_ms: u64,
-    /// PUT and DEL that got OK.
+    /// Writes that got OK (PUT, SET, DEL, each key of an MSET) or a sum
+    /// (INCR), also inside EXEC.
     pub acknowledged_writes: u64,
-    /// Operations recorded with a definite outcome.
+    /// Requests over RESP with a definite outcome.
+    pub resp_completed: u64,
+    /// MSETs acknowledged.
+    pub multi_sets: u64,
+    /// INCRs that returned their sum (also inside EXEC).
+    pub increments: u64,
+    /// EXEC blocks that ran.
+    pub transactions: u64,
+    /// Requests with a definite outcome (and, `unknown`, without).
     pub completed: u64,
     pub unknown: u64,
     /// Follower reads answered locally (not linearizable by design).
@@ -200,7 +238,7 @@ pub struct Stats {
     pub disks_replaced: u64,
     /// Forged frames the cores refused or ignored (`adversary`).
     pub forgeries_refused: u64,
-    /// PUTs refused by `--max-memory-bytes`.
+    /// Writes refused by `--max-memory-bytes`.
     pub out_of_memory: u64,
 }
 
@@ -302,10 +340,11 @@ enum Event {
         incarnation: u64,
         peer: NodeId,
     },
+    /// The next of the commands sent on `conn` (see `Conn::pipeline`)
+    /// reaches its node, with some that follow it.
     Request {
         conn: ConnId,
         request_id: u64,
-        line: Vec<u8>,
     },
     Reply {
         conn: ConnId,
@@ -452,6 +491,15 @@ struct Conn {
     client: usize,
     node: NodeId,
     incarnation: u64,
+    wire: Wire,
+    /// What the core keeps of a RESP connection (an open `MULTI`).
+    session: Session,
+    /// RESP reply bytes the client has read but not yet parsed.
+    inbox: Vec<u8>,
+    /// Lines or RESP commands sent that the node has not read yet, in
+    /// order. One `Event::Request` at a time stands for them, so that they
+    /// arrive in order even past a pause.
+    pipeline: VecDeque<Vec<u8>>,
     queue: ReplyQueue,
     open: bool,
     /// After `ERR`: send what is queued, take nothing more, then close.
@@ -477,6 +525,9 @@ struct World {
     /// Requests a follower answered from its local copy.
     local_reads: BTreeSet<u64>,
     history: History,
+    /// Every multi-key write whose outcome is unknown, for the atomicity
+    /// check at the end (acknowledged ones are checked when acknowledged).
+    unknown_group_writes: Vec<GroupWrite>,
     committed: CommittedLog,
     /// Which node led each epoch.
     leaders: BTreeMap<u64, NodeId>,
@@ -549,6 +600,7 @@ impl World {
             next_request: 1,
             local_reads: BTreeSet::new(),
             history: History::default(),
+            unknown_group_writes: Vec::new(),
             committed: CommittedLog::default(),
             leaders: BTreeMap::new(),
             rng_network: root.fork(1),
@@ -803,11 +855,7 @@ impl World {
                 incarnation,
                 peer,
             } => self.dial(node, incarnation, peer),
-            Event::Request {
-                conn,
-                request_id,
-                line,
-            } => self.execute_request(conn, request_id, &line),
+            Event::Request { conn, request_id } => self.execute_request(conn, request_id),
             Event::Reply { conn, bytes } => self.receive_reply(conn, &bytes),
             Event::ConnReset { conn } => {
                 self.connection_reset(conn);
@@ -1895,17 +1943,17 @@ impl World {
         if self.clients[client].in_flight.is_some() {
             return;
         }
-        let operation = match self.clients[client].next.take() {
-            Some(operation) if self.clients[client].phase != Phase::Draining => operation,
-            _ => match self.clients[client].phase {
-                Phase::Workload => {
-                    let keys = self.options.keys;
-                    self.clients[client].invent(&mut self.rng_clients, keys)
-                }
-                Phase::FinalReads => match self.clients[client].final_keys.pop_front() {
-                    Some(key) => Operation::Get { key },
+        // A request to retry or a final read; in the workload, `None`: one
+        // to invent once the connection's protocol is known.
+        let state = &mut self.clients[client];
+        let pending = match state.next.take() {
+            Some(request) if state.phase != Phase::Draining => Some(request),
+            _ => match state.phase {
+                Phase::Workload => None,
+                Phase::FinalReads => match state.final_keys.pop_front() {
+                    Some(key) => Some(Request::Single(Operation::Get { key })),
                     None => {
-                        self.clients[client].phase = Phase::Done;
+                        state.phase = Phase::Done;
                         return;
                     }
                 },
@@ -1916,67 +1964,114 @@ impl World {
             Some(target) => target,
             None => self.rng_clients.range(1, self.options.nodes as u64),
         };
-        let conn = match self.clients[client].conn {
-            Some(conn) if self.conns[&conn].node == target && self.conns[&conn].open => conn,
-            _ => {
-                self.close_client_conn(client);
-                if !self.is_up(target) {
-                    // Connection refused: certainly not executed.
-                    let client_id = self.clients[client].id;
-                    self.trace(|| format!("client {client_id} cannot connect to n{target}"));
-                    let state = &mut self.clients[client];
-                    state.next = Some(operation);
-                    state.target = None;
-                    let at = self.now + self.rng_clients.range(10, 50);
-                    self.schedule(at, Event::ClientWake { client });
-                    return;
-                }
-                let conn = self.next_conn;
-                self.next_conn += 1;
-                let incarnation = self.node(target).incarnation;
-                self.conns.insert(
-                    conn,
-                    Conn {
-                        client,
-                        node: target,
-                        incarnation,
-                        queue: ReplyQueue::new(),
-                        open: true,
-                        closing: false,
-                        requests: VecDeque::new(),
-                        last_arrival: 0,
-                    },
-                );
-                self.clients[client].conn = Some(conn);
-                conn
+        let needs_resp = pending.as_ref().is_some_and(Request::needs_resp);
+        let Some(conn) = self.client_conn(client, target, needs_resp) else {
+            // Connection refused: certainly not executed.
+            let client_id = self.clients[client].id;
+            self.trace(|| format!("client {client_id} cannot connect to n{target}"));
+            let state = &mut self.clients[client];
+            state.next = pending;
+            state.target = None;
+            let at = self.now + self.rng_clients.range(10, 50);
+            self.schedule(at, Event::ClientWake { client });
+            return;
+        };
+        let wire = self.conns[&conn].wire;
+        let request = match pending {
+            Some(request) => request,
+            None => {
+                let keys = self.options.keys;
+                self.clients[client].invent(&mut self.rng_clients, keys, wire)
             }
         };
+        self.send_request(client, target, conn, request);
+    }
+
+    /// The client's connection to `target`: the open one if it can carry
+    /// the request, else a new one (`None`: refused, the node is down),
+    /// speaking RESP or lines as drawn (RESP when `needs_resp`).
+    fn client_conn(&mut self, client: usize, target: NodeId, needs_resp: bool) -> Option<ConnId> {
+        if let Some(conn) = self.clients[client].conn {
+            let open = &self.conns[&conn];
+            if open.node == target && open.open && !(needs_resp && open.wire == Wire::Line) {
+                return Some(conn);
+            }
+        }
+        self.close_client_conn(client);
+        if !self.is_up(target) {
+            return None;
+        }
+        let wire = if needs_resp || self.rng_clients.chance(RESP_CONNECTIONS_PER_MILLE) {
+            if self.rng_clients.chance(RESP3_CONNECTIONS_PER_MILLE) {
+                Wire::Resp(Version::Resp3)
+            } else {
+                Wire::Resp(Version::Resp2)
+            }
+        } else {
+            Wire::Line
+        };
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        let mut queue = ReplyQueue::new();
+        if let Wire::Resp(version) = wire {
+            // As the reactor does on a connection's first `*` (and `HELLO
+            // 3` after it).
+            queue.set_protocol(Protocol::Resp(version));
+        }
+        let incarnation = self.node(target).incarnation;
+        self.conns.insert(
+            conn,
+            Conn {
+                client,
+                node: target,
+                incarnation,
+                wire,
+                session: Session::new(conn),
+                inbox: Vec::new(),
+                pipeline: VecDeque::new(),
+                queue,
+                open: true,
+                closing: false,
+                requests: VecDeque::new(),
+                last_arrival: 0,
+            },
+        );
+        self.clients[client].conn = Some(conn);
+        Some(conn)
+    }
+
+    /// Sends `request` on `conn` at once: one line, or its RESP commands
+    /// as a pipeline, which the node may read over a few turns.
+    fn send_request(&mut self, client: usize, target: NodeId, conn: ConnId, request: Request) {
         let request_id = self.next_request;
         self.next_request += 1;
-        let line = request_line(&operation);
+        let wire = self.conns[&conn].wire;
+        let commands = request.encode(wire, self.options.unsafe_split_multi_sets);
         let client_id = self.clients[client].id;
         self.trace(|| {
+            let text: Vec<String> = commands
+                .iter()
+                .map(|command| describe_command(wire, command))
+                .collect();
             format!(
                 "client {client_id} sends #{request_id} {} to n{target} (conn {conn})",
-                String::from_utf8_lossy(&line)
+                text.join(" | ")
             )
         });
         self.clients[client].target = Some(target);
         self.clients[client].in_flight = Some(InFlight {
             request_id,
-            operation,
+            request,
             invoked_at: self.now,
             conn,
+            commands: commands.len(),
+            replies: Vec::new(),
         });
+        let pipeline = &mut self.conns.get_mut(&conn).expect("just opened").pipeline;
+        debug_assert!(pipeline.is_empty(), "one request at a time");
+        pipeline.extend(commands);
         let at = self.now + self.rng_clients.range(1, 5);
-        self.schedule(
-            at,
-            Event::Request {
-                conn,
-                request_id,
-                line,
-            },
-        );
+        self.schedule(at, Event::Request { conn, request_id });
         self.schedule(
             self.now + REQUEST_TIMEOUT_MS,
             Event::ClientTimeout { client, request_id },
@@ -1991,12 +2086,9 @@ impl World {
         }
     }
 
-    fn execute_request(
-        &mut self,
-        conn_id: ConnId,
-        request_id: u64,
-        line: &[u8],
-    ) -> Result<(), Failure> {
+    /// The node reads the next command of `conn_id`'s pipeline and, as
+    /// often as not, those after it in the same turn; the rest arrive later.
+    fn execute_request(&mut self, conn_id: ConnId, request_id: u64) -> Result<(), Failure> {
         let Some(conn) = self.conns.get(&conn_id) else {
             return Ok(());
         };
@@ -2004,7 +2096,55 @@ impl World {
         if !conn.open || conn.closing || conn.incarnation != self.node(id).incarnation {
             return Ok(());
         }
-        let request = match protocol::parse(line) {
+        // A GET alone, on a follower that answers it from its own copy.
+        let local_read = matches!(
+            &self.clients[conn.client].in_flight,
+            Some(InFlight {
+                request: Request::Single(Operation::Get { .. }),
+                ..
+            })
+        ) && self.options.follower_reads == FollowerReads::Local
+            && self
+                .node(id)
+                .core
+                .as_ref()
+                .expect("a live node")
+                .leading_epoch()
+                .is_none();
+        if local_read {
+            self.local_reads.insert(request_id);
+        }
+        loop {
+            let conn = self.conns.get_mut(&conn_id).expect("checked above");
+            let Some(bytes) = conn.pipeline.pop_front() else {
+                break;
+            };
+            conn.requests.push_back(request_id);
+            match conn.wire {
+                Wire::Line => self.execute_line(conn_id, &bytes)?,
+                Wire::Resp(_) => self.execute_resp(conn_id, &bytes)?,
+            }
+            self.trace(|| format!("n{id} executes #{request_id}"));
+            if self.conns[&conn_id].pipeline.is_empty() {
+                break;
+            }
+            if self.rng_clients.chance(300) {
+                let at = self.now + self.rng_clients.range(0, 2);
+                self.schedule(
+                    at,
+                    Event::Request {
+                        conn: conn_id,
+                        request_id,
+                    },
+                );
+                break;
+            }
+        }
+        self.input_taken(id)
+    }
+
+    fn execute_line(&mut self, conn_id: ConnId, line: &[u8]) -> Result<(), Failure> {
+        let request: LineRequest<'_> = match protocol::parse(line) {
             Ok(request) => request,
             Err(error) => {
                 return fail(
@@ -2013,19 +2153,45 @@ impl World {
                 );
             }
         };
-        let sim = &mut self.nodes[(id - 1) as usize];
-        let core = sim.core.as_mut().expect("a live node");
-        if matches!(request, Request::Get { .. })
-            && core.leading_epoch().is_none()
-            && self.options.follower_reads == FollowerReads::Local
-        {
-            self.local_reads.insert(request_id);
-        }
-        let conn = self.conns.get_mut(&conn_id).expect("checked above");
-        conn.requests.push_back(request_id);
+        let conn = self.conns.get_mut(&conn_id).expect("a live connection");
+        let core = self.nodes[(conn.node - 1) as usize]
+            .core
+            .as_mut()
+            .expect("a live node");
         core.handle_request(request, &mut conn.queue);
-        self.trace(|| format!("n{id} executes #{request_id}"));
-        self.input_taken(id)
+        Ok(())
+    }
+
+    /// One RESP command, framed as the reactor frames it.
+    fn execute_resp(&mut self, conn_id: ConnId, bytes: &[u8]) -> Result<(), Failure> {
+        let mut ranges = Vec::new();
+        match resp_framing::next_command(bytes, MAX_REQUEST_BYTES, &mut ranges) {
+            resp_framing::Framed::Command { consumed } if consumed == bytes.len() => {}
+            framed => {
+                return fail(
+                    ViolationKind::BadReply,
+                    format!(
+                        "the client's command {} frames as {framed:?}",
+                        bytes.escape_ascii()
+                    ),
+                );
+            }
+        }
+        let args = Args::new(bytes, &ranges);
+        let conn = self.conns.get_mut(&conn_id).expect("a live connection");
+        let core = self.nodes[(conn.node - 1) as usize]
+            .core
+            .as_mut()
+            .expect("a live node");
+        let facts = ServerFacts::default();
+        let flow = core.handle_command(args, &mut conn.session, &facts, &mut conn.queue);
+        if flow != Flow::Continue {
+            return fail(
+                ViolationKind::BadReply,
+                format!("{} asked the connection to {flow:?}", bytes.escape_ascii()),
+            );
+        }
+        Ok(())
     }
 
     fn receive_reply(&mut self, conn_id: ConnId, bytes: &[u8]) -> Result<(), Failure> {
@@ -2033,51 +2199,134 @@ impl World {
         if self.clients[client].conn != Some(conn_id) {
             return Ok(());
         }
+        if self.conns[&conn_id].wire != Wire::Line {
+            return self.receive_resp(client, conn_id, bytes);
+        }
         for line in bytes.split(|byte| *byte == b'\n') {
             if line.is_empty() {
                 continue;
             }
-            let request_id = self
-                .conns
-                .get_mut(&conn_id)
-                .and_then(|conn| conn.requests.pop_front());
-            let in_flight = self.clients[client].in_flight.take();
-            let Some(in_flight) = in_flight
-                .filter(|flight| Some(flight.request_id) == request_id && flight.conn == conn_id)
-            else {
-                return fail(
-                    ViolationKind::BadReply,
-                    format!(
-                        "client {} got {:?} on conn {conn_id} with nothing in flight",
-                        self.clients[client].id,
-                        String::from_utf8_lossy(line)
-                    ),
-                );
+            let in_flight = self.take_in_flight(client, conn_id, || {
+                format!("{:?}", String::from_utf8_lossy(line))
+            })?;
+            let client_id = self.clients[client].id;
+            let request_id = in_flight.request_id;
+            self.trace(|| {
+                format!(
+                    "client {client_id} gets {:?} for #{request_id}",
+                    String::from_utf8_lossy(line)
+                )
+            });
+            let [operation] = &in_flight.request.operations()[..] else {
+                unreachable!("a line carries one operation");
             };
-            self.handle_reply_line(client, in_flight, line)?;
+            let answer = read_line_reply(operation, line).or_else(|reason| {
+                fail(
+                    ViolationKind::BadReply,
+                    format!("client {client_id} got {reason}"),
+                )
+            })?;
+            self.handle_answer(client, in_flight, answer)?;
         }
         Ok(())
     }
 
-    fn handle_reply_line(
+    /// The request in flight on `conn_id`, for its next reply
+    /// (`describe_reply` names that reply if there is none).
+    fn take_in_flight(
+        &mut self,
+        client: usize,
+        conn_id: ConnId,
+        describe_reply: impl FnOnce() -> String,
+    ) -> Result<InFlight, Failure> {
+        let request_id = self
+            .conns
+            .get_mut(&conn_id)
+            .and_then(|conn| conn.requests.pop_front());
+        let in_flight = self.clients[client].in_flight.take();
+        match in_flight
+            .filter(|flight| Some(flight.request_id) == request_id && flight.conn == conn_id)
+        {
+            Some(in_flight) => Ok(in_flight),
+            None => fail(
+                ViolationKind::BadReply,
+                format!(
+                    "client {} got {} on conn {conn_id} with nothing in flight",
+                    self.clients[client].id,
+                    describe_reply()
+                ),
+            ),
+        }
+    }
+
+    /// RESP replies: each whole one is matched to the command it answers;
+    /// the request is judged once all have come, or one that leaves its
+    /// outcome unknown.
+    fn receive_resp(
+        &mut self,
+        client: usize,
+        conn_id: ConnId,
+        bytes: &[u8],
+    ) -> Result<(), Failure> {
+        self.conns
+            .get_mut(&conn_id)
+            .expect("a client's connection")
+            .inbox
+            .extend_from_slice(bytes);
+        while self.clients[client].conn == Some(conn_id) {
+            let conn = self.conns.get_mut(&conn_id).expect("a client's connection");
+            let (reply, used) = match resp::parse_reply(&conn.inbox) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => break,
+                Err(reason) => {
+                    return fail(
+                        ViolationKind::BadReply,
+                        format!("conn {conn_id} sent no RESP reply: {reason}"),
+                    );
+                }
+            };
+            conn.inbox.drain(..used);
+            let mut in_flight = self.take_in_flight(client, conn_id, || format!("{reply:?}"))?;
+            let ends = leaves_outcome_unknown(&reply);
+            in_flight.replies.push(reply);
+            if in_flight.replies.len() < in_flight.commands && !ends {
+                self.clients[client].in_flight = Some(in_flight);
+                continue;
+            }
+            let client_id = self.clients[client].id;
+            let request_id = in_flight.request_id;
+            self.trace(|| {
+                format!(
+                    "client {client_id} gets {:?} for #{request_id}",
+                    in_flight.replies
+                )
+            });
+            let split = self.options.unsafe_split_multi_sets;
+            let answer = read_resp_replies(&in_flight.request, &in_flight.replies, split).or_else(
+                |reason| {
+                    fail(
+                        ViolationKind::BadReply,
+                        format!("client {client_id} got {reason} for #{request_id}"),
+                    )
+                },
+            )?;
+            self.handle_answer(client, in_flight, answer)?;
+        }
+        Ok(())
+    }
+
+    fn handle_answer(
         &mut self,
         client: usize,
         in_flight: InFlight,
-        line: &[u8],
+        answer: Answer,
     ) -> Result<(), Failure> {
-        let client_id = self.clients[client].id;
         let request_id = in_flight.request_id;
-        self.trace(|| {
-            format!(
-                "client {client_id} gets {:?} for #{request_id}",
-                String::from_utf8_lossy(line)
-            )
-        });
-        match parse_reply(line) {
-            ReplyLine::NotLeader(hint) => {
+        match answer {
+            Answer::Refused(hint) => {
                 // Certainly not executed: retry, record nothing.
                 let state = &mut self.clients[client];
-                state.next = Some(in_flight.operation);
+                state.next = Some(in_flight.request);
                 state.redirects += 1;
                 let delay = match hint {
                     Some(leader) if state.redirects <= 5 => {
@@ -2092,70 +2341,31 @@ impl World {
                 };
                 self.schedule(self.now + delay, Event::ClientWake { client });
             }
-            ReplyLine::OutOfMemory => {
-                // Refused before it was logged: certainly not executed, and
-                // only a PUT that grows the store may be refused.
-                if !matches!(in_flight.operation, Operation::Put { .. }) {
-                    return fail(
-                        ViolationKind::BadReply,
-                        format!("client {client_id} got OOM for {:?}", in_flight.operation),
-                    );
-                }
+            Answer::OutOfMemory => {
+                // Refused before it was logged: certainly not executed.
                 self.stats.out_of_memory += 1;
                 self.local_reads.remove(&request_id);
                 self.clients[client].redirects = 0;
                 self.schedule(self.now + 1, Event::ClientWake { client });
             }
-            ReplyLine::Error(_) => {
+            Answer::Unknown => {
                 self.record_unknown(client, in_flight);
                 self.close_client_conn(client);
                 self.clients[client].target = None;
                 let at = self.now + self.rng_clients.range(0, 30);
                 self.schedule(at, Event::ClientWake { client });
             }
-            ReplyLine::Outcome(outcome) => {
-                if !fits(&in_flight.operation, &outcome) {
-                    return fail(
-                        ViolationKind::BadReply,
-                        format!(
-                            "client {client_id} got {outcome:?} for {:?}",
-                            in_flight.operation
-                        ),
-                    );
-                }
+            Answer::Done(outcomes) => {
                 self.clients[client].redirects = 0;
                 if self.local_reads.remove(&request_id) {
                     self.stats.local_reads += 1;
                     if self.clients[client].phase == Phase::FinalReads {
-                        let key = in_flight.operation.key().to_vec();
+                        let key = in_flight.request.operations()[0].key().to_vec();
                         self.clients[client].final_keys.push_back(key);
                         self.clients[client].target = self.leader();
                     }
                 } else {
-                    if outcome == Outcome::Ok {
-                        if let Operation::Put { key, value } = &in_flight.operation
-                            && self.committed.put_index(key, value).is_none()
-                        {
-                            return fail(
-                                ViolationKind::AcknowledgedWriteNotCommitted,
-                                format!(
-                                    "client {client_id} got OK for #{request_id} PUT {} {} \
-                                     but no committed record holds it",
-                                    String::from_utf8_lossy(key),
-                                    String::from_utf8_lossy(value)
-                                ),
-                            );
-                        }
-                        self.stats.acknowledged_writes += 1;
-                    }
-                    self.stats.completed += 1;
-                    self.history.events.push(HistoryEvent {
-                        client: client_id,
-                        operation: in_flight.operation,
-                        invoked_at: in_flight.invoked_at,
-                        completed_at: Some(self.now),
-                        outcome,
-                    });
+                    self.record_done(client, &in_flight, outcomes)?;
                 }
                 let at = self.now + self.rng_clients.range(0, 20);
                 self.schedule(at, Event::ClientWake { client });
@@ -2164,23 +2374,149 @@ impl World {
         Ok(())
     }
 
+    /// Records each operation of a request that completed, after checking
+    /// that what was acknowledged is committed, and all of a multi-key
+    /// write in one record.
+    fn record_done(
+        &mut self,
+        client: usize,
+        in_flight: &InFlight,
+        outcomes: Vec<Option<Outcome>>,
+    ) -> Result<(), Failure> {
+        let client_id = self.clients[client].id;
+        let request_id = in_flight.request_id;
+        let part_of = in_flight
+            .request
+            .multi_key_name()
+            .map(|name| format!("{name} #{request_id}"));
+        let operations = in_flight.request.operations();
+        for (operation, outcome) in operations.iter().zip(&outcomes) {
+            let Some(outcome) = outcome else {
+                self.stats.out_of_memory += 1;
+                continue;
+            };
+            self.check_acknowledged(client_id, request_id, operation, outcome)?;
+            self.history.events.push(HistoryEvent {
+                client: client_id,
+                operation: operation.clone(),
+                invoked_at: in_flight.invoked_at,
+                completed_at: Some(self.now),
+                outcome: outcome.clone(),
+                part_of: part_of.clone(),
+            });
+        }
+        self.stats.completed += 1;
+        if self.conns[&in_flight.conn].wire != Wire::Line {
+            self.stats.resp_completed += 1;
+        }
+        match &in_flight.request {
+            Request::MultiSet { .. } => self.stats.multi_sets += 1,
+            Request::Transaction(_) => self.stats.transactions += 1,
+            Request::Single(_) => {}
+        }
+        if let Some(write) = self.group_write(client_id, in_flight, Some(&outcomes)) {
+            self.committed.check_atomic(&write)?;
+        }
+        Ok(())
+    }
+
+    /// An acknowledged put (or the put an INCR's sum stands for) must be
+    /// in the committed log before the client hears of it.
+    fn check_acknowledged(
+        &mut self,
+        client_id: u64,
+        request_id: u64,
+        operation: &Operation,
+        outcome: &Outcome,
+    ) -> Result<(), Failure> {
+        let put = match (operation, outcome) {
+            (Operation::Put { key, value }, Outcome::Ok) => Some((key.clone(), value.clone())),
+            (Operation::Incr { key }, Outcome::Integer(sum)) => {
+                self.stats.increments += 1;
+                Some((key.clone(), sum.to_string().into_bytes()))
+            }
+            _ => None,
+        };
+        if matches!(outcome, Outcome::Ok | Outcome::Integer(_)) && operation.writes() {
+            self.stats.acknowledged_writes += 1;
+        }
+        let Some((key, value)) = put else {
+            return Ok(());
+        };
+        if self.committed.put_index(&key, &value).is_none() {
+            return fail(
+                ViolationKind::AcknowledgedWriteNotCommitted,
+                format!(
+                    "client {client_id} got OK for #{request_id} {operation:?} -> {outcome:?} \
+                     but no committed record puts {} = {}",
+                    String::from_utf8_lossy(&key),
+                    String::from_utf8_lossy(&value)
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// The multi-key write a request stands for, if it writes more than
+    /// one key: its puts that name it, given `outcomes` if known.
+    fn group_write(
+        &self,
+        client_id: u64,
+        in_flight: &InFlight,
+        outcomes: Option<&[Option<Outcome>]>,
+    ) -> Option<GroupWrite> {
+        let name = in_flight.request.multi_key_name()?;
+        let mut write = GroupWrite {
+            name: format!("client {client_id} {name} #{}", in_flight.request_id),
+            puts: Vec::new(),
+            other_keys: Vec::new(),
+            // A part may be refused alone only by the memory limit, and
+            // only in a block (an MSET is refused whole).
+            whole: outcomes.is_some()
+                || self.memory_limit_bytes().is_none()
+                || matches!(in_flight.request, Request::MultiSet { .. }),
+        };
+        for (position, operation) in in_flight.request.operations().into_iter().enumerate() {
+            let outcome = outcomes.map(|outcomes| outcomes[position].as_ref());
+            match (operation, outcome) {
+                // Refused on its own: not part of what was written.
+                (_, Some(None)) | (Operation::Get { .. }, _) => {}
+                (Operation::Put { key, value }, _) => write.puts.push((key, value)),
+                (Operation::Incr { key }, Some(Some(Outcome::Integer(sum)))) => {
+                    write.puts.push((key, sum.to_string().into_bytes()));
+                }
+                (operation, _) => write.other_keys.push(operation.key().to_vec()),
+            }
+        }
+        (write.puts.len() + write.other_keys.len() > 1).then_some(write)
+    }
+
     fn record_unknown(&mut self, client: usize, in_flight: InFlight) {
         self.stats.unknown += 1;
         self.local_reads.remove(&in_flight.request_id);
-        let state = &mut self.clients[client];
-        if state.phase == Phase::FinalReads {
-            // A final read must complete; try that key again.
-            state
-                .final_keys
-                .push_back(in_flight.operation.key().to_vec());
+        let client_id = self.clients[client].id;
+        if let Some(write) = self.group_write(client_id, &in_flight, None) {
+            self.unknown_group_writes.push(write);
         }
-        self.history.events.push(HistoryEvent {
-            client: state.id,
-            operation: in_flight.operation,
-            invoked_at: in_flight.invoked_at,
-            completed_at: None,
-            outcome: Outcome::Unknown,
-        });
+        let part_of = in_flight
+            .request
+            .multi_key_name()
+            .map(|name| format!("{name} #{}", in_flight.request_id));
+        let state = &mut self.clients[client];
+        for operation in in_flight.request.operations() {
+            if state.phase == Phase::FinalReads {
+                // A final read must complete; try that key again.
+                state.final_keys.push_back(operation.key().to_vec());
+            }
+            self.history.events.push(HistoryEvent {
+                client: state.id,
+                operation,
+                invoked_at: in_flight.invoked_at,
+                completed_at: None,
+                outcome: Outcome::Unknown,
+                part_of: part_of.clone(),
+            });
+        }
     }
 
     fn client_timeout(&mut self, client: usize, request_id: u64) {
@@ -2556,7 +2892,8 @@ impl World {
         if draining {
             self.trace(|| format!("converged on leader n{leader}; final reads"));
             let keys: Vec<Vec<u8>> = (0..self.options.keys)
-                .map(|key| format!("k{key}").into_bytes())
+                .map(key_name)
+                .chain((0..COUNTERS).map(counter_name))
                 .collect();
             for client in 0..self.clients.len() {
                 let state = &mut self.clients[client];
@@ -2659,6 +2996,9 @@ impl World {
                 format!("the cluster diverged again during the final reads: {reason}"),
             );
         }
+        for write in &self.unknown_group_writes {
+            self.committed.check_atomic(write)?;
+        }
         match linearizability::check(&self.history) {
             Verdict::Linearizable => Ok(()),
             Verdict::NotLinearizable { key, explanation } => fail(
@@ -2699,6 +3039,25 @@ impl World {
 }
 
 /// Decodes a snapshot file into a store, as start-up loads one.
+/// A line or RESP command, briefly, for the trace.
+fn describe_command(wire: Wire, bytes: &[u8]) -> String {
+    if wire == Wire::Line {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut ranges = Vec::new();
+    match resp_framing::next_command(bytes, MAX_REQUEST_BYTES, &mut ranges) {
+        resp_framing::Framed::Command { .. } => {
+            let args = Args::new(bytes, &ranges);
+            let words: Vec<String> = args
+                .iter()
+                .map(|arg| String::from_utf8_lossy(arg).into_owned())
+                .collect();
+            words.join(" ")
+        }
+        _ => bytes.escape_ascii().to_string(),
+    }
+}
+
 fn load_snapshot(bytes: &[u8]) -> Result<(Store, Summary), String> {
     let mut decoder = Decoder::new();
     let mut store = Store::new();

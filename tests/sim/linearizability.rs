@@ -21,7 +21,22 @@
 //! - `Put` sets the value and returns `Ok`;
 //! - `Get` returns `Value(v)` or `NotFound` and changes nothing;
 //! - `Del` returns `Ok` if the key was present, `NotFound` if not, and leaves
-//!   it absent.
+//!   it absent;
+//! - `Incr` (Redis's `INCR`) reads the value as a decimal integer (absent
+//!   counts as 0), stores that plus one and returns the sum: it linearizes
+//!   only where the register holds the returned number minus one. On a
+//!   value that is not an integer it would fail and change nothing.
+//!
+//! A value that is a decimal integer in Redis's strict form (`string2ll`:
+//! no `+`, no leading zeros, no `-0`) is the same value whether a `Get`
+//! returned its digits or an `Incr` its number.
+//!
+//! A request on several keys (`MSET`, a `MULTI`/`EXEC` block) is recorded
+//! as one event per key operation, all with the request's interval: each
+//! key's history sees its own part. That is weaker than the request's
+//! atomicity (another client's operation may be placed between two parts),
+//! never stronger, so it cannot reject a correct history; atomicity is
+//! checked apart, on the committed log (`checks::GroupWrite`).
 //!
 //! An operation whose outcome is [`Outcome::Unknown`] (timed out, connection
 //! lost, node crashed) may have taken effect at any moment after its
@@ -69,16 +84,35 @@ const SMALL_HISTORY: usize = 6;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {
-    Put { key: Vec<u8>, value: Vec<u8> },
-    Get { key: Vec<u8> },
-    Del { key: Vec<u8> },
+    Put {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Get {
+        key: Vec<u8>,
+    },
+    Del {
+        key: Vec<u8>,
+    },
+    /// Adds one to the key's integer (absent: 0) and returns the sum.
+    Incr {
+        key: Vec<u8>,
+    },
 }
 
 impl Operation {
     pub fn key(&self) -> &[u8] {
         match self {
-            Operation::Put { key, .. } | Operation::Get { key } | Operation::Del { key } => key,
+            Operation::Put { key, .. }
+            | Operation::Get { key }
+            | Operation::Del { key }
+            | Operation::Incr { key } => key,
         }
+    }
+
+    /// Whether it may change the store.
+    pub fn writes(&self) -> bool {
+        !matches!(self, Operation::Get { .. })
     }
 }
 
@@ -90,6 +124,8 @@ pub enum Outcome {
     NotFound,
     /// Get result.
     Value(Vec<u8>),
+    /// Incr result: the sum it stored.
+    Integer(i64),
     /// Never completed, or failed in a way that leaves open whether it
     /// happened.
     Unknown,
@@ -103,6 +139,9 @@ pub struct Event {
     /// `None` if the client never saw a response.
     pub completed_at: Option<u64>,
     pub outcome: Outcome,
+    /// The multi-key request this operation was part of (`MSET #12`), if
+    /// any, for explanations.
+    pub part_of: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -177,13 +216,19 @@ fn exhausted_reason(key: &[u8], entries: &[Entry], step_limit: u64) -> String {
 // ---------------------------------------------------------------------------
 // The model: one register per key.
 
-/// A value, interned per key so that search states are cheap to hash.
-type ValueId = u32;
+/// A value as the search sees it: a decimal integer as its number (`Incr`
+/// adds to it), anything else interned per key to a small number, so that
+/// search states are cheap to hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Value {
+    Interned(u32),
+    Integer(i64),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Register {
     Absent,
-    Holds(ValueId),
+    Holds(Value),
     /// Any value at all, or absent: fixed by the first operation that looks.
     /// Only used to check a window of a history cut out of its middle.
     Unconstrained,
@@ -191,16 +236,18 @@ enum Register {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
-    Put(ValueId),
+    Put(Value),
     Get,
     Del,
+    Incr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Response {
     Ok,
     NotFound,
-    Value(ValueId),
+    /// What a Get read, or the sum an Incr stored.
+    Value(Value),
     Unknown,
 }
 
@@ -225,7 +272,27 @@ fn apply(register: Register, action: Action, response: Response) -> Option<Regis
             Absent => None,
         },
         (Action::Del, Response::Unknown) => Some(Absent),
-        // Results no key-value store gives: Put NotFound, Get Ok, Del Value.
+        (Action::Incr, Response::Value(Value::Integer(sum))) => match register {
+            Absent => (sum == 1).then_some(Holds(Value::Integer(1))),
+            Holds(Value::Integer(before)) => {
+                (before.checked_add(1) == Some(sum)).then_some(Holds(Value::Integer(sum)))
+            }
+            Holds(Value::Interned(_)) => None,
+            Unconstrained => Some(Holds(Value::Integer(sum))),
+        },
+        (Action::Incr, Response::Unknown) => match register {
+            Absent => Some(Holds(Value::Integer(1))),
+            Holds(Value::Integer(before)) => {
+                before.checked_add(1).map(|sum| Holds(Value::Integer(sum)))
+            }
+            // It failed and changed nothing: the search may leave it out.
+            Holds(Value::Interned(_)) => None,
+            // Some integer: "any value" is looser, which only makes a
+            // window that still fails a weaker witness, never a wrong one.
+            Unconstrained => Some(Unconstrained),
+        },
+        // Results no key-value store gives: Put NotFound, Get Ok, Del Value,
+        // Incr anything but a number.
         _ => None,
     }
 }
@@ -296,11 +363,13 @@ fn entry_for(event: &Event, index: usize, values: &mut ValueInterner) -> Entry {
         Operation::Put { value, .. } => Action::Put(values.intern(value)),
         Operation::Get { .. } => Action::Get,
         Operation::Del { .. } => Action::Del,
+        Operation::Incr { .. } => Action::Incr,
     };
     let response = match &event.outcome {
         Outcome::Ok => Response::Ok,
         Outcome::NotFound => Response::NotFound,
         Outcome::Value(value) => Response::Value(values.intern(value)),
+        Outcome::Integer(sum) => Response::Value(Value::Integer(*sum)),
         Outcome::Unknown => Response::Unknown,
     };
     let responded_at = match response {
@@ -319,14 +388,31 @@ fn entry_for(event: &Event, index: usize, values: &mut ValueInterner) -> Entry {
 
 #[derive(Default)]
 struct ValueInterner {
-    ids: HashMap<Vec<u8>, ValueId>,
+    ids: HashMap<Vec<u8>, u32>,
 }
 
 impl ValueInterner {
-    fn intern(&mut self, value: &[u8]) -> ValueId {
-        let next = ValueId::try_from(self.ids.len()).expect("fewer than 2^32 values per key");
-        *self.ids.entry_ref(value).or_insert(next)
+    fn intern(&mut self, value: &[u8]) -> Value {
+        if let Some(number) = redis_integer(value) {
+            return Value::Integer(number);
+        }
+        let next = u32::try_from(self.ids.len()).expect("fewer than 2^32 values per key");
+        Value::Interned(*self.ids.entry_ref(value).or_insert(next))
     }
+}
+
+/// `bytes` as Redis's `string2ll` reads an integer: an optional `-`, then
+/// digits without leading zeros, within 64 bits; `-0` is not one. Each
+/// integer has exactly one such spelling.
+fn redis_integer(bytes: &[u8]) -> Option<i64> {
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || bytes == b"0");
+    if !canonical {
+        return None;
+    }
+    std::str::from_utf8(bytes).ok()?.parse().ok()
 }
 
 // ---------------------------------------------------------------------------
@@ -674,15 +760,21 @@ fn format_event(event: &Event) -> String {
         Operation::Put { value, .. } => format!("put {}", quoted(value)),
         Operation::Get { .. } => "get".to_string(),
         Operation::Del { .. } => "del".to_string(),
+        Operation::Incr { .. } => "incr".to_string(),
     };
     let outcome = match &event.outcome {
         Outcome::Ok => "ok".to_string(),
         Outcome::NotFound => "not found".to_string(),
         Outcome::Value(value) => quoted(value),
+        Outcome::Integer(sum) => sum.to_string(),
         Outcome::Unknown => "unknown".to_string(),
     };
+    let part_of = event
+        .part_of
+        .as_ref()
+        .map_or_else(String::new, |request| format!("  (in {request})"));
     format!(
-        "client {:<4} [{:>8}, {:>8}]  {operation:<20} -> {outcome}",
+        "client {:<4} [{:>8}, {:>8}]  {operation:<20} -> {outcome}{part_of}",
         event.client, event.invoked_at, completed
     )
 }
@@ -713,6 +805,10 @@ mod tests {
         Operation::Del { key: key.into() }
     }
 
+    fn incr(key: &str) -> Operation {
+        Operation::Incr { key: key.into() }
+    }
+
     fn value(value: &str) -> Outcome {
         Outcome::Value(value.into())
     }
@@ -725,6 +821,7 @@ mod tests {
             invoked_at: times.0,
             completed_at: Some(times.1),
             outcome,
+            part_of: None,
         }
     }
 
@@ -736,6 +833,7 @@ mod tests {
             invoked_at,
             completed_at: None,
             outcome: Outcome::Unknown,
+            part_of: None,
         }
     }
 
@@ -1055,6 +1153,143 @@ mod tests {
         }
     }
 
+    // -- Counters (INCR) -----------------------------------------------------
+
+    #[test]
+    fn increments_count_from_an_absent_key() {
+        assert_linearizable(vec![
+            done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+            done(2, incr("n"), (2, 3), Outcome::Integer(2)),
+            done(1, get("n"), (4, 5), value("2")),
+        ]);
+    }
+
+    #[test]
+    fn concurrent_increments_return_each_sum_once_in_either_order() {
+        for (first, second) in [(1, 2), (2, 1)] {
+            assert_linearizable(vec![
+                done(1, incr("n"), (0, 10), Outcome::Integer(first)),
+                done(2, incr("n"), (1, 9), Outcome::Integer(second)),
+                done(3, get("n"), (11, 12), value("2")),
+            ]);
+        }
+    }
+
+    #[test]
+    fn an_increment_that_skipped_a_value_is_caught() {
+        let explanation = assert_not_linearizable(
+            vec![
+                done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+                done(2, incr("n"), (2, 3), Outcome::Integer(3)),
+            ],
+            "n",
+        );
+        assert!(explanation.contains("incr"), "{explanation}");
+    }
+
+    #[test]
+    fn two_increments_returning_the_same_sum_are_caught() {
+        assert_not_linearizable(
+            vec![
+                done(1, incr("n"), (0, 10), Outcome::Integer(1)),
+                done(2, incr("n"), (1, 9), Outcome::Integer(1)),
+            ],
+            "n",
+        );
+    }
+
+    #[test]
+    fn a_lost_increment_may_account_for_a_skipped_value() {
+        assert_linearizable(vec![
+            done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+            lost(1, incr("n"), 2),
+            done(2, incr("n"), (5, 6), Outcome::Integer(3)),
+        ]);
+        // ... but not for one skipped before it was invoked.
+        assert_not_linearizable(
+            vec![
+                done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+                done(2, incr("n"), (2, 3), Outcome::Integer(3)),
+                lost(1, incr("n"), 4),
+            ],
+            "n",
+        );
+    }
+
+    #[test]
+    fn an_increment_after_a_read_of_its_sum_is_caught() {
+        assert_not_linearizable(
+            vec![
+                done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+                done(2, get("n"), (2, 3), value("1")),
+                done(1, incr("n"), (4, 5), Outcome::Integer(1)),
+            ],
+            "n",
+        );
+    }
+
+    #[test]
+    fn only_the_strict_spelling_of_a_number_is_that_number() {
+        assert_linearizable(vec![
+            done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+            done(2, get("n"), (2, 3), value("1")),
+        ]);
+        assert_not_linearizable(
+            vec![
+                done(1, incr("n"), (0, 1), Outcome::Integer(1)),
+                done(2, get("n"), (2, 3), value("01")),
+            ],
+            "n",
+        );
+        assert_eq!(redis_integer(b"-12"), Some(-12));
+        for not_canonical in [
+            &b"-0"[..],
+            b"007",
+            b"+1",
+            b"",
+            b"-",
+            b"1 ",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(redis_integer(not_canonical), None);
+        }
+    }
+
+    #[test]
+    fn an_increment_of_a_value_that_is_no_number_cannot_succeed() {
+        assert_not_linearizable(
+            vec![
+                done(1, put("n", "abc"), (0, 1), Outcome::Ok),
+                done(2, incr("n"), (2, 3), Outcome::Integer(1)),
+            ],
+            "n",
+        );
+        // Had it been tried, it failed and changed nothing.
+        assert_linearizable(vec![
+            done(1, put("n", "abc"), (0, 1), Outcome::Ok),
+            lost(2, incr("n"), 2),
+            done(1, get("n"), (4, 5), value("abc")),
+        ]);
+    }
+
+    #[test]
+    fn the_parts_of_a_multi_key_request_are_each_checked_on_their_key() {
+        let part = |event: Event| Event {
+            part_of: Some("MSET #1".to_string()),
+            ..event
+        };
+        let explanation = assert_not_linearizable(
+            vec![
+                part(done(1, put("a", "t1"), (0, 5), Outcome::Ok)),
+                part(done(1, put("b", "t1"), (0, 5), Outcome::Ok)),
+                done(2, get("a"), (6, 7), value("t1")),
+                done(2, get("b"), (6, 7), Outcome::NotFound),
+            ],
+            "b",
+        );
+        assert!(explanation.contains("(in MSET #1)"), "{explanation}");
+    }
+
     // -- Performance ----------------------------------------------------------
 
     struct Xorshift(u64);
@@ -1079,7 +1314,16 @@ mod tests {
     /// with random durations, against a sequential map; each operation takes
     /// effect at a random instant inside its interval. One in forty is lost
     /// (unknown outcome), and half of those never take effect.
-    fn generate_history(seed: u64, clients: u64, keys: u64, operations: u64) -> History {
+    ///
+    /// With `counters`, one operation in four is instead an `Incr` or a
+    /// `Get` of one of that many counter keys.
+    fn generate_history(
+        seed: u64,
+        clients: u64,
+        keys: u64,
+        counters: u64,
+        operations: u64,
+    ) -> History {
         let mut random = Xorshift(seed);
         let mut planned = Vec::new();
         for client in 0..clients {
@@ -1089,6 +1333,14 @@ mod tests {
                 let completed_at = invoked_at + 1 + random.below(30);
                 let key = format!("key-{}", random.below(keys));
                 let operation = match random.below(20) {
+                    _ if counters > 0 && random.below(4) == 0 => {
+                        let counter = format!("counter-{}", random.below(counters));
+                        if random.below(3) == 0 {
+                            get(&counter)
+                        } else {
+                            incr(&counter)
+                        }
+                    }
                     0..=8 => get(&key),
                     9..=16 => put(&key, &format!("value-{client}-{number}")),
                     _ => del(&key),
@@ -1101,6 +1353,7 @@ mod tests {
                         invoked_at,
                         completed_at: (!lost).then_some(completed_at),
                         outcome: Outcome::Unknown,
+                        part_of: None,
                     },
                     effective_at: invoked_at + random.below(completed_at - invoked_at + 1),
                     takes_effect: !lost || random.below(2) == 0,
@@ -1141,6 +1394,12 @@ mod tests {
                 Some(_) => Outcome::Ok,
                 None => Outcome::NotFound,
             },
+            Operation::Incr { key } => {
+                let before = store.get(key).map_or(Some(0), |value| redis_integer(value));
+                let sum = before.expect("counters hold integers") + 1;
+                store.insert(key.clone(), sum.to_string().into_bytes());
+                Outcome::Integer(sum)
+            }
         }
     }
 
@@ -1207,7 +1466,7 @@ mod tests {
 
     #[test]
     fn large_generated_history_is_linearizable_and_fast() {
-        let history = generate_history(0x9E37_79B9_7F4A_7C15, 10, 20, 2_000);
+        let history = generate_history(0x9E37_79B9_7F4A_7C15, 10, 20, 0, 2_000);
         assert_eq!(history.events.len(), 2_000);
         assert!(overlapping_pairs(&history) > 200, "too little concurrency");
         let started = Instant::now();
@@ -1218,8 +1477,57 @@ mod tests {
     }
 
     #[test]
+    fn large_generated_history_with_counters_is_linearizable_and_fast() {
+        let history = generate_history(0x2545_F491_4F6C_DD1D, 10, 20, 3, 2_000);
+        let increments = history
+            .events
+            .iter()
+            .filter(|event| matches!(event.operation, Operation::Incr { .. }))
+            .count();
+        assert!(increments > 200, "too few increments: {increments}");
+        let started = Instant::now();
+        let verdict = check(&history);
+        let elapsed = started.elapsed();
+        assert!(matches!(verdict, Verdict::Linearizable), "{verdict:?}");
+        assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    }
+
+    #[test]
+    fn large_generated_history_with_one_repeated_count_is_caught() {
+        let mut history = generate_history(0x2545_F491_4F6C_DD1D, 10, 20, 3, 2_000);
+        // The last completed increment returns the sum of one on its
+        // counter that completed before it began: as if the count between
+        // had been lost.
+        let events = &history.events;
+        let counted = |event: &Event| {
+            matches!(event.operation, Operation::Incr { .. })
+                && matches!(event.outcome, Outcome::Integer(_))
+        };
+        let last = (0..events.len())
+            .rev()
+            .find(|&index| counted(&events[index]))
+            .expect("a completed increment");
+        let earlier = (0..last)
+            .rev()
+            .find(|&index| {
+                counted(&events[index])
+                    && events[index].operation == events[last].operation
+                    && events[index].completed_at < Some(events[last].invoked_at)
+            })
+            .expect("an earlier increment of the same counter");
+        history.events[last].outcome = events[earlier].outcome.clone();
+        let counter = history.events[last].operation.key().to_vec();
+        match check(&history) {
+            Verdict::NotLinearizable { key, explanation } => {
+                assert_eq!(key, counter, "{explanation}");
+            }
+            verdict => panic!("expected NotLinearizable, got {verdict:?}"),
+        }
+    }
+
+    #[test]
     fn large_generated_history_with_one_stale_read_is_caught() {
-        let mut history = generate_history(0x9E37_79B9_7F4A_7C15, 10, 20, 2_000);
+        let mut history = generate_history(0x9E37_79B9_7F4A_7C15, 10, 20, 0, 2_000);
         let stale_key = make_one_read_stale(&mut history);
         match check(&history) {
             Verdict::NotLinearizable { key, explanation } => {

@@ -13,5 +13,6 @@ pub mod cluster;
 pub mod disk;
 pub mod linearizability;
 pub mod network;
+pub mod resp;
 pub mod rng;
 pub mod workload;
