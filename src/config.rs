@@ -83,11 +83,19 @@ pub enum FollowerReads {
     Redirect,
 }
 
-/// kvstore-server: a durable key-value server with a line protocol.
+/// kvstore-server: a durable, replicated key-value server speaking a line
+/// protocol (nc, kvstore-client) and RESP (redis-cli, Redis clients) on one port.
 #[derive(Debug, Parser)]
-#[command(name = "kvstore-server", version)]
+#[command(
+    name = "kvstore-server",
+    version,
+    after_help = "Exit status:\n  0  stopped by SIGINT or SIGTERM, every acknowledged write durable\n  \
+                  1  stopped by a failure: the port could not be bound, the data directory \
+                  is locked or damaged, a log write or fdatasync failed (disk full, I/O \
+                  error); the message says which\n  2  invalid flags or configuration"
+)]
 pub struct ServerArgs {
-    /// TCP port for clients and peers.
+    /// TCP port for clients and peers (0: any free port, printed at start).
     pub port: u16,
     /// Comma-separated peer addresses, e.g. 127.0.0.1:7002,127.0.0.1:7003.
     /// An entry equal to this node's own address is ignored.
@@ -104,13 +112,16 @@ pub struct ServerArgs {
     /// When the log is flushed to disk.
     #[arg(long, value_enum, default_value_t = FsyncPolicy::Always)]
     pub fsync: FsyncPolicy,
-    /// With --fsync interval: milliseconds between fdatasyncs.
+    /// With --fsync interval: milliseconds between fdatasyncs (at least 1).
     #[arg(long, default_value_t = DEFAULT_FSYNC_INTERVAL_MS)]
     pub fsync_interval_ms: u64,
-    /// Longest request line accepted; a longer one gets ERR and the connection is closed.
+    /// Longest request line (or RESP request) accepted; a longer one gets ERR
+    /// and the connection is closed. Range: 64 to 67174371 (64 MiB + 64 KiB
+    /// less a record's fixed fields: what one log record carries).
     #[arg(long, default_value_t = DEFAULT_MAX_LINE_BYTES)]
     pub max_line_bytes: usize,
-    /// Connections beyond this get ERR and are closed.
+    /// Connections beyond this get ERR and are closed. Range: 1 to 1000000;
+    /// lowered at start, with a warning, if the open-file limit cannot hold it.
     #[arg(long, default_value_t = DEFAULT_MAX_CLIENTS)]
     pub max_clients: usize,
     /// Close a client connection that sent no whole request for this long
@@ -130,7 +141,8 @@ pub struct ServerArgs {
     #[arg(long, value_parser = parse_byte_size)]
     pub max_memory_bytes: Option<u64>,
     /// What all client connections may hold in input and output buffers
-    /// together; past it the connections holding the most are closed.
+    /// together; past it the connections holding the most are closed. At
+    /// least 4mb; accepts 268435456, 256mb, 1gb.
     #[arg(long, value_parser = parse_byte_size, default_value_t = DEFAULT_MAX_CLIENT_BUFFER_BYTES as u64)]
     pub max_client_buffer_bytes: u64,
     /// When a write is acknowledged in a cluster.
@@ -139,10 +151,12 @@ pub struct ServerArgs {
     /// What a follower does with a GET.
     #[arg(long, value_enum, default_value_t = FollowerReads::Local)]
     pub follower_reads: FollowerReads,
-    /// Leader heartbeat interval.
+    /// Leader heartbeat interval, in milliseconds: at least 1 and at most a
+    /// third of --election-timeout-ms.
     #[arg(long, default_value_t = DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for this long (plus jitter) looks for a new one.
+    /// A follower that hears no leader for this long (plus jitter), in
+    /// milliseconds, looks for a new one. At least 3 times --heartbeat-ms.
     #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT_MS)]
     pub election_timeout_ms: u64,
     /// Log records a cluster node keeps in memory; older committed ones are
@@ -151,7 +165,8 @@ pub struct ServerArgs {
     pub log_memory_bytes: usize,
     /// Take a snapshot (and drop the log it covers) once the log written since
     /// the last one exceeds this many bytes and the last snapshot's size;
-    /// 0 turns automatic snapshots off (the log then grows until SNAPSHOT).
+    /// 0 turns automatic snapshots off (the log then grows until SNAPSHOT);
+    /// otherwise at least 65536.
     #[arg(long, default_value_t = DEFAULT_SNAPSHOT_LOG_BYTES)]
     pub snapshot_log_bytes: u64,
     /// File holding the cluster's shared secret (one line of at least 32
