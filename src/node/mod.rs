@@ -20,6 +20,7 @@
 
 mod commands;
 mod election;
+mod health;
 mod introspect;
 mod log_tail;
 pub mod message;
@@ -36,6 +37,7 @@ mod validate;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+pub use health::{FollowerProgress, ROLE_NAMES, Unhealthy};
 pub use introspect::{REDIS_VERSION, ServerFacts};
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
