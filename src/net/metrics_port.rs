@@ -8,7 +8,8 @@
 //! It cannot hold up clients either: a scrape is one read, one answer of
 //! a few KiB written without blocking, and the loop goes on.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::net::SocketAddr;
 
 use mio::net::TcpListener;
@@ -16,6 +17,18 @@ use mio::{Interest, Registry, Token};
 
 use super::http::{self, HttpConnection, Parsed, Phase, Resource, Response};
 use super::{FIRST_METRICS_TOKEN, Server, ServerError, TimerEvent};
+
+/// Tells a connection past the bound `503` and lets it go, best effort:
+/// the socket is fresh, so its buffer has room; what it already sent is
+/// read and dropped, so that the close is not a reset that could destroy
+/// the answer before the client reads it.
+fn refuse_busy(stream: &mut mio::net::TcpStream) {
+    let busy = Response::text(503, "too many metrics connections");
+    let _ = stream.write(&busy.encode(false));
+    let mut unread = [0u8; 1024];
+    let _ = stream.read(&mut unread);
+    let _ = stream.shutdown(Shutdown::Write);
+}
 
 /// Binds and registers the metrics listener.
 pub(super) fn bind(
@@ -48,8 +61,7 @@ impl Server {
                 Err(_) => return,
             };
             if self.metrics_connections.len() >= http::MAX_CONNECTIONS {
-                let busy = Response::text(503, "too many metrics connections");
-                let _ = stream.write(&busy.encode(false));
+                refuse_busy(&mut stream);
                 continue;
             }
             let deadline_ms = self.now_ms() + http::DEADLINE_MS;
