@@ -195,6 +195,14 @@ pub struct ServerArgs {
     /// Clients too must present a certificate signed by --tls-ca-file.
     #[arg(long, requires = "tls_ca_file")]
     pub tls_client_auth: bool,
+    /// Serve Prometheus metrics (GET /metrics) and a health check for load
+    /// balancers (GET /health: 200 while a leader is known and, on the
+    /// leader, a majority is heard; 503 and the reason otherwise) over
+    /// plain HTTP on this HOST:PORT (port 0: any free port, printed at
+    /// start). Off by default. No password: bind it to loopback or a
+    /// network only monitoring reaches.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_address)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A validated server configuration.
@@ -230,6 +238,8 @@ pub struct Config {
     pub requirepass_file: Option<PathBuf>,
     /// `None`: no TLS; every connection is plain TCP.
     pub tls: Option<TlsFlags>,
+    /// Where `/metrics` and `/health` are served; `None`: nowhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// The TLS flags, when TLS is on.
@@ -429,6 +439,7 @@ impl ServerArgs {
             cluster_secret_file: self.cluster_secret_file,
             requirepass_file: self.requirepass_file,
             tls,
+            metrics_addr: self.metrics_addr,
         })
     }
 }
@@ -476,6 +487,17 @@ pub fn parse_peers(list: &str, own_address: SocketAddr) -> Result<Vec<SocketAddr
         peers.push(address);
     }
     Ok(peers)
+}
+
+/// `HOST:PORT` (a name is resolved; its first address is taken).
+fn parse_socket_address(text: &str) -> Result<SocketAddr, String> {
+    if !text.contains(':') {
+        return Err("expected HOST:PORT, e.g. 127.0.0.1:9121".to_string());
+    }
+    text.to_socket_addrs()
+        .map_err(|error| error.to_string())?
+        .next()
+        .ok_or_else(|| "resolves to no address".to_string())
 }
 
 fn resolve_peer(entry: &str) -> Result<SocketAddr, ConfigError> {
@@ -704,5 +726,15 @@ mod tests {
         let off = args(&["7001", "--snapshot-log-bytes", "0"]).unwrap();
         assert_eq!(off.snapshot_log_bytes, 0);
         assert_eq!(off.log_segment_bytes, MAX_LOG_SEGMENT_BYTES);
+    }
+
+    #[test]
+    fn metrics_are_off_unless_an_address_is_given() {
+        assert_eq!(args(&["7001"]).unwrap().metrics_addr, None);
+        let on = args(&["7001", "--metrics-addr", "127.0.0.1:0"]).unwrap();
+        assert_eq!(on.metrics_addr, Some("127.0.0.1:0".parse().unwrap()));
+        let parsed =
+            |list: &[&str]| ServerArgs::try_parse_from(["kvstore-server"].iter().chain(list));
+        assert!(parsed(&["7001", "--metrics-addr", "9121"]).is_err());
     }
 }

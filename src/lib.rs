@@ -20,7 +20,8 @@
 //! - [`security`]: the peer handshake, secrets, passwords and TLS settings.
 //! - [`timer`]: a hashed timer wheel that sets the poll timeout.
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
-//! - [`net`]: the mio reactor; the only module that touches sockets and files.
+//! - [`net`]: the mio reactor; the only module that touches sockets and files;
+//!   with `--metrics-addr` it also serves `/metrics` and `/health` over HTTP.
 //! - [`client`]: a small blocking client that follows `NOT_LEADER` redirects.
 //! - [`failpoint`]: test-only crash points (`KVSTORE_FAILPOINT=<step>`).
 //! - [`mod@bench`]: the load generator behind `kvstore-bench`: one event loop,

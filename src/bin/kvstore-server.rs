@@ -69,6 +69,11 @@ fn run(mut config: Config) -> Result<(), String> {
         describe_loaded(&loaded),
         started.elapsed().as_millis(),
     );
+    if let Some(address) = server.metrics_addr() {
+        kvstore::status!(
+            "serving metrics on http://{address}/metrics and health on http://{address}/health"
+        );
+    }
     server.run().map_err(|e| e.to_string())
 }
 
@@ -80,6 +85,7 @@ fn fit_open_file_limit(config: &Config, log_segments: usize) -> Result<usize, St
         max_clients: config.max_clients,
         peers: config.peers.len(),
         log_segments,
+        metrics: config.metrics_addr.is_some(),
     };
     let plan = descriptor_budget::fit_open_file_limit(needs).map_err(|e| e.to_string())?;
     if let Some(warning) = &plan.warning {

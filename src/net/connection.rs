@@ -1,4 +1,8 @@
 //! One client connection: its socket, its unparsed input and its replies.
+//!
+//! Every request executed here is counted once, by command and by what its
+//! reply said (`metrics::RequestCounters`, an array increment): the reply
+//! queue classifies each reply as it is pushed.
 
 use std::io::{self, Read, Write};
 
@@ -8,12 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::node::{Flow, Gate, Node, ReplyQueue, ServerFacts, Session};
 use crate::protocol::resp::{self, Args};
 use crate::protocol::resp_reply::Version;
-use crate::protocol::{self, ErrorReply, Framed, Protocol, Reply, Request};
+use crate::protocol::{self, ErrorReply, Framed, Outcome, Protocol, Reply, Request};
 use crate::security::handshake::{HANDSHAKE_PREFIX, MAX_HANDSHAKE_LINE_BYTES};
 use crate::security::password::PasswordCheck;
 use crate::timer::TimerId;
 
 use super::Transport;
+use super::metrics::RequestCounters;
 use super::read_buffer::{ReadBuffer, ReadOutcome};
 /// Stop executing a client's requests while this many reply bytes are
 /// unsent, so a client that never reads cannot grow the server's memory.
@@ -251,14 +256,15 @@ impl Connection {
     }
 
     /// Executes every whole line in the buffer, stopping early when replies
-    /// back up or the connection is closing. `password`: the one
-    /// `--requirepass-file` names, if any.
+    /// back up or the connection is closing, and counts each in `requests`.
+    /// `password`: the one `--requirepass-file` names, if any.
     pub fn execute_buffered(
         &mut self,
         node: &mut Node,
         max_line_bytes: usize,
         password: Option<&PasswordCheck>,
         facts: &ServerFacts,
+        requests: &mut RequestCounters,
     ) -> Executed {
         if self.peer_only && !self.closing && !could_be_handshake(self.input.buffered()) {
             self.refuse(ErrorReply::TooManyClients, node);
@@ -272,7 +278,7 @@ impl Connection {
             self.session = Some(Session::new(NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed)));
         }
         if self.session.is_some() {
-            return self.execute_resp(node, max_line_bytes, password, facts);
+            return self.execute_resp(node, max_line_bytes, password, facts, requests);
         }
         while !self.closing && !self.is_backpressured() && !self.is_held() {
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
@@ -293,29 +299,32 @@ impl Connection {
                         self.refuse(ErrorReply::BadHandshake, node);
                         continue;
                     }
-                    let flow = match protocol::parse(line) {
+                    let parsed = protocol::parse(line);
+                    let command = match &parsed {
+                        Ok(request) => requests.line_request(request),
+                        Err(_) => requests.line(line),
+                    };
+                    // Whatever an earlier refusal left: this request's own.
+                    let _ = self.replies.take_outcome();
+                    let flow = match parsed {
                         Ok(Request::Auth {
                             password: candidate,
                         }) => {
                             let verdict = password.map(|check| check.matches(candidate));
                             self.input.consume(consumed);
                             if !self.authenticate(verdict, node) {
+                                requests.count(command, Outcome::Error);
                                 return Executed::WrongPassword;
                             }
+                            requests.count(command, self.replies.take_outcome());
                             continue;
                         }
-                        Ok(request) if !self.authenticated && !allowed_before_auth(&request) => {
-                            let reply = Reply::Error(ErrorReply::NoAuth);
-                            self.replies.push(reply, Gate::OPEN, node.released());
-                            Flow::Continue
-                        }
-                        Ok(request) => node.handle_request(request, &mut self.replies),
-                        Err(error) => {
-                            let reply = Reply::Error(ErrorReply::Parse(error));
-                            self.replies.push(reply, Gate::OPEN, node.released());
-                            Flow::Continue
+                        parsed => {
+                            let authenticated = self.authenticated;
+                            execute_line(parsed, node, authenticated, facts, &mut self.replies)
                         }
                     };
+                    requests.count(command, self.replies.take_outcome());
                     self.input.consume(consumed);
                     match flow {
                         Flow::Continue => {}
@@ -349,6 +358,7 @@ impl Connection {
         max_request_bytes: usize,
         password: Option<&PasswordCheck>,
         facts: &ServerFacts,
+        requests: &mut RequestCounters,
     ) -> Executed {
         while !self.closing && !self.is_backpressured() && !self.is_held() {
             let buffered = self.input.buffered();
@@ -378,6 +388,8 @@ impl Connection {
                 self.input.consume(consumed);
                 continue;
             }
+            let command = requests.resp(args.get(0));
+            let _ = self.replies.take_outcome();
             let flow = match resp_password(&args) {
                 PasswordUse::Auth {
                     user,
@@ -397,6 +409,7 @@ impl Connection {
                     match verdict {
                         Some(false) => {
                             self.input.consume(consumed);
+                            requests.count(command, Outcome::Error);
                             return Executed::WrongPassword;
                         }
                         Some(true) if hello => {
@@ -407,6 +420,7 @@ impl Connection {
                         _ => {
                             self.input.consume(consumed);
                             self.authenticate(verdict, node);
+                            requests.count(command, self.replies.take_outcome());
                             continue;
                         }
                     }
@@ -434,6 +448,7 @@ impl Connection {
                     node.handle_command(args, session, facts, &mut self.replies)
                 }
             };
+            requests.count(command, self.replies.take_outcome());
             self.input.consume(consumed);
             match flow {
                 Flow::Continue => {}
@@ -514,6 +529,33 @@ impl Connection {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+/// Executes one parsed line other than `AUTH` (which needs the
+/// connection): refused before authentication unless allowed, `INFO` here
+/// (the core's fields with the driver's figures), the rest by the core.
+fn execute_line(
+    parsed: Result<Request<'_>, protocol::ParseError>,
+    node: &mut Node,
+    authenticated: bool,
+    facts: &ServerFacts,
+    replies: &mut ReplyQueue,
+) -> Flow {
+    let reply_now = |replies: &mut ReplyQueue, node: &Node, reply: Reply<'_>| {
+        replies.push(reply, Gate::OPEN, node.released());
+        Flow::Continue
+    };
+    match parsed {
+        Ok(request) if !authenticated && !allowed_before_auth(&request) => {
+            reply_now(replies, node, Reply::Error(ErrorReply::NoAuth))
+        }
+        Ok(Request::Info) => {
+            let info = node.info_line(facts);
+            reply_now(replies, node, Reply::Value(info.as_bytes()))
+        }
+        Ok(request) => node.handle_request(request, replies),
+        Err(error) => reply_now(replies, node, Reply::Error(ErrorReply::Parse(error))),
     }
 }
 
@@ -684,6 +726,7 @@ mod tests {
                 max_line_bytes,
                 None,
                 &ServerFacts::default(),
+                &mut RequestCounters::new(),
             );
             assert_eq!(executed, Executed::Requests);
             closing[part] = connection.closing;

@@ -40,6 +40,9 @@ pub const RESERVED_DESCRIPTORS: u64 = 32;
 /// [`RESERVED_DESCRIPTORS`].
 pub const LOG_SEGMENT_HEADROOM: u64 = 16;
 
+/// With `--metrics-addr`: its listener and its connections at most.
+pub const METRICS_DESCRIPTORS: u64 = 1 + super::http::MAX_CONNECTIONS as u64;
+
 /// Per configured peer: our outbound link to it, its inbound connection, a
 /// second inbound one while it replaces the first, and its peer-only slots
 /// beyond `--max-clients` (see `peering`).
@@ -54,6 +57,8 @@ pub struct DescriptorNeeds {
     pub peers: usize,
     /// Log segment files open at start.
     pub log_segments: usize,
+    /// Whether `--metrics-addr` is served: its listener and connections.
+    pub metrics: bool,
 }
 
 impl DescriptorNeeds {
@@ -63,6 +68,7 @@ impl DescriptorNeeds {
             + LOG_SEGMENT_HEADROOM
             + self.log_segments as u64
             + self.peers as u64 * DESCRIPTORS_PER_PEER
+            + if self.metrics { METRICS_DESCRIPTORS } else { 0 }
     }
 
     /// Descriptors the server needs with `max_clients` clients connected.
@@ -233,6 +239,7 @@ mod tests {
         max_clients: 10_000,
         peers: 0,
         log_segments: 1,
+        metrics: false,
     };
 
     /// 32 reserved + 16 headroom + 1 segment.
@@ -252,6 +259,11 @@ mod tests {
         };
         assert_eq!(cluster.own_descriptors(), 32 + 16 + 7 + 2 * 5);
         assert_eq!(cluster.wanted_descriptors(), 10_000 + 65);
+        let metrics = DescriptorNeeds {
+            metrics: true,
+            ..NEEDS
+        };
+        assert_eq!(metrics.own_descriptors(), OWN + 1 + 16);
     }
 
     #[test]

@@ -12,13 +12,23 @@
 //! without waiting for a new event. So is one whose FIN was reported together
 //! with data (a half-close right after the last request): no later event
 //! would announce the EOF behind that data.
+//!
+//! With `--metrics-addr`, a second listener on the same loop serves
+//! `/metrics` and `/health` over HTTP (`http`, `metrics_port`): one short
+//! exchange per connection, bounded in size, time and number, read from
+//! the same counters as `INFO` (`metrics`, `exposition`).
 
 mod connection;
 pub mod descriptor_budget;
 mod descriptors;
+mod exposition;
 mod housekeeping;
+mod http;
+mod metrics;
+mod metrics_port;
 mod peer;
 mod peering;
+mod prometheus;
 mod read_buffer;
 mod snapshotter;
 mod syncer;
@@ -63,6 +73,10 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const SYNCED: Token = Token(usize::MAX - 3);
 const SNAPSHOTTER: Token = Token(usize::MAX - 4);
+const METRICS_LISTENER: Token = Token(usize::MAX - 5);
+/// Metrics connections take the tokens from here on, one per slot of
+/// their own table (far from the endpoints' tokens, which count up from 0).
+const FIRST_METRICS_TOKEN: usize = usize::MAX / 2;
 const EVENT_CAPACITY: usize = 1024;
 /// The poll timeout when no timer is armed (and the cap otherwise).
 const MAX_POLL_TIMEOUT_MS: u64 = 1000;
@@ -87,6 +101,10 @@ enum TimerEvent {
     /// Accepting failed and no new connection may announce itself: try
     /// again (see `descriptors`).
     AcceptRetry,
+    /// A metrics connection's time is up (see `http`).
+    MetricsDeadline {
+        connection: usize,
+    },
     Node(TimerKind),
 }
 
@@ -94,6 +112,11 @@ enum TimerEvent {
 #[derive(Debug)]
 pub enum ServerError {
     Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
+    /// `--metrics-addr` could not be bound.
+    MetricsBind {
         address: SocketAddr,
         source: io::Error,
     },
@@ -110,6 +133,12 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::Bind { address, source } => {
                 write!(formatter, "cannot listen on {address}: {source}")
+            }
+            ServerError::MetricsBind { address, source } => {
+                write!(
+                    formatter,
+                    "cannot serve metrics on {address} (--metrics-addr): {source}"
+                )
             }
             ServerError::Signals(source) => {
                 write!(formatter, "cannot install signal handlers: {source}")
@@ -211,19 +240,13 @@ pub struct Server {
     /// are left, and retries of accept.
     descriptors: descriptors::Descriptors,
     stop_requested: bool,
-    /// Counters for `INFO` (and later metrics).
-    stats: Stats,
+    /// What the reactor counts: the one source of `INFO` and `/metrics`.
+    metrics: metrics::Metrics,
+    /// The `--metrics-addr` listener and its connections (`metrics_port`).
+    metrics_listener: Option<TcpListener>,
+    metrics_connections: Slab<http::HttpConnection>,
     /// Cross-protocol (HTTP) connections closed, logged at most once a second.
     cross_protocol_log: throttle::Throttle,
-}
-
-/// What the reactor counts for `INFO`.
-#[derive(Debug, Default)]
-struct Stats {
-    connections_received: u64,
-    connections_rejected: u64,
-    commands_processed: u64,
-    log_syncs: u64,
 }
 
 impl Server {
@@ -248,6 +271,10 @@ impl Server {
         registry
             .register(&mut signals, SIGNALS, Interest::READABLE)
             .map_err(ServerError::Signals)?;
+        let metrics_listener = match config.metrics_addr {
+            Some(address) => Some(metrics_port::bind(registry, address, METRICS_LISTENER)?),
+            None => None,
+        };
         let waker = Waker::new(registry, SYNCED).map_err(ServerError::Poll)?;
         let syncer = Syncer::spawn(Arc::new(waker)).map_err(ServerError::Log)?;
         let waker = Waker::new(registry, SNAPSHOTTER).map_err(ServerError::Poll)?;
@@ -309,7 +336,9 @@ impl Server {
             wrong_passwords: 0,
             descriptors: descriptors::Descriptors::open(),
             stop_requested: false,
-            stats: Stats::default(),
+            metrics: metrics::Metrics::new(),
+            metrics_listener,
+            metrics_connections: Slab::new(),
             cross_protocol_log: throttle::Throttle::default(),
         })
     }
@@ -317,6 +346,13 @@ impl Server {
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.own_hello.address
+    }
+
+    /// Where `/metrics` and `/health` are served, if anywhere (the port
+    /// actually bound).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        let listener = self.metrics_listener.as_ref()?;
+        listener.local_addr().ok()
     }
 
     /// Runs until SIGINT/SIGTERM (then returns Ok after a final fsync) or a
@@ -376,6 +412,10 @@ impl Server {
             SIGNALS => self.drain_signals(),
             SYNCED => self.collect_syncs(),
             SNAPSHOTTER => self.collect_snapshot_reports(),
+            METRICS_LISTENER => self.accept_metrics_connections(),
+            Token(token) if token >= FIRST_METRICS_TOKEN => {
+                self.service_metrics_connection(token - FIRST_METRICS_TOKEN)
+            }
             Token(key) => match self.endpoints.get_mut(key) {
                 Some(Endpoint::Client(connection)) => {
                     if event.is_read_closed() {
@@ -410,7 +450,7 @@ impl Server {
             };
             match listener.accept() {
                 Ok((stream, remote)) => {
-                    self.stats.connections_received += 1;
+                    self.metrics.connections_accepted += 1;
                     self.admit(stream, remote)
                 }
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return,
@@ -433,7 +473,7 @@ impl Server {
         let peer_only = self.clients >= self.config.max_clients;
         let peer_only_slots = self.links.len() * peering::PEER_ONLY_SLOTS_PER_PEER;
         if peer_only && (self.peer_only >= peer_only_slots || !self.may_be_peer(remote)) {
-            self.stats.connections_rejected += 1;
+            self.metrics.connections_rejected += 1;
             let mut refusal = Vec::new();
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
@@ -499,17 +539,18 @@ impl Server {
             FirstByte::Plaintext => return self.refuse_plaintext(key),
         }
         let requests_before = connection.requests_executed();
-        let facts = facts(
+        let facts = exposition::facts(
             &self.config,
             self.own_hello.address.port(),
-            &self.stats,
+            &self.metrics,
             &self.log,
             self.clients,
             self.client_buffer_bytes,
             self.started,
         );
+        let requests = &mut self.metrics.requests;
         let mut executed =
-            connection.execute_buffered(&mut self.node, max_line_bytes, password, &facts);
+            connection.execute_buffered(&mut self.node, max_line_bytes, password, &facts, requests);
         if executed == Executed::Requests && connection.wants_read() {
             match connection.read_once(max_line_bytes) {
                 Ok(outcome) => {
@@ -519,6 +560,7 @@ impl Server {
                         max_line_bytes,
                         password,
                         &facts,
+                        requests,
                     );
                     if outcome == ReadOutcome::MoreMaybe && connection.wants_read() {
                         self.read_again.push(key);
@@ -537,7 +579,6 @@ impl Server {
             return;
         };
         let progressed = connection.requests_executed() != requests_before;
-        self.stats.commands_processed += connection.requests_executed() - requests_before;
         connection.note_progress(now_ms, progressed);
         if connection.awaiting_snapshot.is_some() && !self.snapshot_waiters.contains(&key) {
             self.snapshot_waiters.push(key);
@@ -717,6 +758,9 @@ impl Server {
                 }
                 TimerEvent::WrongPassword { endpoint } => self.release_wrong_password(endpoint),
                 TimerEvent::AcceptRetry => self.retry_accept(),
+                TimerEvent::MetricsDeadline { connection } => {
+                    self.metrics_connection_timed_out(connection)
+                }
                 TimerEvent::Reconnect { link } => {
                     if self.links[link].endpoint.is_none() && !self.stop_requested {
                         self.dial(link);
@@ -732,17 +776,25 @@ impl Server {
 
     fn sync_interval(&mut self, now_ms: u64) {
         if self.log_dirty {
-            let synced = self.log.take_sync_job().map_or(Ok(()), |job| job.run());
+            let synced = match self.log.take_sync_job() {
+                Some(job) => self.run_sync_job_here(&job),
+                None => Ok(()),
+            };
             match synced {
-                Ok(()) => {
-                    self.log_dirty = false;
-                    self.stats.log_syncs += 1;
-                }
+                Ok(()) => self.log_dirty = false,
                 Err(error) => self.sync_failure = Some(error),
             }
         }
         let deadline_ms = now_ms + self.config.fsync_interval_ms;
         self.timers.insert(deadline_ms, TimerEvent::FsyncInterval);
+    }
+
+    /// Runs a sync job on the loop thread (`--fsync interval`), timed.
+    fn run_sync_job_here(&mut self, job: &crate::log::SyncJob) -> io::Result<()> {
+        let started = Instant::now();
+        job.run()?;
+        self.metrics.log_synced(started.elapsed());
+        Ok(())
     }
 
     /// The end of a turn: carry out the core's steps in the order it hands
@@ -963,7 +1015,9 @@ impl Server {
             // A sync in flight covered records this cut replaces: its
             // result must not be reported (reporting less is always safe;
             // the sync requested below covers everything kept).
-            self.syncer.wait_idle()?;
+            let metrics = &mut self.metrics;
+            self.syncer
+                .wait_idle(|synced| metrics.log_synced(synced.duration))?;
         }
         if let Some(base) = write.reset {
             crate::failpoint::reached("log-reset");
@@ -977,6 +1031,10 @@ impl Server {
         }
         self.log.append(write.first_index, write.bytes)?;
         let last_index = write.last_index;
+        if !write.bytes.is_empty() {
+            let records = last_index + 1 - write.first_index;
+            self.metrics.log_batch_records.observe(records as f64);
+        }
         Ok(match self.config.fsync {
             FsyncPolicy::Always => match self.log.take_sync_job() {
                 Some(job) => {
@@ -1003,7 +1061,7 @@ impl Server {
             FsyncPolicy::Never => Ok(true),
             FsyncPolicy::Interval => {
                 if let Some(job) = self.log.take_sync_job() {
-                    job.run()?;
+                    self.run_sync_job_here(&job)?;
                 }
                 Ok(true)
             }
@@ -1020,9 +1078,9 @@ impl Server {
     fn collect_syncs(&mut self) {
         loop {
             match self.syncer.completed() {
-                Ok(Some(index)) => {
-                    self.stats.log_syncs += 1;
-                    self.node.on_log_released(index);
+                Ok(Some(synced)) => {
+                    self.metrics.log_synced(synced.duration);
+                    self.node.on_log_released(synced.index);
                 }
                 Ok(None) => return,
                 Err(error) => {
@@ -1138,11 +1196,16 @@ impl Server {
         }
         self.config.fsync = FsyncPolicy::Always;
         self.end_turn()?;
-        if let Some(index) = self.syncer.wait_idle().map_err(ServerError::Log)? {
+        let metrics = &mut self.metrics;
+        let durable = self
+            .syncer
+            .wait_idle(|synced| metrics.log_synced(synced.duration))
+            .map_err(ServerError::Log)?;
+        if let Some(index) = durable {
             self.node.on_log_released(index);
         }
         if let Some(job) = self.log.take_sync_job() {
-            job.run().map_err(ServerError::Log)?;
+            self.run_sync_job_here(&job).map_err(ServerError::Log)?;
         }
         // What the last sync released: acknowledgements and replies.
         self.end_turn()?;
@@ -1152,30 +1215,5 @@ impl Server {
             self.clients
         );
         Ok(())
-    }
-}
-
-/// What `INFO` reports that the reactor knows.
-fn facts(
-    config: &Config,
-    tcp_port: u16,
-    stats: &Stats,
-    log: &Log,
-    clients: usize,
-    client_buffer_bytes: usize,
-    started: Instant,
-) -> crate::node::ServerFacts {
-    crate::node::ServerFacts {
-        process_id: std::process::id(),
-        tcp_port,
-        uptime_s: started.elapsed().as_secs(),
-        connected_clients: clients,
-        max_clients: config.max_clients,
-        total_connections_received: stats.connections_received,
-        rejected_connections: stats.connections_rejected,
-        total_commands_processed: stats.commands_processed,
-        log_syncs: stats.log_syncs,
-        log_bytes: log.disk_bytes(),
-        client_buffer_bytes,
     }
 }

@@ -10,11 +10,15 @@
 //! Completion wakes the loop through a `mio::Waker`; the loop then tells the
 //! core which index is durable. Replies stay held until then, so nothing is
 //! acknowledged early.
+//!
+//! The thread times each sync and hands the duration back with its
+//! completion (it keeps no counters: the loop owns every number).
 
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 
@@ -23,6 +27,15 @@ use crate::log::SyncJob;
 struct Completed {
     index: u64,
     outcome: io::Result<()>,
+    duration: Duration,
+}
+
+/// A sync that finished: the log is durable up to `index`; it took
+/// `duration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    pub index: u64,
+    pub duration: Duration,
 }
 
 /// A sync to run: the job, and the log index it makes durable.
@@ -47,8 +60,15 @@ impl Syncer {
             .name("kvstore-syncer".to_string())
             .spawn(move || {
                 while let Ok(Request { index, job }) = incoming.recv() {
+                    let started = Instant::now();
                     let outcome = job.run();
-                    if done.send(Completed { index, outcome }).is_err() {
+                    let duration = started.elapsed();
+                    let completed = Completed {
+                        index,
+                        outcome,
+                        duration,
+                    };
+                    if done.send(completed).is_err() {
                         return;
                     }
                     // If the loop is gone there is nobody left to wake.
@@ -92,36 +112,42 @@ impl Syncer {
         }
     }
 
-    /// The index made durable by a sync that finished, if one did.
-    pub fn completed(&mut self) -> io::Result<Option<u64>> {
+    /// The sync that finished, if one did.
+    pub fn completed(&mut self) -> io::Result<Option<Synced>> {
         match self.completions.try_recv() {
-            Ok(completed) => self.finish(completed),
+            Ok(completed) => self.finish(completed).map(Some),
             Err(TryRecvError::Empty) => Ok(None),
             Err(TryRecvError::Disconnected) => Err(io::Error::other("the syncer thread died")),
         }
     }
 
     /// Blocks until no sync is in flight or queued; returns the highest
-    /// index made durable meanwhile.
-    pub fn wait_idle(&mut self) -> io::Result<Option<u64>> {
+    /// index made durable meanwhile. `on_sync` hears of each sync that
+    /// finished, with how long it took.
+    pub fn wait_idle(&mut self, mut on_sync: impl FnMut(Synced)) -> io::Result<Option<u64>> {
         let mut durable = None;
         while self.in_flight.is_some() {
             let completed = self
                 .completions
                 .recv()
                 .map_err(|_| io::Error::other("the syncer thread died"))?;
-            durable = self.finish(completed)?.or(durable);
+            let synced = self.finish(completed)?;
+            on_sync(synced);
+            durable = Some(synced.index);
         }
         Ok(durable)
     }
 
-    fn finish(&mut self, completed: Completed) -> io::Result<Option<u64>> {
+    fn finish(&mut self, completed: Completed) -> io::Result<Synced> {
         self.in_flight = None;
         completed.outcome?;
         if let Some(queued) = self.queued.take() {
             self.send(queued);
         }
-        Ok(Some(completed.index))
+        Ok(Synced {
+            index: completed.index,
+            duration: completed.duration,
+        })
     }
 }
 
@@ -162,7 +188,10 @@ mod tests {
             syncer.request(index, log.take_sync_job().expect("a write to sync"));
         }
         assert!(!syncer.is_idle());
-        assert_eq!(syncer.wait_idle().unwrap(), Some(3));
+        let mut syncs = 0;
+        assert_eq!(syncer.wait_idle(|_| syncs += 1).unwrap(), Some(3));
+        // One for the first request, one for the two merged behind it.
+        assert_eq!(syncs, 2);
         assert!(syncer.is_idle());
         assert_eq!(syncer.completed().unwrap(), None);
     }

@@ -9,7 +9,7 @@
 //! leader and follow a failover by the `MOVED` and `CLUSTERDOWN` replies
 //! and by asking again (see `docs/CLUSTER.md`).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 
 use crate::protocol::command_table::CommandSpec;
@@ -36,6 +36,10 @@ pub struct ServerFacts {
     pub total_connections_received: u64,
     pub rejected_connections: u64,
     pub total_commands_processed: u64,
+    /// Requests answered with an error (Redis's `total_error_replies`).
+    pub total_error_replies: u64,
+    /// Requests sent to the leader, or told none is known.
+    pub total_redirect_replies: u64,
     /// fdatasyncs of the log completed.
     pub log_syncs: u64,
     /// Bytes of log on disk (all segments).
@@ -225,141 +229,126 @@ impl Node {
                         || asked.eq_ignore_ascii_case(b"default")
                 })
         };
-        let mut text = String::new();
-        for (name, section) in [
-            ("server", Self::info_server as InfoSection),
-            ("clients", Self::info_clients),
-            ("memory", Self::info_memory),
-            ("persistence", Self::info_persistence),
-            ("stats", Self::info_stats),
-            ("replication", Self::info_replication),
-            ("cluster", Self::info_cluster),
-            ("keyspace", Self::info_keyspace),
-        ] {
-            if wanted(name) {
-                if !text.is_empty() {
-                    text.push_str("\r\n");
-                }
-                let mut title = name.to_string();
-                title[..1].make_ascii_uppercase();
-                let _ = write!(text, "# {title}\r\n");
-                section(self, facts, &mut text);
-            }
-        }
+        let text = self.info_text(facts, InfoFormat::Resp, wanted);
         wire::verbatim(call.out, text.as_bytes(), call.version);
     }
 
-    fn info_server(&self, facts: &ServerFacts, text: &mut String) {
-        let _ = write!(
-            text,
-            "redis_version:{REDIS_VERSION}\r\nkvstore_version:{}\r\nredis_mode:{}\r\n\
-             arch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
-             uptime_in_days:{}\r\nnode_id:{}\r\n",
-            env!("CARGO_PKG_VERSION"),
-            self.redis_mode(),
-            facts.process_id,
-            facts.tcp_port,
-            facts.uptime_s,
-            facts.uptime_s / 86_400,
-            self.config.id,
-        );
+    /// The line protocol's `INFO`: every field of RESP's `INFO`, in the same
+    /// order, as `name=value` pairs separated by single spaces on one line
+    /// (no value holds a space), without its terminator.
+    pub fn info_line(&self, facts: &ServerFacts) -> String {
+        self.info_text(facts, InfoFormat::Line, |_| true)
     }
 
-    fn info_clients(&self, facts: &ServerFacts, text: &mut String) {
-        let _ = write!(
-            text,
-            "connected_clients:{}\r\nmaxclients:{}\r\nblocked_clients:0\r\n\
-             client_buffer_bytes:{}\r\n",
-            facts.connected_clients, facts.max_clients, facts.client_buffer_bytes,
-        );
+    /// The `wanted` sections of `INFO` in `format`.
+    fn info_text(
+        &self,
+        facts: &ServerFacts,
+        format: InfoFormat,
+        wanted: impl Fn(&str) -> bool,
+    ) -> String {
+        let mut text = InfoText::new(format);
+        for (name, section) in INFO_SECTIONS {
+            if wanted(name) {
+                text.section(name);
+                section(self, facts, &mut text);
+            }
+        }
+        text.text
     }
 
-    fn info_memory(&self, _facts: &ServerFacts, text: &mut String) {
-        let _ = write!(
-            text,
-            "used_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n",
-            self.store.used_bytes(),
-            self.config.max_memory_bytes.unwrap_or(0),
-        );
+    fn info_server(&self, facts: &ServerFacts, text: &mut InfoText) {
+        text.field("redis_version", REDIS_VERSION);
+        text.field("kvstore_version", env!("CARGO_PKG_VERSION"));
+        text.field("redis_mode", self.redis_mode());
+        text.field("arch_bits", 64);
+        text.field("process_id", facts.process_id);
+        text.field("tcp_port", facts.tcp_port);
+        text.field("uptime_in_seconds", facts.uptime_s);
+        text.field("uptime_in_days", facts.uptime_s / 86_400);
+        text.field("node_id", self.config.id);
     }
 
-    fn info_persistence(&self, facts: &ServerFacts, text: &mut String) {
-        let _ = write!(
-            text,
-            "loading:0\r\naof_enabled:1\r\nlog_bytes:{}\r\nlog_last_index:{}\r\n\
-             log_durable_index:{}\r\nlog_syncs:{}\r\nsnapshot_index:{}\r\n",
-            facts.log_bytes,
-            self.log.last_index(),
-            self.log.durable_index(),
-            facts.log_syncs,
-            self.snapshots.newest.index,
-        );
+    fn info_clients(&self, facts: &ServerFacts, text: &mut InfoText) {
+        text.field("connected_clients", facts.connected_clients);
+        text.field("maxclients", facts.max_clients);
+        text.field("blocked_clients", 0);
+        text.field("client_buffer_bytes", facts.client_buffer_bytes);
     }
 
-    fn info_stats(&self, facts: &ServerFacts, text: &mut String) {
-        let _ = write!(
-            text,
-            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\n",
+    fn info_memory(&self, _facts: &ServerFacts, text: &mut InfoText) {
+        text.field("used_memory", self.store.used_bytes());
+        text.field("maxmemory", self.config.max_memory_bytes.unwrap_or(0));
+        text.field("maxmemory_policy", "noeviction");
+    }
+
+    fn info_persistence(&self, facts: &ServerFacts, text: &mut InfoText) {
+        text.field("loading", 0);
+        text.field("aof_enabled", 1);
+        text.field("log_bytes", facts.log_bytes);
+        text.field("log_last_index", self.log.last_index());
+        text.field("log_durable_index", self.log.durable_index());
+        text.field("log_syncs", facts.log_syncs);
+        text.field("snapshot_index", self.snapshots.newest.index);
+    }
+
+    fn info_stats(&self, facts: &ServerFacts, text: &mut InfoText) {
+        text.field(
+            "total_connections_received",
             facts.total_connections_received,
-            facts.total_commands_processed,
-            facts.rejected_connections,
         );
+        text.field("total_commands_processed", facts.total_commands_processed);
+        text.field("rejected_connections", facts.rejected_connections);
+        text.field("total_error_replies", facts.total_error_replies);
+        text.field("total_redirect_replies", facts.total_redirect_replies);
     }
 
-    fn info_replication(&self, _facts: &ServerFacts, text: &mut String) {
+    fn info_replication(&self, _facts: &ServerFacts, text: &mut InfoText) {
         let role = self.role_reply();
-        let _ = write!(
-            text,
-            "role:{}\r\nkvstore_role:{}\r\nleader_id:{}\r\nepoch:{}\r\ncommit_index:{}\r\n",
-            if self.is_serving_leader() {
-                "master"
-            } else {
-                "slave"
-            },
-            role.role,
-            role.leader.map_or(-1, |id| id as i128),
-            role.epoch,
-            role.commit_index,
-        );
+        let redis_role = if self.is_serving_leader() {
+            "master"
+        } else {
+            "slave"
+        };
+        text.field("role", redis_role);
+        text.field("kvstore_role", role.role);
+        text.field("leader_id", role.leader.map_or(-1, |id| id as i128));
+        text.field("epoch", role.epoch);
+        text.field("commit_index", role.commit_index);
         if let Role::Leader { followers, .. } = &self.role {
-            let _ = write!(text, "connected_slaves:{}\r\n", followers.len());
+            text.field("connected_slaves", followers.len());
             for (number, (id, progress)) in followers.iter().enumerate() {
                 let address = self.peers.get(id).map(|peer| peer.client_address);
                 let online = self.peers.get(id).is_some_and(|peer| peer.up);
-                let _ = write!(
-                    text,
-                    "slave{number}:id={id},ip={},port={},state={},offset={},lag={}\r\n",
-                    host_of(address),
-                    port_of(address),
-                    if online { "online" } else { "down" },
-                    progress.match_index(),
-                    self.log.last_index().saturating_sub(progress.match_index()),
+                text.field(
+                    format_args!("slave{number}"),
+                    format_args!(
+                        "id={id},ip={},port={},state={},offset={},lag={}",
+                        host_of(address),
+                        port_of(address),
+                        if online { "online" } else { "down" },
+                        progress.match_index(),
+                        self.log.last_index().saturating_sub(progress.match_index()),
+                    ),
                 );
             }
         } else if let Some((_, address)) = self.leader_hint() {
             let up = self.known_leader().is_some();
-            let _ = write!(
-                text,
-                "master_host:{}\r\nmaster_port:{}\r\nmaster_link_status:{}\r\n",
-                address.ip(),
-                address.port(),
-                if up { "up" } else { "down" },
-            );
+            text.field("master_host", address.ip());
+            text.field("master_port", address.port());
+            text.field("master_link_status", if up { "up" } else { "down" });
         }
     }
 
-    fn info_cluster(&self, _facts: &ServerFacts, text: &mut String) {
-        let enabled = u8::from(self.config.cluster_size > 1);
-        let _ = write!(text, "cluster_enabled:{enabled}\r\n");
+    fn info_cluster(&self, _facts: &ServerFacts, text: &mut InfoText) {
+        text.field("cluster_enabled", u8::from(self.config.cluster_size > 1));
     }
 
-    fn info_keyspace(&self, _facts: &ServerFacts, text: &mut String) {
+    fn info_keyspace(&self, _facts: &ServerFacts, text: &mut InfoText) {
         if !self.store.is_empty() {
-            let _ = write!(
-                text,
-                "db0:keys={},expires=0,avg_ttl=0\r\n",
-                self.store.len()
+            text.field(
+                "db0",
+                format_args!("keys={},expires=0,avg_ttl=0", self.store.len()),
             );
         }
     }
@@ -454,7 +443,66 @@ impl Node {
     }
 }
 
-type InfoSection = fn(&Node, &ServerFacts, &mut String);
+type InfoSection = fn(&Node, &ServerFacts, &mut InfoText);
+
+/// `INFO`'s sections, in Redis's order: both forms of `INFO` write these.
+const INFO_SECTIONS: [(&str, InfoSection); 8] = [
+    ("server", Node::info_server),
+    ("clients", Node::info_clients),
+    ("memory", Node::info_memory),
+    ("persistence", Node::info_persistence),
+    ("stats", Node::info_stats),
+    ("replication", Node::info_replication),
+    ("cluster", Node::info_cluster),
+    ("keyspace", Node::info_keyspace),
+];
+
+/// How `INFO`'s fields are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InfoFormat {
+    /// RESP: sections of `name:value\r\n` lines under `# Title` headers,
+    /// a blank line between sections.
+    Resp,
+    /// The line protocol: `name=value` pairs separated by a space.
+    Line,
+}
+
+/// `INFO`'s text being written, in one of its two forms.
+struct InfoText {
+    text: String,
+    format: InfoFormat,
+}
+
+impl InfoText {
+    fn new(format: InfoFormat) -> Self {
+        InfoText {
+            text: String::new(),
+            format,
+        }
+    }
+
+    /// Starts section `name` (RESP only: the line form has no sections).
+    fn section(&mut self, name: &str) {
+        if self.format == InfoFormat::Line {
+            return;
+        }
+        if !self.text.is_empty() {
+            self.text.push_str("\r\n");
+        }
+        let mut title = name.to_string();
+        title[..1].make_ascii_uppercase();
+        let _ = write!(self.text, "# {title}\r\n");
+    }
+
+    fn field(&mut self, name: impl fmt::Display, value: impl fmt::Display) {
+        // Writing into a String cannot fail.
+        let _ = match self.format {
+            InfoFormat::Resp => write!(self.text, "{name}:{value}\r\n"),
+            InfoFormat::Line if self.text.is_empty() => write!(self.text, "{name}={value}"),
+            InfoFormat::Line => write!(self.text, " {name}={value}"),
+        };
+    }
+}
 
 /// A node as Redis Cluster clients see it.
 struct Member {
@@ -519,5 +567,79 @@ fn cluster_shards(members: &[Member], call: &mut Call<'_>) {
         wire::integer(out, i64::from(member.address.port()));
         wire::bulk(out, b"replication-offset");
         wire::integer(out, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{run, write_log};
+    use super::super::{NodeConfig, ReplyQueue};
+    use super::*;
+
+    fn facts() -> ServerFacts {
+        ServerFacts {
+            process_id: 42,
+            tcp_port: 7001,
+            uptime_s: 90_000,
+            connected_clients: 2,
+            max_clients: 100,
+            total_connections_received: 7,
+            rejected_connections: 1,
+            total_commands_processed: 9,
+            total_error_replies: 3,
+            total_redirect_replies: 0,
+            log_syncs: 5,
+            log_bytes: 300,
+            client_buffer_bytes: 4096,
+        }
+    }
+
+    /// A single node holding `k` = `v`, durable.
+    fn node_with_one_key() -> Node {
+        let mut node = Node::new(NodeConfig::single(1));
+        node.start(0);
+        write_log(&mut node);
+        run(&mut node, &mut ReplyQueue::new(), b"PUT k v");
+        write_log(&mut node);
+        node
+    }
+
+    #[test]
+    fn the_line_protocol_info_is_one_line_of_every_field() {
+        let node = node_with_one_key();
+        let expected = format!(
+            "redis_version=7.0.0 kvstore_version={} redis_mode=standalone arch_bits=64 \
+             process_id=42 tcp_port=7001 uptime_in_seconds=90000 uptime_in_days=1 node_id=1 \
+             connected_clients=2 maxclients=100 blocked_clients=0 client_buffer_bytes=4096 \
+             used_memory={} maxmemory=0 maxmemory_policy=noeviction \
+             loading=0 aof_enabled=1 log_bytes=300 log_last_index=2 log_durable_index=2 \
+             log_syncs=5 snapshot_index=0 \
+             total_connections_received=7 total_commands_processed=9 rejected_connections=1 \
+             total_error_replies=3 total_redirect_replies=0 \
+             role=master kvstore_role=leader leader_id=1 epoch=1 commit_index=2 connected_slaves=0 \
+             cluster_enabled=0 db0=keys=1,expires=0,avg_ttl=0",
+            env!("CARGO_PKG_VERSION"),
+            crate::store::Store::pair_cost(1, 1),
+        );
+        assert_eq!(node.info_line(&facts()), expected);
+    }
+
+    #[test]
+    fn both_forms_of_info_carry_the_same_fields_in_the_same_order() {
+        let node = node_with_one_key();
+        let resp = node.info_text(&facts(), InfoFormat::Resp, |_| true);
+        let from_resp: Vec<(&str, &str)> = resp
+            .split("\r\n")
+            .filter(|line| !line.is_empty() && !line.starts_with('#'))
+            .map(|line| line.split_once(':').expect("name:value"))
+            .collect();
+        let line = node.info_line(&facts());
+        let from_line: Vec<(&str, &str)> = line
+            .split(' ')
+            .map(|pair| pair.split_once('=').expect("name=value"))
+            .collect();
+        assert_eq!(from_resp, from_line);
+        assert!(resp.starts_with("# Server\r\nredis_version:7.0.0\r\n"));
+        assert!(resp.contains("\r\n\r\n# Clients\r\n"));
     }
 }

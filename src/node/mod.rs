@@ -20,6 +20,7 @@
 
 mod commands;
 mod election;
+mod health;
 mod introspect;
 mod log_tail;
 pub mod message;
@@ -36,6 +37,7 @@ mod validate;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+pub use health::{FollowerProgress, ROLE_NAMES, Unhealthy};
 pub use introspect::{REDIS_VERSION, ServerFacts};
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
@@ -406,10 +408,11 @@ impl Node {
             }
             Request::Snapshot => return self.request_snapshot(replies),
             Request::Quit => return Flow::Close,
-            Request::Auth { .. } => {
+            Request::Auth { .. } | Request::Info => {
                 // The connection answers AUTH (the password is not the
-                // core's business); reaching here is a driver's bug.
-                debug_assert!(false, "AUTH reached the core");
+                // core's business) and INFO (with the driver's figures,
+                // through `info_line`); reaching here is a driver's bug.
+                debug_assert!(false, "AUTH or INFO reached the core");
                 let reply = Reply::Error(ErrorReply::Parse(ParseError::UnknownCommand));
                 replies.push(reply, Gate::OPEN, self.released());
             }

@@ -221,7 +221,9 @@ impl Node {
         self.arm(TimerKind::Heartbeat, now_ms + self.config.heartbeat_ms);
     }
 
-    fn heard_from_majority(&self, now_ms: u64) -> usize {
+    /// How many nodes, this one included, a leader heard from within an
+    /// election timeout of `now_ms`.
+    pub(super) fn heard_from_majority(&self, now_ms: u64) -> usize {
         let Role::Leader { followers, .. } = &self.role else {
             return 0;
         };

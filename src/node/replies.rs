@@ -15,7 +15,7 @@
 
 use std::collections::VecDeque;
 
-use crate::protocol::{Protocol, Reply};
+use crate::protocol::{Outcome, Protocol, Reply};
 
 /// Above this, an emptied buffer gives its memory back (after a burst).
 const RETAINED_CAPACITY_BYTES: usize = 64 * 1024;
@@ -55,6 +55,8 @@ pub struct ReplyQueue {
     /// How replies are encoded: the line protocol until the connection's
     /// first byte says RESP, and over RESP the version `HELLO` chose.
     protocol: Protocol,
+    /// What the last reply pushed told of its request, until taken.
+    last_outcome: Option<Outcome>,
 }
 
 impl ReplyQueue {
@@ -66,10 +68,11 @@ impl ReplyQueue {
     /// `released` is what is released so far.
     pub fn push(&mut self, reply: Reply<'_>, gate: Gate, released: Gate) {
         let protocol = self.protocol;
-        self.push_encoded(released, |out, _| {
+        self.append(released, |out, _| {
             reply.encode_for(protocol, out);
             gate
         });
+        self.last_outcome = Some(reply.outcome());
     }
 
     /// Appends one reply that `encode` writes, in this queue's protocol,
@@ -80,9 +83,32 @@ impl ReplyQueue {
         released: Gate,
         encode: impl FnOnce(&mut Vec<u8>, Protocol) -> Gate,
     ) {
+        let protocol = self.protocol;
+        let start = self.append(released, encode);
+        self.last_outcome = Some(match protocol {
+            Protocol::Resp(_) => Outcome::of_resp(&self.bytes[start..]),
+            Protocol::Line => Outcome::Ok,
+        });
+    }
+
+    /// Encodes one reply at the end, held behind the gate `encode` returns;
+    /// returns where it starts.
+    fn append(
+        &mut self,
+        released: Gate,
+        encode: impl FnOnce(&mut Vec<u8>, Protocol) -> Gate,
+    ) -> usize {
         let start = self.bytes.len();
         let gate = encode(&mut self.bytes, self.protocol);
         self.hold_from(start, gate, released);
+        start
+    }
+
+    /// What the last reply pushed since the previous call told of its
+    /// request ([`Outcome::Ok`] if none was: a `QUIT`, a `SNAPSHOT` whose
+    /// reply comes later). The connection counts requests by it.
+    pub fn take_outcome(&mut self) -> Outcome {
+        self.last_outcome.take().unwrap_or_default()
     }
 
     fn hold_from(&mut self, start: usize, gate: Gate, released: Gate) {
@@ -210,6 +236,20 @@ mod tests {
         assert_eq!(queue.sendable(Gate { index: 9, round: 1 }), b"");
         assert_eq!(queue.sendable(Gate { index: 3, round: 5 }), b"");
         assert_eq!(queue.sendable(Gate { index: 4, round: 2 }), b"v\nOK\n");
+    }
+
+    #[test]
+    fn the_outcome_of_the_last_reply_is_taken_once() {
+        let mut queue = ReplyQueue::new();
+        queue.push(Reply::NotLeader(None), Gate::OPEN, Gate::OPEN);
+        assert_eq!(queue.take_outcome(), Outcome::Redirect);
+        assert_eq!(queue.take_outcome(), Outcome::Ok, "nothing pushed since");
+        queue.set_protocol(Protocol::Resp(crate::protocol::resp_reply::Version::Resp2));
+        queue.push_encoded(Gate::OPEN, |out, _| {
+            out.extend_from_slice(b"-ERR syntax error\r\n");
+            Gate::OPEN
+        });
+        assert_eq!(queue.take_outcome(), Outcome::Error);
     }
 
     #[test]

@@ -55,9 +55,15 @@ pub struct CommandDocs {
 
 /// The command named `name`, ignoring ASCII case.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    position(name).map(|at| &COMMANDS[at])
+}
+
+/// Where the command named `name` is in [`COMMANDS`], ignoring ASCII case
+/// (counters are kept by it).
+pub fn position(name: &[u8]) -> Option<usize> {
     COMMANDS
         .iter()
-        .find(|spec| name.eq_ignore_ascii_case(spec.name.as_bytes()))
+        .position(|spec| name.eq_ignore_ascii_case(spec.name.as_bytes()))
 }
 
 /// Whether a request of `argc` arguments (the name included) has the

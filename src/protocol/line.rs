@@ -70,6 +70,10 @@ pub enum Request<'buf> {
     Role,
     /// Take a snapshot now (or join the one running); answered once durable.
     Snapshot,
+    /// The server's figures on one line of `field=value` pairs (the fields
+    /// of RESP's `INFO`). Answered by the connection, which knows the
+    /// driver's figures, through the core's `Node::info_line`.
+    Info,
     Quit,
     /// `AUTH <password>` (`--requirepass-file`): the password is the rest
     /// of the line, spaces included. Answered by the connection, never by
@@ -79,11 +83,42 @@ pub enum Request<'buf> {
     },
 }
 
+/// The line protocol's command names, lowercase: a request's position
+/// here is its [`Request::command_index`] (counters are kept by it, with no
+/// lookup by name per request).
+pub const COMMAND_NAMES: [&str; 9] = [
+    "put", "get", "del", "ping", "role", "snapshot", "info", "quit", "auth",
+];
+
 impl Request<'_> {
     /// Whether the request changes the store (and so goes through the log).
     pub fn is_write(&self) -> bool {
         matches!(self, Request::Put { .. } | Request::Del { .. })
     }
+
+    /// Where the request's command is in [`COMMAND_NAMES`].
+    pub fn command_index(&self) -> usize {
+        match self {
+            Request::Put { .. } => 0,
+            Request::Get { .. } => 1,
+            Request::Del { .. } => 2,
+            Request::Ping => 3,
+            Request::Role => 4,
+            Request::Snapshot => 5,
+            Request::Info => 6,
+            Request::Quit => 7,
+            Request::Auth { .. } => 8,
+        }
+    }
+}
+
+/// Where the command a line starts with is in [`COMMAND_NAMES`], if it is
+/// one: a line that does not parse is still counted under its command.
+pub fn command_index_of(line: &[u8]) -> Option<usize> {
+    let (command, _) = split_word(line);
+    COMMAND_NAMES
+        .iter()
+        .position(|name| command.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Why a line is not a request. Each becomes `ERR <reason>` on the wire.
@@ -141,6 +176,8 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
         no_arguments(arguments, "ROLE").map(|()| Request::Role)
     } else if command.eq_ignore_ascii_case(b"SNAPSHOT") {
         no_arguments(arguments, "SNAPSHOT").map(|()| Request::Snapshot)
+    } else if command.eq_ignore_ascii_case(b"INFO") {
+        no_arguments(arguments, "INFO").map(|()| Request::Info)
     } else if command.eq_ignore_ascii_case(b"QUIT") {
         no_arguments(arguments, "QUIT").map(|()| Request::Quit)
     } else if command.eq_ignore_ascii_case(b"AUTH") {
@@ -343,6 +380,7 @@ mod tests {
         assert_eq!(parse(b"ping"), Ok(Request::Ping));
         assert_eq!(parse(b"QUIT"), Ok(Request::Quit));
         assert_eq!(parse(b"role"), Ok(Request::Role));
+        assert_eq!(parse(b"Info"), Ok(Request::Info));
         assert_eq!(
             parse(b"auth s3cret"),
             Ok(Request::Auth {
@@ -422,6 +460,33 @@ mod tests {
         assert_eq!(
             parse(b"PING x"),
             Err(ParseError::WrongArity { usage: "PING" })
+        );
+    }
+
+    #[test]
+    fn every_request_knows_its_command_name() {
+        let requests = [
+            (&b"PUT k v"[..], "put"),
+            (b"GET k", "get"),
+            (b"DEL k", "del"),
+            (b"PING", "ping"),
+            (b"ROLE", "role"),
+            (b"SNAPSHOT", "snapshot"),
+            (b"INFO", "info"),
+            (b"QUIT", "quit"),
+            (b"AUTH secret", "auth"),
+        ];
+        for (line, name) in requests {
+            let index = parse(line).unwrap().command_index();
+            assert_eq!(COMMAND_NAMES[index], name);
+            assert_eq!(command_index_of(line), Some(index));
+        }
+        assert_eq!(command_index_of(b"get a b"), Some(1), "wrong arity");
+        assert_eq!(command_index_of(b"FROB x"), None);
+        assert_eq!(command_index_of(b""), None);
+        assert_eq!(
+            parse(b"INFO all"),
+            Err(ParseError::WrongArity { usage: "INFO" })
         );
     }
 

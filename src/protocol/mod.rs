@@ -11,6 +11,7 @@
 //! PING\n                -> PONG
 //! ROLE\n                -> <leader|follower|electing|candidate|adopting> <leader-id|-1> <epoch> <commit-index>
 //!                          <snapshot-index> <used-memory-bytes> <max-memory-bytes (0: none)>
+//! INFO\n                -> <field>=<value> <field>=<value> ... (RESP INFO's fields, one line)
 //! QUIT\n                -> (connection closed, no reply)
 //! anything else         -> ERR <reason>
 //! ```
@@ -33,5 +34,5 @@ mod reply;
 pub mod resp;
 pub mod resp_reply;
 
-pub use line::{Framed, ParseError, Request, next_line, parse};
-pub use reply::{CLUSTER_DOWN, ErrorReply, Protocol, Reply, RoleReply};
+pub use line::{COMMAND_NAMES, Framed, ParseError, Request, command_index_of, next_line, parse};
+pub use reply::{CLUSTER_DOWN, ErrorReply, Outcome, Protocol, Reply, RoleReply};

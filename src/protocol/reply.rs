@@ -29,6 +29,52 @@ pub enum Reply<'a> {
     SnapshotFailed(&'a str),
 }
 
+/// What a reply tells of its request, for counting requests by result:
+/// answered, refused with an error, or sent to the leader (or told no
+/// leader is known).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Outcome {
+    #[default]
+    Ok,
+    Error,
+    Redirect,
+}
+
+impl Outcome {
+    /// Every outcome, in the order of [`Outcome::index`].
+    pub const ALL: [Outcome; 3] = [Outcome::Ok, Outcome::Error, Outcome::Redirect];
+
+    /// The outcome's position in [`Outcome::ALL`] (counters are arrays).
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Its name as a metric label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::Redirect => "redirect",
+        }
+    }
+
+    /// The outcome of a RESP reply from its encoded bytes: an error is
+    /// `-`, and of errors `MOVED` and `CLUSTERDOWN` send the client
+    /// elsewhere (or to wait for a leader). Anything else, an array of
+    /// `EXEC` results included, answered the request.
+    pub fn of_resp(encoded: &[u8]) -> Outcome {
+        match encoded {
+            [b'-', rest @ ..]
+                if rest.starts_with(b"MOVED ") || rest.starts_with(b"CLUSTERDOWN ") =>
+            {
+                Outcome::Redirect
+            }
+            [b'-', ..] => Outcome::Error,
+            _ => Outcome::Ok,
+        }
+    }
+}
+
 /// The answer to `ROLE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RoleReply {
@@ -163,6 +209,20 @@ impl ErrorReply {
 }
 
 impl Reply<'_> {
+    /// What the reply tells of its request.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Reply::NotLeader(_) => Outcome::Redirect,
+            Reply::Error(_) | Reply::SnapshotFailed(_) => Outcome::Error,
+            Reply::Ok
+            | Reply::Value(_)
+            | Reply::NotFound
+            | Reply::Pong
+            | Reply::Role(_)
+            | Reply::Snapshot(_) => Outcome::Ok,
+        }
+    }
+
     /// Appends the reply in `protocol`'s format to `out`.
     pub fn encode_for(&self, protocol: Protocol, out: &mut Vec<u8>) {
         match protocol {
@@ -242,6 +302,28 @@ mod tests {
         let mut out = Vec::new();
         reply.encode(&mut out);
         out
+    }
+
+    #[test]
+    fn outcomes_follow_the_reply_and_not_the_value() {
+        assert_eq!(Reply::Value(b"ERR not an error").outcome(), Outcome::Ok);
+        assert_eq!(Reply::NotFound.outcome(), Outcome::Ok);
+        assert_eq!(Reply::NotLeader(None).outcome(), Outcome::Redirect);
+        let refusal = Reply::Error(ErrorReply::OutOfMemory);
+        assert_eq!(refusal.outcome(), Outcome::Error);
+        assert_eq!(Outcome::of_resp(b"$3\r\n-ok\r\n"), Outcome::Ok);
+        assert_eq!(Outcome::of_resp(b"*2\r\n-ERR x\r\n"), Outcome::Ok);
+        assert_eq!(Outcome::of_resp(b"-ERR syntax error\r\n"), Outcome::Error);
+        assert_eq!(
+            Outcome::of_resp(b"-MOVED 1 127.0.0.1:7001\r\n"),
+            Outcome::Redirect
+        );
+        let down = format!("-{CLUSTER_DOWN}\r\n");
+        assert_eq!(Outcome::of_resp(down.as_bytes()), Outcome::Redirect);
+        assert_eq!(Outcome::of_resp(b""), Outcome::Ok);
+        for outcome in Outcome::ALL {
+            assert_eq!(Outcome::ALL[outcome.index()], outcome);
+        }
     }
 
     #[test]
