@@ -1255,8 +1255,10 @@ def cluster_checks(suite, harness):
                     possible[attempt_key] = {value}
                     first_ok = first_ok or time.monotonic()
                     break
-                except redis.RedisError as error:
+                except (redis.RedisError, redis.exceptions.RedisClusterException) as error:
                     # unacknowledged: the key may hold this value or any earlier one
+                    # (RedisClusterException, raised while the slot map has no
+                    # reachable node, is not a RedisError)
                     possible.setdefault(attempt_key, set()).add(value)
                     errors, last_error = errors + 1, error
                     if time.monotonic() > deadline:

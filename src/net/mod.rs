@@ -71,8 +71,8 @@ use syncer::Syncer;
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
-const SYNCED: Token = Token(usize::MAX - 3);
-const SNAPSHOTTER: Token = Token(usize::MAX - 4);
+/// The syncer or the snapshotter has something to report.
+const HELPER_THREADS: Token = Token(usize::MAX - 3);
 const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 /// Metrics connections take the tokens from here on, one per slot of
 /// their own table (far from the endpoints' tokens, which count up from 0).
@@ -275,11 +275,13 @@ impl Server {
             Some(address) => Some(metrics_port::bind(registry, address, METRICS_LISTENER)?),
             None => None,
         };
-        let waker = Waker::new(registry, SYNCED).map_err(ServerError::Poll)?;
-        let syncer = Syncer::spawn(Arc::new(waker)).map_err(ServerError::Log)?;
-        let waker = Waker::new(registry, SNAPSHOTTER).map_err(ServerError::Poll)?;
-        let snapshotter = Snapshotter::spawn(config.data_dir.clone(), Arc::new(waker))
-            .map_err(ServerError::Log)?;
+        // One waker for both helper threads: mio allows one per Poll (debug
+        // builds assert it); a wake-up checks both, which costs two
+        // try_recv calls.
+        let waker = Arc::new(Waker::new(registry, HELPER_THREADS).map_err(ServerError::Poll)?);
+        let syncer = Syncer::spawn(Arc::clone(&waker)).map_err(ServerError::Log)?;
+        let snapshotter =
+            Snapshotter::spawn(config.data_dir.clone(), waker).map_err(ServerError::Log)?;
         let links = config
             .peers
             .iter()
@@ -410,8 +412,10 @@ impl Server {
         match event.token() {
             LISTENER => self.accept_all(),
             SIGNALS => self.drain_signals(),
-            SYNCED => self.collect_syncs(),
-            SNAPSHOTTER => self.collect_snapshot_reports(),
+            HELPER_THREADS => {
+                self.collect_syncs();
+                self.collect_snapshot_reports();
+            }
             METRICS_LISTENER => self.accept_metrics_connections(),
             Token(token) if token >= FIRST_METRICS_TOKEN => {
                 self.service_metrics_connection(token - FIRST_METRICS_TOKEN)
