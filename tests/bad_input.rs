@@ -47,11 +47,12 @@ fn unknown_commands_are_refused() {
     assert_replies(
         &server,
         &[
-            (b"FROB x\n", "ERR unknown command"),
-            (b"GETX a\n", "ERR unknown command"),
-            (b"PUTa b c\n", "ERR unknown command"),
-            (b" GET a\n", "ERR unknown command"),
-            (b"\x00\xff\n", "ERR unknown command"),
+            (b"FROB x\n", "ERR unknown command 'FROB'"),
+            (b"GETX a\n", "ERR unknown command 'GETX'"),
+            (b"PUTa b c\n", "ERR unknown command 'PUTa'"),
+            (b" GET a\n", "ERR unknown command ''"),
+            (b"\x00\xff\n", "ERR unknown command '\\x00\\xff'"),
+            (b"\x1b[A\n", "ERR unknown command '\\x1b[A'"),
         ],
     );
     assert_eq!(server.connect().request(b"GET a"), b"NOT_FOUND");

@@ -413,7 +413,8 @@ impl Node {
                 // core's business) and INFO (with the driver's figures,
                 // through `info_line`); reaching here is a driver's bug.
                 debug_assert!(false, "AUTH or INFO reached the core");
-                let reply = Reply::Error(ErrorReply::Parse(ParseError::UnknownCommand));
+                let name = crate::protocol::CommandName::new(b"AUTH");
+                let reply = Reply::Error(ErrorReply::Parse(ParseError::UnknownCommand(name)));
                 replies.push(reply, Gate::OPEN, self.released());
             }
         }

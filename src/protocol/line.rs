@@ -125,7 +125,8 @@ pub fn command_index_of(line: &[u8]) -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ParseError {
     EmptyLine,
-    UnknownCommand,
+    /// A command the line protocol does not have; its name is shown.
+    UnknownCommand(CommandName),
     /// A cluster-internal command (the seed's `REPL_PUT`, `ELECTION`, ...)
     /// sent on a client connection: peers speak only after a handshake.
     PeerCommand,
@@ -136,11 +137,52 @@ pub enum ParseError {
     EmptyKey,
 }
 
+/// The most of an unknown command's name an error reply shows.
+pub const MAX_SHOWN_NAME_BYTES: usize = 32;
+
+/// An unknown command's name, kept inline (errors are `Copy` and parsing
+/// never allocates), cut to [`MAX_SHOWN_NAME_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandName {
+    bytes: [u8; MAX_SHOWN_NAME_BYTES],
+    len: u8,
+    truncated: bool,
+}
+
+impl CommandName {
+    pub fn new(name: &[u8]) -> Self {
+        let len = name.len().min(MAX_SHOWN_NAME_BYTES);
+        let mut bytes = [0; MAX_SHOWN_NAME_BYTES];
+        bytes[..len].copy_from_slice(&name[..len]);
+        CommandName {
+            bytes,
+            len: len as u8,
+            truncated: name.len() > len,
+        }
+    }
+}
+
+impl fmt::Display for CommandName {
+    /// Printable ASCII as is, anything else escaped (`\x1b`), so the reply
+    /// stays one line a terminal shows faithfully.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{}",
+            self.bytes[..self.len as usize].escape_ascii()
+        )?;
+        if self.truncated {
+            formatter.write_str("...")?;
+        }
+        Ok(())
+    }
+}
+
 impl fmt::Display for ParseError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ParseError::EmptyLine => write!(formatter, "empty line"),
-            ParseError::UnknownCommand => write!(formatter, "unknown command"),
+            ParseError::UnknownCommand(name) => write!(formatter, "unknown command '{name}'"),
             ParseError::PeerCommand => {
                 write!(formatter, "peer command refused on a client connection")
             }
@@ -193,7 +235,7 @@ pub fn parse(line: &[u8]) -> Result<Request<'_>, ParseError> {
     {
         Err(ParseError::PeerCommand)
     } else {
-        Err(ParseError::UnknownCommand)
+        Err(ParseError::UnknownCommand(CommandName::new(command)))
     }
 }
 
@@ -438,7 +480,10 @@ mod tests {
     fn malformed_lines_are_errors() {
         let put_arity = Err(ParseError::WrongArity { usage: PUT_USAGE });
         assert_eq!(parse(b""), Err(ParseError::EmptyLine));
-        assert_eq!(parse(b"FROB x"), Err(ParseError::UnknownCommand));
+        assert_eq!(
+            parse(b"FROB x"),
+            Err(ParseError::UnknownCommand(CommandName::new(b"FROB")))
+        );
         assert_eq!(parse(b"REPL_PUT k v"), Err(ParseError::PeerCommand));
         assert_eq!(parse(b"coordinator 7"), Err(ParseError::PeerCommand));
         assert_eq!(parse(b"PUT"), put_arity);
@@ -492,7 +537,15 @@ mod tests {
 
     #[test]
     fn errors_read_well_on_the_wire() {
-        assert_eq!(ParseError::UnknownCommand.to_string(), "unknown command");
+        let shown = |name: &[u8]| ParseError::UnknownCommand(CommandName::new(name)).to_string();
+        assert_eq!(shown(b"FROB"), "unknown command 'FROB'");
+        // Control bytes (an arrow key's escape sequence) are escaped, and a
+        // long name is cut: the reply stays one readable line.
+        assert_eq!(shown(b"\x1b[A"), "unknown command '\\x1b[A'");
+        assert_eq!(
+            shown(&[b'x'; 100]),
+            format!("unknown command '{}...'", "x".repeat(MAX_SHOWN_NAME_BYTES))
+        );
         assert_eq!(
             ParseError::WrongArity { usage: GET_USAGE }.to_string(),
             "wrong number of arguments, usage: GET <key>"

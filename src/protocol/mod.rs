@@ -34,5 +34,7 @@ mod reply;
 pub mod resp;
 pub mod resp_reply;
 
-pub use line::{COMMAND_NAMES, Framed, ParseError, Request, command_index_of, next_line, parse};
+pub use line::{
+    COMMAND_NAMES, CommandName, Framed, ParseError, Request, command_index_of, next_line, parse,
+};
 pub use reply::{CLUSTER_DOWN, ErrorReply, Outcome, Protocol, Reply, RoleReply};
