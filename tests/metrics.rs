@@ -315,7 +315,7 @@ fn metrics_count_what_clients_did_and_parse_as_prometheus_text() {
     }
     assert_eq!(client.request(b"GET a"), b"1");
     assert_eq!(client.request(b"GET nothing"), b"NOT_FOUND");
-    assert_eq!(client.request(b"FROB"), b"ERR unknown command");
+    assert_eq!(client.request(b"FROB"), b"ERR unknown command 'FROB'");
     assert_eq!(
         client.request(b"GET"),
         b"ERR wrong number of arguments, usage: GET <key>"
