@@ -162,7 +162,7 @@ impl Server {
             closed += 1;
         }
         if let Some(suppressed) = self.budget_log.admit(self.now_ms()) {
-            crate::status!(
+            crate::log_warn!(
                 "client buffers reached --max-client-buffer-bytes ({budget} bytes): closed \
                  {closed} connections holding the most, {} bytes freed{}",
                 before - self.client_buffer_bytes,

@@ -398,7 +398,7 @@ impl Server {
 
     fn drain_signals(&mut self) {
         for signal in self.signals.pending() {
-            crate::status!("received signal {signal}, shutting down");
+            crate::log_info!("received signal {signal}, shutting down");
             self.stop_requested = true;
         }
     }
@@ -450,14 +450,14 @@ impl Server {
             .registry()
             .register(&mut stream, Token(key), interest)
         {
-            crate::status!("cannot register a connection: {error}");
+            crate::log_warn!("cannot register a connection: {error}");
             return;
         }
         let transport = match &self.settings.tls {
             Some(tls) => match Transport::tls_server(stream, Arc::clone(&tls.server)) {
                 Ok(transport) => transport,
                 Err(error) => {
-                    crate::status!("cannot start TLS on a connection: {error}");
+                    crate::log_warn!("cannot start TLS on a connection: {error}");
                     return;
                 }
             },
@@ -552,7 +552,7 @@ impl Server {
     fn close_cross_protocol(&mut self, key: usize) {
         let now_ms = self.now_ms();
         if let Some(suppressed) = self.cross_protocol_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "possible security attack: a client sent an HTTP request to the key-value \
                  port; connection closed, nothing executed{}",
                 throttle::suppressed_note(suppressed)
@@ -587,7 +587,7 @@ impl Server {
         let remote = connection.transport.socket().peer_addr().ok();
         connection.refuse_plaintext();
         if let Some(suppressed) = self.tls_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "refused a plaintext connection from {}: this port requires TLS{}",
                 remote.map_or("an unknown address".to_string(), |remote| remote
                     .to_string()),
@@ -612,7 +612,7 @@ impl Server {
             connection.wrong_password_timer = Some(timer);
         }
         if let Some(suppressed) = self.wrong_password_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "wrong password from {} ({} so far){}",
                 remote.map_or("an unknown address".to_string(), |remote| remote
                     .to_string()),
@@ -808,7 +808,7 @@ impl Server {
                     true
                 }
                 Err(error) => {
-                    crate::status!("cannot read snapshot {}: {error}", read.index);
+                    crate::log_warn!("cannot read snapshot {}: {error}", read.index);
                     false
                 }
             }
@@ -870,7 +870,7 @@ impl Server {
                         Some(node) => format!(" (sent by node {node})"),
                         None => String::new(),
                     };
-                    crate::status!(
+                    crate::log_info!(
                         "snapshot at index {index} is durable{source}: {pairs} pairs, \
                          {file_bytes} bytes, written in {elapsed_ms} ms"
                     );
@@ -882,7 +882,7 @@ impl Server {
                 }
                 Ok(Some(Report::Failed { index, error })) => {
                     self.snapshot_summary = None;
-                    crate::status!(
+                    crate::log_error!(
                         "snapshot at index {index} failed and was abandoned: {error}; \
                          the log keeps every write and the server goes on"
                     );
@@ -1146,7 +1146,7 @@ impl Server {
         }
         // What the last sync released: acknowledgements and replies.
         self.end_turn()?;
-        crate::status!(
+        crate::log_info!(
             "log synced at index {}, {} client connections closed, bye",
             self.node.last_index(),
             self.clients

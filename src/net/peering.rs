@@ -93,7 +93,7 @@ impl Server {
     /// refused, and closes its connection.
     fn refuse_handshake(&mut self, key: usize, remote: SocketAddr, reason: &str) {
         if let Some(suppressed) = self.handshake_log.admit(self.now_ms()) {
-            crate::status!(
+            crate::log_warn!(
                 "refused a peer handshake from {remote}: {reason}{}",
                 throttle::suppressed_note(suppressed)
             );
@@ -240,7 +240,7 @@ impl Server {
                 // Nothing of it was applied; what follows on this
                 // connection cannot be trusted either.
                 if let Some(suppressed) = self.invalid_frame_log.admit(now_ms) {
-                    crate::status!(
+                    crate::log_warn!(
                         "refused a frame from node {peer_id}: {invalid}; dropping its \
                          connection{}",
                         throttle::suppressed_note(suppressed)
@@ -254,7 +254,7 @@ impl Server {
         self.frames = frames;
         if let Err(error) = outcome {
             if !matches!(error, PeerError::Closed) {
-                crate::status!("dropping an inbound peer connection: {error}");
+                crate::log_warn!("dropping an inbound peer connection: {error}");
             }
             self.close(key);
         }
@@ -346,11 +346,11 @@ impl Server {
                 if matches!(connection.state, LinkState::Ready { .. })
         );
         if ready {
-            crate::status!("lost peer {address}: {error}");
+            crate::log_warn!("lost peer {address}: {error}");
         } else if matches!(error, PeerError::Handshake(_))
             && let Some(suppressed) = self.handshake_log.admit(self.now_ms())
         {
-            crate::status!(
+            crate::log_warn!(
                 "peer {address} failed our handshake: {error}{}",
                 throttle::suppressed_note(suppressed)
             );
@@ -365,7 +365,7 @@ impl Server {
             .enumerate()
             .any(|(other, known)| other != link && known.id == Some(acceptor.id));
         if acceptor.id == self.config.id || duplicate {
-            crate::status!(
+            crate::log_error!(
                 "peer {} says it is node {}, an id already taken; ids must be unique",
                 self.links[link].address,
                 acceptor.id

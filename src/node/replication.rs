@@ -406,7 +406,7 @@ impl Node {
                 });
                 return;
             }
-            crate::status!(
+            crate::log_warn!(
                 "a read of the log from index {} found no record {from_index}",
                 read.from_index
             );
