@@ -354,7 +354,7 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
     let stderr = server.drain_stderr();
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(
-        stderr.contains("kvstore: log write failed: File too large"),
+        stderr.contains(" ERROR node=0 log write failed: File too large"),
         "stderr: {stderr}"
     );
 
