@@ -46,8 +46,10 @@ use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{Base, Log, store_epoch};
-use crate::node::message::{Envelope, NodeId};
-use crate::node::{Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, Step, TimerKind};
+use crate::node::message::Envelope;
+use crate::node::{
+    Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, SnapshotWritten, Step, TimerKind,
+};
 use crate::protocol::{ErrorReply, Reply};
 use crate::security::handshake::{HANDSHAKE_TIMEOUT_MS, Hello};
 use crate::security::password::WRONG_PASSWORD_DELAY_MS;
@@ -166,10 +168,6 @@ pub struct Server {
     syncer: Syncer,
     /// Writes snapshot files off the loop thread.
     snapshotter: Snapshotter,
-    /// The snapshot being written: its index, pairs, and when it began.
-    snapshot_summary: Option<crate::node::SnapshotSummary>,
-    /// The node sending the snapshot being written (None: our own).
-    snapshot_source: Option<NodeId>,
     /// Open snapshot files, for sending to nodes that lag: the newest and
     /// the one before (a transfer of it may still be under way).
     snapshot_files: BTreeMap<u64, File>,
@@ -285,9 +283,7 @@ impl Server {
             read_buffer: Vec::new(),
             syncer,
             snapshotter,
-            snapshot_summary: None,
             snapshot_files: BTreeMap::new(),
-            snapshot_source: None,
             snapshot_waiters: Vec::new(),
             timers: TimerWheel::new(0),
             node_timers: [None, None],
@@ -755,6 +751,7 @@ impl Server {
         }
         while let Some(step) = self.node.next_step() {
             match step {
+                Step::Event(event) => log_core_event(&event),
                 Step::PersistEpoch(epoch) => {
                     store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
                 }
@@ -777,15 +774,9 @@ impl Server {
                 },
                 Step::VoidHeldReplies => self.refuse_held_replies(|_| ErrorReply::LeadershipLost),
                 Step::Release(released) => self.release_replies(released),
-                Step::BeginSnapshot { index, from, .. } => {
-                    self.snapshot_source = from;
-                    self.snapshotter.begin(index);
-                }
+                Step::BeginSnapshot { index, .. } => self.snapshotter.begin(index),
                 Step::WriteSnapshot(bytes) => self.snapshotter.write(bytes),
-                Step::FinishSnapshot(summary) => {
-                    self.snapshot_summary = Some(summary);
-                    self.snapshotter.finish();
-                }
+                Step::FinishSnapshot(_) => self.snapshotter.finish(),
                 Step::AbortSnapshot => self.snapshotter.abort(),
                 Step::CompactLog(through) => self.compact_log(through)?,
             }
@@ -862,26 +853,18 @@ impl Server {
                     file_bytes,
                     elapsed_ms,
                 })) => {
-                    let pairs = self
-                        .snapshot_summary
-                        .take()
-                        .map_or(0, |summary| summary.pairs);
-                    let source = match self.snapshot_source.take() {
-                        Some(node) => format!(" (sent by node {node})"),
-                        None => String::new(),
-                    };
-                    crate::log_info!(
-                        "snapshot at index {index} is durable{source}: {pairs} pairs, \
-                         {file_bytes} bytes, written in {elapsed_ms} ms"
-                    );
+                    // The core logs it (it knows whose snapshot it is).
                     let path = self.config.data_dir.join(snapshot::file_name(index));
                     if let Ok(file) = File::open(path) {
                         self.keep_snapshot_file(index, file);
                     }
-                    self.node.on_snapshot_done(Ok(file_bytes));
+                    let written = SnapshotWritten {
+                        file_bytes,
+                        elapsed_ms,
+                    };
+                    self.node.on_snapshot_done(Ok(written));
                 }
                 Ok(Some(Report::Failed { index, error })) => {
-                    self.snapshot_summary = None;
                     crate::log_error!(
                         "snapshot at index {index} failed and was abandoned: {error}; \
                          the log keeps every write and the server goes on"
@@ -1152,6 +1135,15 @@ impl Server {
             self.clients
         );
         Ok(())
+    }
+}
+
+/// Writes one of the core's events as a log line (`node::Event`: its
+/// text, and its name and fields in JSON).
+fn log_core_event(event: &crate::node::Event) {
+    let level = event.level();
+    if crate::logger::enabled(level) {
+        crate::logger::log_event(level, Some(event.name()), event, &event.fields());
     }
 }
 

@@ -394,6 +394,7 @@ impl Node {
             self.abandon_snapshot(&format!("the snapshot from node {from} ended early"));
             return self.ask_for_offset(from, index, 0);
         };
+        let pairs = summary.pairs;
         self.snapshots
             .steps
             .push_back(Step::FinishSnapshot(summary));
@@ -401,6 +402,7 @@ impl Node {
             attempt: receiving.attempt,
             index: receiving.index,
             epoch: receiving.epoch,
+            pairs,
             log_bytes_at_start: self.snapshots.log_bytes_written,
             install: Some(Box::new(Install {
                 from,
@@ -429,8 +431,14 @@ impl Node {
 
     /// A received snapshot is durable: it becomes this node's state, unless
     /// the log got there meanwhile (see the module doc for why this is safe).
-    pub(super) fn install_snapshot(&mut self, point: super::SnapshotPoint, install: Install) {
-        if self.holds_through(point.index, point.epoch) {
+    /// Returns whether it replaced the store and the log.
+    pub(super) fn install_snapshot(
+        &mut self,
+        point: super::SnapshotPoint,
+        install: Install,
+    ) -> bool {
+        let replaced = !self.holds_through(point.index, point.epoch);
+        if !replaced {
             if self.commit_index < point.index {
                 self.advance_commit(point.index);
             }
@@ -452,5 +460,6 @@ impl Node {
             self.snapshots.compacted_epoch = point.epoch;
         }
         self.answer_sender(install.from, point.index);
+        replaced
     }
 }

@@ -80,7 +80,7 @@ use kvstore::log;
 use kvstore::node::message::{decode_frame, encode_frame};
 use kvstore::node::{
     Envelope, Flow, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue,
-    ServerFacts, Session, SnapshotPoint, Step, TimerKind,
+    ServerFacts, Session, SnapshotPoint, SnapshotWritten, Step, TimerKind,
 };
 use kvstore::protocol::resp::{self as resp_framing, Args};
 use kvstore::protocol::resp_reply::Version;
@@ -1169,6 +1169,7 @@ impl World {
     fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
         while let Some(step) = self.core_mut(id).next_step() {
             match step {
+                Step::Event(event) => self.trace(|| format!("n{id} logs: {event}")),
                 Step::PersistEpoch(epoch) => self.persist_epoch(id, epoch)?,
                 Step::ReadLog(read) => self.read_log(id, read),
                 Step::ReadSnapshot(read) => {
@@ -1657,7 +1658,12 @@ impl World {
         self.trace(|| {
             format!("n{id} published its snapshot of index {index} ({file_bytes} bytes)")
         });
-        self.core_mut(id).on_snapshot_done(Ok(file_bytes));
+        // Virtual time does not pass while a file is written.
+        let written = SnapshotWritten {
+            file_bytes,
+            elapsed_ms: 0,
+        };
+        self.core_mut(id).on_snapshot_done(Ok(written));
         self.maybe_crash_soon(id, 30);
         self.input_taken(id)
     }
