@@ -488,7 +488,7 @@ mod tests {
     use super::super::tests::{finish_turn, from_peer, leader_of_three, run, write_log};
     use super::*;
     use crate::log::BatchBuilder;
-    use crate::node::ReplyQueue;
+    use crate::node::{Envelope, ReplyQueue};
 
     /// The store's pairs with the index of the write that set each.
     fn pairs_of(node: &Node) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
@@ -662,5 +662,74 @@ mod tests {
         assert_eq!(events, expected);
         assert_eq!(node.stats().elections_started, 1);
         assert_eq!(node.stats().elections_won, 1);
+    }
+
+    /// A chunk of node 2's snapshot, in epoch 2.
+    fn late_chunk() -> Envelope {
+        let chunk = Message::InstallSnapshot {
+            index: 1,
+            epoch: 1,
+            total_bytes: 100,
+            offset: 0,
+            bytes: vec![0; 10],
+        };
+        from_peer(2, 2, chunk)
+    }
+
+    /// Found by the simulator's event checks (seed 766): a chunk of the
+    /// snapshot the promiser sent for the adoption arrived after the
+    /// candidate took office, and the leader followed the promiser, which
+    /// does not lead (it promised that epoch away), stepping down for it.
+    #[test]
+    fn a_late_chunk_from_the_adopted_promiser_does_not_depose_the_leader() {
+        let (mut node, _) = leader_by_adoption();
+        node.handle_message(late_chunk(), 1020)
+            .expect("a valid frame");
+        assert_eq!(node.leading_epoch(), Some(2));
+        assert_eq!(finish_turn(&mut node).events, []);
+        assert_eq!(node.stats().stepped_down, 0);
+    }
+
+    /// Seed 5986: the new leader crashed and restarted, promised epoch 2
+    /// but remembering nothing of its adoption, and followed the promiser,
+    /// whose transfer resumed when the link came back.
+    #[test]
+    fn a_chunk_in_the_promised_epoch_from_a_node_not_followed_is_dropped() {
+        let mut config = crate::node::NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        node.restore_promised_epoch(2);
+        node.start(0);
+        node.peer_up(2, std::net::SocketAddr::from(([127, 0, 0, 1], 7002)));
+        node.handle_message(late_chunk(), 10)
+            .expect("a valid frame");
+        assert_eq!(node.known_leader(), None);
+        let turn = finish_turn(&mut node);
+        assert_eq!(turn.events, []);
+        assert!(turn.messages.is_empty(), "answered {:?}", turn.messages);
+        // Once node 2 shows it leads (an Append of a newer epoch), its
+        // chunks are taken.
+        let heartbeat = Message::Append {
+            prev_index: 0,
+            prev_epoch: 0,
+            commit_index: 0,
+            round: 0,
+            records: Vec::new(),
+        };
+        node.handle_message(from_peer(2, 3, heartbeat), 20)
+            .expect("a valid frame");
+        assert_eq!(node.known_leader(), Some(2));
+        let chunk = Envelope {
+            epoch: 3,
+            ..late_chunk()
+        };
+        node.handle_message(chunk, 30).expect("a valid frame");
+        let answered = finish_turn(&mut node)
+            .messages
+            .iter()
+            .any(|(to, envelope)| {
+                *to == 2 && matches!(envelope.message, Message::SnapshotAck { .. })
+            });
+        assert!(answered, "the chunk was taken and answered");
     }
 }

@@ -532,6 +532,10 @@ impl Node {
             });
             self.last_known_leader = Some(from);
         }
+        // A follower sends snapshots only as a promiser to the candidate
+        // adopting its log; the leader it now hears from adopted already
+        // (a leader appends only after adopting), so that transfer is over.
+        self.outgoing.clear();
         self.election_attempt = 0;
         self.last_heard_ms = now_ms;
     }

@@ -244,6 +244,19 @@ impl Node {
         }
         let adopting = matches!(self.role, Role::Adopting { source, epoch: adopting, .. }
             if source == from && adopting == epoch);
+        // In a newer epoch than promised the sender leads it (a promiser
+        // sends only to the candidate it promised, which promised that epoch
+        // too). In the promised epoch it may be a promiser of an adoption
+        // that is over (this node may have taken office meanwhile, or
+        // restarted and forgotten it), which never leads that epoch: only
+        // the leader's `Append` tells it is the leader. Until one came the
+        // chunk is dropped; heartbeats come every `--heartbeat-ms`, and the
+        // leader resumes a stalled transfer (`transfer_heartbeat`).
+        let from_leader = epoch > self.promised_epoch
+            || matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from);
+        if !adopting && !from_leader {
+            return;
+        }
         if adopting {
             // Progress: the adoption is not stalled.
             self.arm_election_timer(now_ms);
