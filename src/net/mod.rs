@@ -18,6 +18,7 @@ pub mod descriptor_budget;
 mod descriptors;
 mod housekeeping;
 mod peer;
+mod peer_health;
 mod peering;
 mod read_buffer;
 mod snapshotter;
@@ -213,6 +214,13 @@ pub struct Server {
     stats: Stats,
     /// Cross-protocol (HTTP) connections closed, logged at most once a second.
     cross_protocol_log: throttle::Throttle,
+    /// Inbound peer connections dropped for a protocol error, likewise.
+    inbound_log: throttle::Throttle,
+    /// Connections refused at `--max-clients`, likewise.
+    max_clients_log: throttle::Throttle,
+    /// Clients closed at `--request-timeout-ms`, likewise; and how many.
+    request_timeout_log: throttle::Throttle,
+    request_timeouts: u64,
 }
 
 /// What the reactor counts for `INFO`.
@@ -254,12 +262,7 @@ impl Server {
         let links = config
             .peers
             .iter()
-            .map(|address| peer::Link {
-                address: *address,
-                endpoint: None,
-                id: None,
-                retry_delay_ms: peer::FIRST_RETRY_DELAY_MS,
-            })
+            .map(|address| peer::Link::new(*address))
             .collect();
         let own_hello = Hello {
             id: config.id,
@@ -307,6 +310,10 @@ impl Server {
             stop_requested: false,
             stats: Stats::default(),
             cross_protocol_log: throttle::Throttle::default(),
+            inbound_log: throttle::Throttle::default(),
+            max_clients_log: throttle::Throttle::default(),
+            request_timeout_log: throttle::Throttle::default(),
+            request_timeouts: 0,
         })
     }
 
@@ -434,6 +441,7 @@ impl Server {
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
             let _ = stream.write(&refusal);
+            self.log_max_clients(Some(remote));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -541,6 +549,33 @@ impl Server {
         connection.paused = connection.is_backpressured();
         self.queue_flush(key);
         self.account_client(key);
+    }
+
+    /// Logs (at most once a second) that a connection was refused at
+    /// `--max-clients`, with how many have been.
+    pub(super) fn log_max_clients(&mut self, remote: Option<SocketAddr>) {
+        let now_ms = self.now_ms();
+        let Some(suppressed) = self.max_clients_log.admit(now_ms) else {
+            return;
+        };
+        let (max_clients, rejected) = (self.config.max_clients, self.stats.connections_rejected);
+        let from = remote.map_or("an unknown address".to_string(), |remote| {
+            remote.to_string()
+        });
+        let fields = [
+            ("max_clients", crate::logger::Value::U64(max_clients as u64)),
+            ("rejected", crate::logger::Value::U64(rejected)),
+        ];
+        crate::logger::log_event(
+            crate::logger::Level::Warn,
+            Some("max_clients_reached"),
+            &format_args!(
+                "refused a connection from {from}: --max-clients {max_clients} reached \
+                 ({rejected} refused so far){}",
+                throttle::suppressed_note(suppressed)
+            ),
+            &fields,
+        );
     }
 
     /// A connection that spoke HTTP to the line protocol: closed at once,
@@ -728,7 +763,11 @@ impl Server {
 
     fn sync_interval(&mut self, now_ms: u64) {
         if self.log_dirty {
-            let synced = self.log.take_sync_job().map_or(Ok(()), |job| job.run());
+            let synced = self.log.take_sync_job().map_or(Ok(()), |job| {
+                let (outcome, duration_ms) = syncer::run_timed(job);
+                syncer::warn_if_slow(duration_ms, self.log.last_index());
+                outcome
+            });
             match synced {
                 Ok(()) => {
                     self.log_dirty = false;
@@ -986,7 +1025,9 @@ impl Server {
             FsyncPolicy::Never => Ok(true),
             FsyncPolicy::Interval => {
                 if let Some(job) = self.log.take_sync_job() {
-                    job.run()?;
+                    let (outcome, duration_ms) = syncer::run_timed(job);
+                    syncer::warn_if_slow(duration_ms, self.log.last_index());
+                    outcome?;
                 }
                 Ok(true)
             }

@@ -10,19 +10,60 @@
 //! Completion wakes the loop through a `mio::Waker`; the loop then tells the
 //! core which index is durable. Replies stay held until then, so nothing is
 //! acknowledged early.
+//!
+//! The thread times each sync and reports how long it took with its
+//! completion; the loop warns about one over [`SLOW_SYNC_MS`] (Redis's
+//! "Asynchronous AOF fsync is taking too long", etcd's slow fdatasync):
+//! every write acknowledged under `--fsync always` waited that long.
 
 use std::io;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
 use std::thread::{self, JoinHandle};
+use std::time::Instant;
 
 use mio::Waker;
 
 use crate::log::SyncJob;
+use crate::logger::{self, Level, Value};
+
+/// A sync of the log that takes longer than this is logged (`WARN`).
+pub const SLOW_SYNC_MS: u64 = 1000;
 
 struct Completed {
     index: u64,
     outcome: io::Result<()>,
+    duration_ms: u64,
+}
+
+/// Runs a sync job, returning its outcome and how long it took.
+pub fn run_timed(job: SyncJob) -> (io::Result<()>, u64) {
+    let started = Instant::now();
+    let outcome = job.run();
+    (outcome, started.elapsed().as_millis() as u64)
+}
+
+/// Warns if a sync of the log through `index` took `duration_ms`, over
+/// [`SLOW_SYNC_MS`]; returns whether it did.
+pub fn warn_if_slow(duration_ms: u64, index: u64) -> bool {
+    if duration_ms <= SLOW_SYNC_MS {
+        return false;
+    }
+    let fields = [
+        ("duration_ms", Value::U64(duration_ms)),
+        ("index", Value::U64(index)),
+    ];
+    logger::log_event(
+        Level::Warn,
+        Some("slow_fsync"),
+        &format_args!(
+            "fdatasync of the log through index {index} took {duration_ms} ms (over \
+             {SLOW_SYNC_MS} ms): the disk is slow, and writes waiting to be durable waited as \
+             long"
+        ),
+        &fields,
+    );
+    true
 }
 
 /// A sync to run: the job, and the log index it makes durable.
@@ -47,8 +88,13 @@ impl Syncer {
             .name("kvstore-syncer".to_string())
             .spawn(move || {
                 while let Ok(Request { index, job }) = incoming.recv() {
-                    let outcome = job.run();
-                    if done.send(Completed { index, outcome }).is_err() {
+                    let (outcome, duration_ms) = run_timed(job);
+                    let completed = Completed {
+                        index,
+                        outcome,
+                        duration_ms,
+                    };
+                    if done.send(completed).is_err() {
                         return;
                     }
                     // If the loop is gone there is nobody left to wake.
@@ -118,6 +164,7 @@ impl Syncer {
     fn finish(&mut self, completed: Completed) -> io::Result<Option<u64>> {
         self.in_flight = None;
         completed.outcome?;
+        warn_if_slow(completed.duration_ms, completed.index);
         if let Some(queued) = self.queued.take() {
             self.send(queued);
         }
@@ -165,5 +212,29 @@ mod tests {
         assert_eq!(syncer.wait_idle().unwrap(), Some(3));
         assert!(syncer.is_idle());
         assert_eq!(syncer.completed().unwrap(), None);
+    }
+
+    #[test]
+    fn a_sync_is_timed_and_only_a_slow_one_is_a_warning() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = crate::log::DataDir::lock(dir.path()).unwrap();
+        let (mut log, _) = crate::log::Log::open(&data_dir, 1 << 20, None, |_| {}).unwrap();
+        let mut record = Vec::new();
+        let entry = crate::log::Entry {
+            epoch: 1,
+            index: 1,
+            commit: 0,
+            op: crate::log::Op::Noop,
+        };
+        crate::log::encode(&entry, &mut record);
+        log.append(1, &record).unwrap();
+        let (outcome, duration_ms) = run_timed(log.take_sync_job().expect("a write to sync"));
+        assert!(outcome.is_ok());
+        assert!(duration_ms < 60_000, "{duration_ms} ms");
+        assert!(
+            !warn_if_slow(SLOW_SYNC_MS, 1),
+            "at the threshold is not slow"
+        );
+        assert!(warn_if_slow(SLOW_SYNC_MS + 1, 1));
     }
 }
