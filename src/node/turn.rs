@@ -274,6 +274,28 @@ mod tests {
     }
 
     #[test]
+    fn events_beyond_the_bound_are_counted_and_reported_as_one() {
+        let mut node = Node::new(NodeConfig::single(1));
+        let abandoned = |index| Event::SnapshotAbandoned {
+            index,
+            reason: "test".to_string(),
+        };
+        for index in 0..crate::node::MAX_EVENTS_PER_TURN as u64 + 3 {
+            node.emit(abandoned(index));
+        }
+        let mut events = Vec::new();
+        while let Some(step) = node.next_step() {
+            if let Step::Event(event) = step {
+                events.push(event);
+            }
+        }
+        assert_eq!(events.len(), crate::node::MAX_EVENTS_PER_TURN + 1);
+        assert_eq!(events[0], abandoned(0));
+        assert_eq!(events.last(), Some(&Event::EventsDropped { count: 3 }));
+        assert!(!step_names(&mut node).contains(&"event"), "handed out once");
+    }
+
+    #[test]
     fn records_go_to_followers_before_the_leaders_own_write() {
         let mut node = leader_of_three();
         let mut queue = ReplyQueue::new();
