@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
+use crate::logger;
+
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_DATA_ROOT: &str = "./kvstore-data";
 pub const DEFAULT_FSYNC_INTERVAL_MS: u64 = 1000;
@@ -203,6 +205,16 @@ pub struct ServerArgs {
     /// network only monitoring reaches.
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_socket_address)]
     pub metrics_addr: Option<SocketAddr>,
+    /// How each stderr line is written: text (`<time> <LEVEL> node=<id>
+    /// <message>`) or json (one object per line: ts, level, node, msg, and
+    /// an event's fields).
+    #[arg(long, value_enum, default_value_t = logger::Format::Text)]
+    pub log_format: logger::Format,
+    /// The least important stderr lines written: error, warn, info (the
+    /// node's life: elections, leadership, snapshots, peers) or debug (each
+    /// reconnect and election attempt too).
+    #[arg(long, value_enum, default_value_t = logger::Level::Info)]
+    pub log_level: logger::Level,
 }
 
 /// A validated server configuration.
@@ -240,6 +252,8 @@ pub struct Config {
     pub tls: Option<TlsFlags>,
     /// Where `/metrics` and `/health` are served; `None`: nowhere.
     pub metrics_addr: Option<SocketAddr>,
+    pub log_format: logger::Format,
+    pub log_level: logger::Level,
 }
 
 /// The TLS flags, when TLS is on.
@@ -440,6 +454,8 @@ impl ServerArgs {
             requirepass_file: self.requirepass_file,
             tls,
             metrics_addr: self.metrics_addr,
+            log_format: self.log_format,
+            log_level: self.log_level,
         })
     }
 }
@@ -556,6 +572,19 @@ mod tests {
             DEFAULT_MAX_CLIENT_BUFFER_BYTES
         );
         assert!(config.peers.is_empty());
+        assert_eq!(config.log_format, logger::Format::Text);
+        assert_eq!(config.log_level, logger::Level::Info);
+    }
+
+    #[test]
+    fn log_flags_take_a_format_and_a_level() {
+        let config = args(&["7001", "--log-format", "json", "--log-level", "debug"]).unwrap();
+        assert_eq!(config.log_format, logger::Format::Json);
+        assert_eq!(config.log_level, logger::Level::Debug);
+        let parsed =
+            |list: &[&str]| ServerArgs::try_parse_from(["kvstore-server"].iter().chain(list));
+        assert!(parsed(&["7001", "--log-format", "xml"]).is_err());
+        assert!(parsed(&["7001", "--log-level", "trace"]).is_err());
     }
 
     #[test]

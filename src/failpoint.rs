@@ -19,7 +19,7 @@ pub fn reached(name: &str) {
     if armed.as_deref() != Some(name) {
         return;
     }
-    crate::status!("failpoint {name} reached; stopped here until killed");
+    crate::log_warn!("failpoint {name} reached; stopped here until killed");
     loop {
         std::thread::park();
     }

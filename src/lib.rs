@@ -13,6 +13,8 @@
 //! - [`store`]: the in-memory map, bytes to bytes.
 //! - [`log`]: the append-only, checksummed log: record format, segment files found
 //!   by index, replay and recovery, the data directory and its lock.
+//! - [`logger`]: the diagnostic lines on stderr: timestamp, level, node id,
+//!   message (or one JSON object); the `log_error!` .. `log_debug!` macros.
 //! - [`snapshot`]: the store as of one log index in one checksummed file: the
 //!   format, naming, loading and atomic publishing.
 //! - [`startup`]: from a data directory to a node: the newest usable snapshot,
@@ -34,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod failpoint;
 pub mod log;
+pub mod logger;
 pub mod net;
 pub mod node;
 pub mod protocol;
@@ -42,20 +45,3 @@ pub mod snapshot;
 pub mod startup;
 pub mod store;
 pub mod timer;
-
-/// Prints one status line, `kvstore: <message>`, to stderr in a single
-/// write, so the lines of nodes sharing a terminal or pipe never interleave.
-#[macro_export]
-macro_rules! status {
-    ($($argument:tt)*) => {
-        $crate::print_status(format_args!($($argument)*))
-    };
-}
-
-#[doc(hidden)]
-pub fn print_status(message: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let line = format!("kvstore: {message}\n");
-    // Nothing sensible is left to do if stderr is gone.
-    let _ = std::io::stderr().write_all(line.as_bytes());
-}

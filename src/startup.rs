@@ -87,7 +87,7 @@ pub fn open(
         source,
     })?;
     for temporary in &listing.temporaries {
-        crate::status!(
+        crate::log_info!(
             "removing {}, a snapshot a crash left unfinished",
             temporary.display()
         );
@@ -111,8 +111,8 @@ pub fn open(
                             covered_index,
                         });
                     }
-                    crate::status!(
-                        "warning: {error}; started from {} and the log after it instead, which \
+                    crate::log_warn!(
+                        "{error}; started from {} and the log after it instead, which \
                          reach index {} (the unusable snapshot covered {covered_index})",
                         describe(candidate.as_ref()),
                         loaded.last_index

@@ -296,7 +296,7 @@ fn a_thousand_concurrent_connections_are_all_served() {
 
 #[test]
 fn connections_beyond_max_clients_are_refused_until_a_slot_frees() {
-    let (_dir, server) = start(&["--max-clients", "5"]);
+    let (_dir, mut server) = start(&["--max-clients", "5"]);
     let mut admitted: Vec<_> = (0..5)
         .map(|_| {
             let mut client = server.connect();
@@ -308,6 +308,11 @@ fn connections_beyond_max_clients_are_refused_until_a_slot_frees() {
     assert_eq!(
         String::from_utf8_lossy(&sixth.read_until_closed()),
         "ERR max number of clients reached\n"
+    );
+    let line = server.wait_for_stderr("--max-clients 5 reached");
+    assert!(
+        line.contains(" WARN ") && line.contains("refused a connection from 127.0.0.1:"),
+        "{line}"
     );
     drop(admitted.pop());
     wait_until("the freed slot to admit a client", || {

@@ -354,7 +354,7 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
     let stderr = server.drain_stderr();
     assert_eq!(status.code(), Some(1), "stderr: {stderr}");
     assert!(
-        stderr.contains("kvstore: log write failed: File too large"),
+        stderr.contains(" ERROR node=0 log write failed: File too large"),
         "stderr: {stderr}"
     );
 
@@ -374,7 +374,7 @@ fn a_failed_log_write_is_refused_and_stops_the_server() {
         !restarted
             .stderr_seen
             .iter()
-            .any(|line| line.contains("warning")),
+            .any(|line| line.contains(" WARN ")),
         "the refused write left a torn record: {:#?}",
         restarted.stderr_seen
     );

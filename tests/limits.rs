@@ -202,13 +202,19 @@ fn a_request_that_takes_too_long_is_cut_off() {
     assert!(took >= Duration::from_millis(300), "cut off after {took:?}");
 }
 
-/// A connection that never sends its first line is cut off too.
+/// A connection that never sends its first line is cut off too, and the
+/// operator is told (at most once a second).
 #[test]
 fn a_silent_connection_is_cut_off_after_the_request_timeout() {
     let dir = tempfile::tempdir().unwrap();
-    let server = ServerProcess::start(dir.path(), &["--request-timeout-ms", "300"]);
+    let mut server = ServerProcess::start(dir.path(), &["--request-timeout-ms", "300"]);
     let mut silent = server.connect();
     assert_eq!(silent.read_to_end(), TIMEOUT_REPLY);
+    let line = server.wait_for_stderr("(--request-timeout-ms; 1 so far)");
+    assert!(
+        line.contains(" WARN ") && line.contains("sent no whole request line within 300 ms"),
+        "{line}"
+    );
 }
 
 /// The idle timeout counts from the last whole request: dripping bytes of

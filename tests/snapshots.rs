@@ -247,12 +247,12 @@ fn an_older_snapshot_and_the_log_stand_in_for_a_damaged_newer_one() {
     std::fs::write(&newer_path, &bytes).unwrap();
 
     let mut restarted = ServerProcess::start(dir.path(), &[]);
-    let warning = restarted.wait_for_stderr("warning:");
+    let warning = restarted.wait_for_stderr("older snapshot");
+    assert!(warning.contains(" WARN "), "{warning}");
     assert!(
         warning.contains(&newer_path.display().to_string()),
         "{warning}"
     );
-    assert!(warning.contains("older snapshot"), "{warning}");
     let line = restarted.wait_for_stderr("listening on");
     assert!(line.contains(&format!("snapshot index {older}")), "{line}");
     assert_values(&mut restarted.connect(), &expected);

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use kvstore::config::{Config, ServerArgs};
+use kvstore::logger;
 use kvstore::net::Server;
 use kvstore::net::descriptor_budget::{self, DescriptorNeeds};
 use kvstore::node::NodeConfig;
@@ -21,14 +22,20 @@ fn main() -> ExitCode {
     let config = match ServerArgs::parse().into_config() {
         Ok(config) => config,
         Err(error) => {
-            kvstore::status!("{error}");
+            kvstore::log_error!("{error}");
             return ExitCode::from(2);
         }
     };
+    let settings = logger::Settings {
+        node: Some(config.id),
+        level: config.log_level,
+        format: config.log_format,
+    };
+    logger::init(settings).expect("the logger is set up once, here");
     match run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            kvstore::status!("{message}");
+            kvstore::log_error!("{message}");
             ExitCode::from(1)
         }
     }
@@ -53,7 +60,7 @@ fn run(mut config: Config) -> Result<(), String> {
     config.max_clients = fit_open_file_limit(&config, log.segment_count())?;
     let mut server =
         Server::bind(config.clone(), settings, node, log).map_err(|e| e.to_string())?;
-    kvstore::status!(
+    kvstore::log_info!(
         "node {} listening on {} (data dir {}, fsync {}, {} peers{}, {}{}, {}, snapshots every {}; \
          {}; started in {} ms)",
         config.id,
@@ -70,7 +77,7 @@ fn run(mut config: Config) -> Result<(), String> {
         started.elapsed().as_millis(),
     );
     if let Some(address) = server.metrics_addr() {
-        kvstore::status!(
+        kvstore::log_info!(
             "serving metrics on http://{address}/metrics and health on http://{address}/health"
         );
     }
@@ -89,9 +96,9 @@ fn fit_open_file_limit(config: &Config, log_segments: usize) -> Result<usize, St
     };
     let plan = descriptor_budget::fit_open_file_limit(needs).map_err(|e| e.to_string())?;
     if let Some(warning) = &plan.warning {
-        kvstore::status!("{warning}");
+        kvstore::log_warn!("{warning}");
     } else if plan.soft_limit > plan.soft_limit_before {
-        kvstore::status!(
+        kvstore::log_info!(
             "raised the open-file limit (ulimit -n) from {} to {} for --max-clients {}",
             plan.soft_limit_before,
             plan.soft_limit,
@@ -136,8 +143,8 @@ fn describe_client_authentication(config: &Config) -> &'static str {
 /// start (docs/SECURITY.md).
 fn warn_about_exposure(config: &Config) {
     if config.requirepass_file.is_none() && !config.listen.ip().is_loopback() {
-        kvstore::status!(
-            "WARNING: listening on {} without --requirepass-file: anyone who can reach this \
+        kvstore::log_warn!(
+            "listening on {} without --requirepass-file: anyone who can reach this \
              port can read, write and delete every key",
             config.listen
         );

@@ -317,7 +317,7 @@ impl Progress {
         if self.replayed_bytes < self.next_report_bytes {
             return;
         }
-        crate::status!(
+        crate::log_info!(
             "replaying log: {} MiB of {} MiB",
             self.replayed_bytes / MEBIBYTE,
             self.total_bytes / MEBIBYTE

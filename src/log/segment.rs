@@ -121,8 +121,8 @@ impl SegmentFile {
             || "no damage".to_string(),
             |damage| damage.reason.to_string(),
         );
-        crate::status!(
-            "warning: log {}: torn write at byte {} ({reason}); dropping the last {} bytes",
+        crate::log_warn!(
+            "log {}: torn write at byte {} ({reason}); dropping the last {} bytes",
             self.path.display(),
             end.valid_bytes,
             end.damaged_bytes()
@@ -235,8 +235,8 @@ fn check_header(file: &File, path: &Path) -> Result<(), LogError> {
         });
     }
     if file_bytes > 0 {
-        crate::status!(
-            "warning: log {}: header is incomplete ({file_bytes} of {LOG_HEADER_BYTES} bytes, \
+        crate::log_warn!(
+            "log {}: header is incomplete ({file_bytes} of {LOG_HEADER_BYTES} bytes, \
              an interrupted creation); rewriting it",
             path.display()
         );

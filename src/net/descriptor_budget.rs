@@ -212,7 +212,7 @@ fn fit(
     debug_assert!(max_clients as u64 + own_descriptors <= limit);
     let warning = (max_clients < needs.max_clients).then(|| {
         format!(
-            "warning: --max-clients {} needs {} open files ({} for the server itself: \
+            "--max-clients {} needs {} open files ({} for the server itself: \
              {RESERVED_DESCRIPTORS} reserved, {} for log segments, {DESCRIPTORS_PER_PEER} for \
              each of {} peers), but {reason}: max clients lowered to {max_clients} to fit; \
              raise the limit to allow more",

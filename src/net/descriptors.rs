@@ -105,7 +105,7 @@ impl Descriptors {
         let spare = match File::open(SPARE_PATH) {
             Ok(file) => Some(file),
             Err(error) => {
-                crate::status!(
+                crate::log_warn!(
                     "cannot open {SPARE_PATH} as a spare descriptor: {error}; clients that \
                      come when descriptors run out will wait until some are free"
                 );
@@ -188,7 +188,7 @@ impl Server {
             Refusal::Refused => {
                 let now_ms = self.now_ms();
                 if let Some(suppressed) = self.descriptors.refusal_log.admit(now_ms) {
-                    crate::status!(
+                    crate::log_warn!(
                         "out of file descriptors (accept: {error}): refused a connection with \
                          ERR max number of clients reached, {} so far{}",
                         self.descriptors.refused,
@@ -219,7 +219,7 @@ impl Server {
             } else {
                 ", and no spare descriptor is left"
             };
-            crate::status!(
+            crate::log_error!(
                 "accept failed: {error}{spare}; retrying every {ACCEPT_RETRY_MS} ms{}",
                 throttle::suppressed_note(suppressed)
             );

@@ -303,24 +303,51 @@ impl Server {
     }
 }
 
-/// MERGE POINT for `Node::stats() -> &NodeStats` (another branch adds it):
-/// the core's own counters go here, and only here. Wire them as
-///
-/// ```text
-/// let stats = node.stats();
-/// out.counter("kvstore_elections_started_total", "Elections this node started.", stats.elections_started);
-/// out.counter("kvstore_elections_won_total", "Elections this node won.", stats.elections_won);
-/// out.counter("kvstore_leader_changes_total", "Changes of the leader this node knows.", stats.leader_changes);
-/// out.counter("kvstore_leader_step_downs_total", "Times this node stopped leading.", stats.stepped_down);
-/// out.counter("kvstore_snapshots_taken_total", "Snapshots this node took.", stats.snapshots_taken);
-/// out.counter("kvstore_snapshots_installed_total", "Snapshots installed from a leader.", stats.snapshots_installed);
-/// out.counter("kvstore_read_rounds_started_total", "ReadIndex rounds sent.", stats.read_rounds_started);
-/// out.counter("kvstore_read_rounds_confirmed_total", "ReadIndex rounds a majority confirmed.", stats.read_rounds_confirmed);
-/// ```
-///
-/// and add the same figures to `INFO` through `ServerFacts`' caller or
-/// `node::introspect` (`info_stats`), so both keep one source.
-fn export_node_stats(_out: &mut Exposition, _node: &Node) {}
+/// The core's own counters (`Node::stats`), the same figures `INFO`'s
+/// stats section shows.
+fn export_node_stats(out: &mut Exposition, node: &Node) {
+    let stats = node.stats();
+    out.counter(
+        "kvstore_elections_started_total",
+        "Elections this node started.",
+        stats.elections_started,
+    );
+    out.counter(
+        "kvstore_elections_won_total",
+        "Elections this node won.",
+        stats.elections_won,
+    );
+    out.counter(
+        "kvstore_leader_changes_total",
+        "Changes of the leader this node knows.",
+        stats.leader_changes,
+    );
+    out.counter(
+        "kvstore_leader_step_downs_total",
+        "Times this node stopped leading.",
+        stats.stepped_down,
+    );
+    out.counter(
+        "kvstore_snapshots_taken_total",
+        "Snapshots this node took.",
+        stats.snapshots_taken,
+    );
+    out.counter(
+        "kvstore_snapshots_installed_total",
+        "Snapshots installed from a leader.",
+        stats.snapshots_installed,
+    );
+    out.counter(
+        "kvstore_read_rounds_started_total",
+        "ReadIndex rounds sent.",
+        stats.read_rounds_started,
+    );
+    out.counter(
+        "kvstore_read_rounds_confirmed_total",
+        "ReadIndex rounds a majority confirmed.",
+        stats.read_rounds_confirmed,
+    );
+}
 
 /// The process's resident memory: `VmRSS` of `/proc/self/status` (the
 /// resident pages of `/proc/self/statm`, in bytes, with no page size to

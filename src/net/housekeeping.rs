@@ -18,6 +18,7 @@
 
 use super::throttle;
 use super::{Endpoint, Server, TimerEvent};
+use crate::logger::{self, Level, Value};
 use crate::protocol::ErrorReply;
 
 /// The sweep runs at most this far apart.
@@ -66,7 +67,7 @@ impl Server {
         for key in keys {
             match self.verdict(key, now_ms) {
                 Verdict::Keep => {}
-                Verdict::TimedOut => self.refuse_slow_request(key),
+                Verdict::TimedOut => self.refuse_slow_request(key, now_ms),
                 Verdict::Idle => self.close(key),
                 Verdict::ReleaseBuffers => {
                     if let Some(connection) = self.client(key) {
@@ -76,6 +77,7 @@ impl Server {
                 }
             }
         }
+        self.tick_link_health(now_ms);
         let next_ms = now_ms + self.sweep_interval_ms();
         self.timers.insert(next_ms, TimerEvent::Sweep);
     }
@@ -109,16 +111,40 @@ impl Server {
         }
     }
 
-    /// Tells a client its request took too long, and closes it once told.
-    fn refuse_slow_request(&mut self, key: usize) {
+    /// Tells a client its request took too long, and closes it once told;
+    /// logged at most once a second, with how many there were.
+    fn refuse_slow_request(&mut self, key: usize, now_ms: u64) {
         let released = self.node.released();
         let Some(timeout_ms) = self.config.request_timeout_ms else {
             return;
         };
-        if let Some(connection) = self.client(key) {
-            connection.refuse_with(ErrorReply::RequestTimeout { timeout_ms }, released);
-        }
+        let Some(connection) = self.client(key) else {
+            return;
+        };
+        let remote = connection.transport.socket().peer_addr().ok();
+        connection.refuse_with(ErrorReply::RequestTimeout { timeout_ms }, released);
         self.queue_flush(key);
+        self.request_timeouts += 1;
+        if let Some(suppressed) = self.request_timeout_log.admit(now_ms) {
+            let from = remote.map_or("an unknown address".to_string(), |remote| {
+                remote.to_string()
+            });
+            let fields = [
+                ("timeout_ms", Value::U64(timeout_ms)),
+                ("timed_out", Value::U64(self.request_timeouts)),
+            ];
+            logger::log_event(
+                Level::Warn,
+                Some("request_timeout"),
+                &format_args!(
+                    "closed a client ({from}) that sent no whole request line within {timeout_ms} \
+                     ms (--request-timeout-ms; {} so far){}",
+                    self.request_timeouts,
+                    throttle::suppressed_note(suppressed)
+                ),
+                &fields,
+            );
+        }
     }
 
     /// Adds a client connection's buffers, as they are now, to the budget.
@@ -162,11 +188,21 @@ impl Server {
             closed += 1;
         }
         if let Some(suppressed) = self.budget_log.admit(self.now_ms()) {
-            crate::status!(
-                "client buffers reached --max-client-buffer-bytes ({budget} bytes): closed \
-                 {closed} connections holding the most, {} bytes freed{}",
-                before - self.client_buffer_bytes,
-                throttle::suppressed_note(suppressed)
+            let freed = before - self.client_buffer_bytes;
+            let fields = [
+                ("budget_bytes", Value::U64(budget as u64)),
+                ("closed", Value::U64(closed)),
+                ("freed_bytes", Value::U64(freed as u64)),
+            ];
+            logger::log_event(
+                Level::Warn,
+                Some("client_buffer_budget"),
+                &format_args!(
+                    "client buffers reached --max-client-buffer-bytes ({budget} bytes): closed \
+                     {closed} connections holding the most, {freed} bytes freed{}",
+                    throttle::suppressed_note(suppressed)
+                ),
+                &fields,
             );
         }
     }

@@ -27,6 +27,7 @@ mod http;
 mod metrics;
 mod metrics_port;
 mod peer;
+mod peer_health;
 mod peering;
 mod prometheus;
 mod read_buffer;
@@ -56,8 +57,10 @@ use slab::Slab;
 
 use crate::config::{Config, FsyncPolicy};
 use crate::log::{Base, Log, store_epoch};
-use crate::node::message::{Envelope, NodeId};
-use crate::node::{Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, Step, TimerKind};
+use crate::node::message::Envelope;
+use crate::node::{
+    Gate, LogRead, LogWriteOutcome, Node, SnapshotRead, SnapshotWritten, Step, TimerKind,
+};
 use crate::protocol::{ErrorReply, Reply};
 use crate::security::handshake::{HANDSHAKE_TIMEOUT_MS, Hello};
 use crate::security::password::WRONG_PASSWORD_DELAY_MS;
@@ -195,10 +198,6 @@ pub struct Server {
     syncer: Syncer,
     /// Writes snapshot files off the loop thread.
     snapshotter: Snapshotter,
-    /// The snapshot being written: its index, pairs, and when it began.
-    snapshot_summary: Option<crate::node::SnapshotSummary>,
-    /// The node sending the snapshot being written (None: our own).
-    snapshot_source: Option<NodeId>,
     /// Open snapshot files, for sending to nodes that lag: the newest and
     /// the one before (a transfer of it may still be under way).
     snapshot_files: BTreeMap<u64, File>,
@@ -247,6 +246,13 @@ pub struct Server {
     metrics_connections: Slab<http::HttpConnection>,
     /// Cross-protocol (HTTP) connections closed, logged at most once a second.
     cross_protocol_log: throttle::Throttle,
+    /// Inbound peer connections dropped for a protocol error, likewise.
+    inbound_log: throttle::Throttle,
+    /// Connections refused at `--max-clients`, likewise.
+    max_clients_log: throttle::Throttle,
+    /// Clients closed at `--request-timeout-ms`, likewise; and how many.
+    request_timeout_log: throttle::Throttle,
+    request_timeouts: u64,
 }
 
 impl Server {
@@ -285,12 +291,7 @@ impl Server {
         let links = config
             .peers
             .iter()
-            .map(|address| peer::Link {
-                address: *address,
-                endpoint: None,
-                id: None,
-                retry_delay_ms: peer::FIRST_RETRY_DELAY_MS,
-            })
+            .map(|address| peer::Link::new(*address))
             .collect();
         let own_hello = Hello {
             id: config.id,
@@ -314,9 +315,7 @@ impl Server {
             read_buffer: Vec::new(),
             syncer,
             snapshotter,
-            snapshot_summary: None,
             snapshot_files: BTreeMap::new(),
-            snapshot_source: None,
             snapshot_waiters: Vec::new(),
             timers: TimerWheel::new(0),
             node_timers: [None, None],
@@ -342,6 +341,10 @@ impl Server {
             metrics_listener,
             metrics_connections: Slab::new(),
             cross_protocol_log: throttle::Throttle::default(),
+            inbound_log: throttle::Throttle::default(),
+            max_clients_log: throttle::Throttle::default(),
+            request_timeout_log: throttle::Throttle::default(),
+            request_timeouts: 0,
         })
     }
 
@@ -442,7 +445,7 @@ impl Server {
 
     fn drain_signals(&mut self) {
         for signal in self.signals.pending() {
-            crate::status!("received signal {signal}, shutting down");
+            crate::log_info!("received signal {signal}, shutting down");
             self.stop_requested = true;
         }
     }
@@ -482,6 +485,7 @@ impl Server {
             Reply::Error(ErrorReply::TooManyClients).encode(&mut refusal);
             // Best effort: the socket is fresh, so its buffer has room.
             let _ = stream.write(&refusal);
+            self.log_max_clients(Some(remote));
             return;
         }
         let _ = stream.set_nodelay(true);
@@ -494,14 +498,14 @@ impl Server {
             .registry()
             .register(&mut stream, Token(key), interest)
         {
-            crate::status!("cannot register a connection: {error}");
+            crate::log_warn!("cannot register a connection: {error}");
             return;
         }
         let transport = match &self.settings.tls {
             Some(tls) => match Transport::tls_server(stream, Arc::clone(&tls.server)) {
                 Ok(transport) => transport,
                 Err(error) => {
-                    crate::status!("cannot start TLS on a connection: {error}");
+                    crate::log_warn!("cannot start TLS on a connection: {error}");
                     return;
                 }
             },
@@ -592,12 +596,39 @@ impl Server {
         self.account_client(key);
     }
 
+    /// Logs (at most once a second) that a connection was refused at
+    /// `--max-clients`, with how many have been.
+    pub(super) fn log_max_clients(&mut self, remote: Option<SocketAddr>) {
+        let now_ms = self.now_ms();
+        let Some(suppressed) = self.max_clients_log.admit(now_ms) else {
+            return;
+        };
+        let (max_clients, rejected) = (self.config.max_clients, self.metrics.connections_rejected);
+        let from = remote.map_or("an unknown address".to_string(), |remote| {
+            remote.to_string()
+        });
+        let fields = [
+            ("max_clients", crate::logger::Value::U64(max_clients as u64)),
+            ("rejected", crate::logger::Value::U64(rejected)),
+        ];
+        crate::logger::log_event(
+            crate::logger::Level::Warn,
+            Some("max_clients_reached"),
+            &format_args!(
+                "refused a connection from {from}: --max-clients {max_clients} reached \
+                 ({rejected} refused so far){}",
+                throttle::suppressed_note(suppressed)
+            ),
+            &fields,
+        );
+    }
+
     /// A connection that spoke HTTP to the line protocol: closed at once,
     /// nothing executed, logged (as Redis logs "Possible SECURITY ATTACK").
     fn close_cross_protocol(&mut self, key: usize) {
         let now_ms = self.now_ms();
         if let Some(suppressed) = self.cross_protocol_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "possible security attack: a client sent an HTTP request to the key-value \
                  port; connection closed, nothing executed{}",
                 throttle::suppressed_note(suppressed)
@@ -632,7 +663,7 @@ impl Server {
         let remote = connection.transport.socket().peer_addr().ok();
         connection.refuse_plaintext();
         if let Some(suppressed) = self.tls_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "refused a plaintext connection from {}: this port requires TLS{}",
                 remote.map_or("an unknown address".to_string(), |remote| remote
                     .to_string()),
@@ -657,7 +688,7 @@ impl Server {
             connection.wrong_password_timer = Some(timer);
         }
         if let Some(suppressed) = self.wrong_password_log.admit(now_ms) {
-            crate::status!(
+            crate::log_warn!(
                 "wrong password from {} ({} so far){}",
                 remote.map_or("an unknown address".to_string(), |remote| remote
                     .to_string()),
@@ -797,7 +828,9 @@ impl Server {
     fn run_sync_job_here(&mut self, job: &crate::log::SyncJob) -> io::Result<()> {
         let started = Instant::now();
         job.run()?;
-        self.metrics.log_synced(started.elapsed());
+        let duration = started.elapsed();
+        self.metrics.log_synced(duration);
+        syncer::warn_if_slow(duration, self.log.last_index());
         Ok(())
     }
 
@@ -811,6 +844,7 @@ impl Server {
         }
         while let Some(step) = self.node.next_step() {
             match step {
+                Step::Event(event) => log_core_event(&event),
                 Step::PersistEpoch(epoch) => {
                     store_epoch(&self.config.data_dir, epoch).map_err(ServerError::Epoch)?;
                 }
@@ -833,15 +867,9 @@ impl Server {
                 },
                 Step::VoidHeldReplies => self.refuse_held_replies(|_| ErrorReply::LeadershipLost),
                 Step::Release(released) => self.release_replies(released),
-                Step::BeginSnapshot { index, from, .. } => {
-                    self.snapshot_source = from;
-                    self.snapshotter.begin(index);
-                }
+                Step::BeginSnapshot { index, .. } => self.snapshotter.begin(index),
                 Step::WriteSnapshot(bytes) => self.snapshotter.write(bytes),
-                Step::FinishSnapshot(summary) => {
-                    self.snapshot_summary = Some(summary);
-                    self.snapshotter.finish();
-                }
+                Step::FinishSnapshot(_) => self.snapshotter.finish(),
                 Step::AbortSnapshot => self.snapshotter.abort(),
                 Step::CompactLog(through) => self.compact_log(through)?,
             }
@@ -864,7 +892,7 @@ impl Server {
                     true
                 }
                 Err(error) => {
-                    crate::status!("cannot read snapshot {}: {error}", read.index);
+                    crate::log_warn!("cannot read snapshot {}: {error}", read.index);
                     false
                 }
             }
@@ -918,27 +946,19 @@ impl Server {
                     file_bytes,
                     elapsed_ms,
                 })) => {
-                    let pairs = self
-                        .snapshot_summary
-                        .take()
-                        .map_or(0, |summary| summary.pairs);
-                    let source = match self.snapshot_source.take() {
-                        Some(node) => format!(" (sent by node {node})"),
-                        None => String::new(),
-                    };
-                    crate::status!(
-                        "snapshot at index {index} is durable{source}: {pairs} pairs, \
-                         {file_bytes} bytes, written in {elapsed_ms} ms"
-                    );
+                    // The core logs it (it knows whose snapshot it is).
                     let path = self.config.data_dir.join(snapshot::file_name(index));
                     if let Ok(file) = File::open(path) {
                         self.keep_snapshot_file(index, file);
                     }
-                    self.node.on_snapshot_done(Ok(file_bytes));
+                    let written = SnapshotWritten {
+                        file_bytes,
+                        elapsed_ms,
+                    };
+                    self.node.on_snapshot_done(Ok(written));
                 }
                 Ok(Some(Report::Failed { index, error })) => {
-                    self.snapshot_summary = None;
-                    crate::status!(
+                    crate::log_error!(
                         "snapshot at index {index} failed and was abandoned: {error}; \
                          the log keeps every write and the server goes on"
                     );
@@ -1213,11 +1233,20 @@ impl Server {
         }
         // What the last sync released: acknowledgements and replies.
         self.end_turn()?;
-        crate::status!(
+        crate::log_info!(
             "log synced at index {}, {} client connections closed, bye",
             self.node.last_index(),
             self.clients
         );
         Ok(())
+    }
+}
+
+/// Writes one of the core's events as a log line (`node::Event`: its
+/// text, and its name and fields in JSON).
+fn log_core_event(event: &crate::node::Event) {
+    let level = event.level();
+    if crate::logger::enabled(level) {
+        crate::logger::log_event(level, Some(event.name()), event, &event.fields());
     }
 }

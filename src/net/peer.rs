@@ -368,6 +368,42 @@ pub struct Link {
     pub endpoint: Option<usize>,
     pub id: Option<NodeId>,
     pub retry_delay_ms: u64,
+    /// What the log has said about it (`peer_health`).
+    pub health: super::peer_health::PeerHealth,
+    /// Why its connection or the attempt under way failed, for the line
+    /// that reports it once the connection is closed.
+    pub failure: Option<LinkFailure>,
+}
+
+impl Link {
+    pub fn new(address: SocketAddr) -> Link {
+        Link {
+            address,
+            endpoint: None,
+            id: None,
+            retry_delay_ms: FIRST_RETRY_DELAY_MS,
+            health: Default::default(),
+            failure: None,
+        }
+    }
+}
+
+/// Why a link failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkFailure {
+    pub reason: String,
+    /// The peer is up but refused us (a handshake, a duplicate id): a
+    /// configuration to fix, not a node to wait for.
+    pub refused: bool,
+}
+
+impl LinkFailure {
+    pub fn unreachable(reason: impl ToString) -> LinkFailure {
+        LinkFailure {
+            reason: reason.to_string(),
+            refused: false,
+        }
+    }
 }
 
 pub const FIRST_RETRY_DELAY_MS: u64 = 20;

@@ -14,6 +14,10 @@
 //! Configured peers keep a way in when `--max-clients` are connected: a
 //! connection from a peer's IP address is then admitted as "peer only"
 //! (see `Server::admit`), and refused unless it opens with a handshake.
+//!
+//! What the log says about each outbound link is decided in `peer_health`:
+//! lost and connected once, a peer that stays down once a minute, each
+//! reconnect attempt only at `DEBUG`.
 
 use std::net::SocketAddr;
 
@@ -21,9 +25,11 @@ use mio::Interest;
 use mio::Token;
 use mio::net::TcpStream;
 
-use super::peer::{self, LinkState, OutboundLink, PeerError, PendingPeer};
+use super::peer::{self, LinkFailure, LinkState, OutboundLink, PeerError, PendingPeer};
+use super::peer_health::{Notice, PEER_DOWN_REPORT_INTERVAL_MS};
 use super::throttle;
 use super::{Endpoint, Server, TimerEvent, Transport};
+use crate::logger::{self, Field, Level, Value};
 use crate::node::message::{self, Envelope, NodeId};
 use crate::protocol::ErrorReply;
 use crate::security::handshake::{self, Accepting, HANDSHAKE_TIMEOUT_MS, Hello};
@@ -93,7 +99,7 @@ impl Server {
     /// refused, and closes its connection.
     fn refuse_handshake(&mut self, key: usize, remote: SocketAddr, reason: &str) {
         if let Some(suppressed) = self.handshake_log.admit(self.now_ms()) {
-            crate::status!(
+            crate::log_warn!(
                 "refused a peer handshake from {remote}: {reason}{}",
                 throttle::suppressed_note(suppressed)
             );
@@ -206,7 +212,11 @@ impl Server {
                 let remote = pending.remote;
                 self.refuse_handshake(key, remote, &reason);
             }
-            Some(Endpoint::Outbound { connection, .. }) if connection.handshake_expired(now_ms) => {
+            Some(Endpoint::Outbound { link, connection })
+                if connection.handshake_expired(now_ms) =>
+            {
+                let reason = format!("no handshake within {HANDSHAKE_TIMEOUT_MS} ms");
+                self.links[*link].failure = Some(LinkFailure::unreachable(reason));
                 self.close(key)
             }
             Some(Endpoint::Client(connection))
@@ -216,9 +226,13 @@ impl Server {
             {
                 // It said nothing: a client after all, and there is no room.
                 let released = self.node.released();
+                let mut remote = None;
                 if let Some(Endpoint::Client(connection)) = self.endpoints.get_mut(key) {
+                    remote = connection.transport.socket().peer_addr().ok();
                     connection.refuse_with(ErrorReply::TooManyClients, released);
                 }
+                self.metrics.connections_rejected += 1;
+                self.log_max_clients(remote);
                 self.queue_flush(key);
             }
             _ => {}
@@ -240,7 +254,7 @@ impl Server {
                 // Nothing of it was applied; what follows on this
                 // connection cannot be trusted either.
                 if let Some(suppressed) = self.invalid_frame_log.admit(now_ms) {
-                    crate::status!(
+                    crate::log_warn!(
                         "refused a frame from node {peer_id}: {invalid}; dropping its \
                          connection{}",
                         throttle::suppressed_note(suppressed)
@@ -253,8 +267,21 @@ impl Server {
         frames.clear();
         self.frames = frames;
         if let Err(error) = outcome {
-            if !matches!(error, PeerError::Closed) {
-                crate::status!("dropping an inbound peer connection: {error}");
+            match error {
+                // The peer went away (its outbound link's loss is reported
+                // by its own side, and ours by our link).
+                PeerError::Closed => {}
+                PeerError::Io(_) => {
+                    crate::log_debug!("dropping the inbound connection of node {peer_id}: {error}")
+                }
+                _ => {
+                    if let Some(suppressed) = self.inbound_log.admit(now_ms) {
+                        crate::log_warn!(
+                            "dropping the inbound connection of node {peer_id}: {error}{}",
+                            throttle::suppressed_note(suppressed)
+                        );
+                    }
+                }
             }
             self.close(key);
         }
@@ -290,7 +317,10 @@ impl Server {
                 let event = TimerEvent::HandshakeDeadline { endpoint: key };
                 self.timers.insert(now_ms + HANDSHAKE_TIMEOUT_MS, event);
             }
-            Err(_) => self.schedule_redial(link),
+            Err(error) => {
+                self.report_attempt_failed(link, LinkFailure::unreachable(error));
+                self.schedule_redial(link);
+            }
         }
     }
 
@@ -302,14 +332,142 @@ impl Server {
             .insert(deadline_ms, TimerEvent::Reconnect { link });
     }
 
+    /// The outbound connection of `link` is closed: a link that was ready
+    /// is lost (the core hears of it), any other was a failed attempt;
+    /// either way the log hears as `peer_health` decides, and a new dial
+    /// is scheduled.
     pub(super) fn link_lost(&mut self, link: usize, state: LinkState) {
         self.links[link].endpoint = None;
+        let failure = self.links[link]
+            .failure
+            .take()
+            .unwrap_or_else(|| LinkFailure::unreachable("connection closed"));
         if let LinkState::Ready { id } = state {
-            self.node.peer_down(id, self.now_ms());
+            let now_ms = self.now_ms();
+            self.node.peer_down(id, now_ms);
+            if let Some(notice) = self.links[link].health.lost(now_ms) {
+                self.log_link_notice(link, notice, &failure);
+            }
+        } else {
+            self.report_attempt_failed(link, failure);
         }
         if !self.stop_requested {
             self.schedule_redial(link);
         }
+    }
+
+    /// An attempt to reach `link` failed: a `DEBUG` line, and a report if
+    /// `peer_health` says one is due.
+    fn report_attempt_failed(&mut self, link: usize, failure: LinkFailure) {
+        let now_ms = self.now_ms();
+        let refused = failure.refused;
+        let (attempts, notice) = self.links[link].health.attempt_failed(now_ms, refused);
+        let address = self.links[link].address;
+        let retry_ms = self.links[link].retry_delay_ms;
+        crate::log_debug!(
+            "reconnect attempt {attempts} to peer {address} failed: {}; next in {retry_ms} ms",
+            failure.reason
+        );
+        if let Some(notice) = notice {
+            self.log_link_notice(link, notice, &failure);
+        }
+    }
+
+    /// About once a second (the sweep): the state a flapping link settled
+    /// in, if it was not logged.
+    pub(super) fn tick_link_health(&mut self, now_ms: u64) {
+        for link in 0..self.links.len() {
+            if let Some(notice) = self.links[link].health.tick(now_ms) {
+                let failure = LinkFailure::unreachable("it went up and down");
+                self.log_link_notice(link, notice, &failure);
+            }
+        }
+    }
+
+    /// Writes what `peer_health` decided to say about `link`.
+    fn log_link_notice(&self, link: usize, notice: Notice, failure: &LinkFailure) {
+        let address = self.links[link].address;
+        let peer = address.to_string();
+        let name = match self.links[link].id {
+            Some(id) => format!("peer {address} (node {id})"),
+            None => format!("peer {address}"),
+        };
+        let reason = failure.reason.as_str();
+        let mut fields: Vec<Field> = vec![
+            ("peer", Value::Str(&peer)),
+            ("peer_id", Value::from(self.links[link].id)),
+        ];
+        let every_s = PEER_DOWN_REPORT_INTERVAL_MS / 1000;
+        let (level, event, message) = match notice {
+            Notice::Unreachable => {
+                fields.push(("error", Value::Str(reason)));
+                let level = if failure.refused {
+                    Level::Warn
+                } else {
+                    Level::Info
+                };
+                let message = if failure.refused {
+                    format!(
+                        "cannot connect to {name}: {reason}; retrying (said again every \
+                         {every_s} s while it goes on)"
+                    )
+                } else {
+                    format!(
+                        "cannot reach {name} yet: {reason}; retrying (said again every {every_s} \
+                         s while it stays unreachable)"
+                    )
+                };
+                (level, "peer_unreachable", message)
+            }
+            Notice::StillDown { down_ms, attempts } => {
+                fields.push(("down_ms", Value::U64(down_ms)));
+                fields.push(("attempts", Value::U64(attempts)));
+                fields.push(("error", Value::Str(reason)));
+                let (seconds, state) = (
+                    down_ms / 1000,
+                    if failure.refused {
+                        "still cannot connect to"
+                    } else {
+                        "still cannot reach"
+                    },
+                );
+                let message = format!(
+                    "{state} {name} after {seconds} s and {attempts} attempts: {reason}; \
+                     retrying (said again every {every_s} s)"
+                );
+                (Level::Warn, "peer_still_down", message)
+            }
+            Notice::Lost { suppressed } => {
+                fields.push(("error", Value::Str(reason)));
+                let message = format!(
+                    "lost {name}: {reason}; reconnecting (said again every {every_s} s while it \
+                     stays down){}",
+                    throttle::suppressed_note(suppressed)
+                );
+                (Level::Warn, "peer_lost", message)
+            }
+            Notice::Connected {
+                down_ms,
+                attempts,
+                suppressed,
+            } => {
+                fields.push(("down_ms", Value::from(down_ms)));
+                fields.push(("attempts", Value::U64(attempts)));
+                let after = match down_ms {
+                    Some(down_ms) => {
+                        format!(" after {down_ms} ms down and {attempts} failed reconnect attempts")
+                    }
+                    None if attempts > 0 => format!(" after {attempts} failed attempts"),
+                    None => String::new(),
+                };
+                let message = format!(
+                    "{name} connected{after}{}",
+                    throttle::suppressed_note(suppressed)
+                );
+                (Level::Info, "peer_connected", message)
+            }
+        };
+        logger::log_event(level, Some(event), &message, &fields);
     }
 
     pub(super) fn service_outbound(&mut self, key: usize, writable: bool) {
@@ -336,25 +494,15 @@ impl Server {
         }
     }
 
-    /// Logs why an outbound link failed (a lost ready link always; a
-    /// refused handshake at most once a second) and closes it.
+    /// Closes an outbound link that failed; `link_lost` reports why.
     fn outbound_failed(&mut self, key: usize, link: usize, error: PeerError) {
-        let address = self.links[link].address;
-        let ready = matches!(
-            self.endpoints.get(key),
-            Some(Endpoint::Outbound { connection, .. })
-                if matches!(connection.state, LinkState::Ready { .. })
-        );
-        if ready {
-            crate::status!("lost peer {address}: {error}");
-        } else if matches!(error, PeerError::Handshake(_))
-            && let Some(suppressed) = self.handshake_log.admit(self.now_ms())
-        {
-            crate::status!(
-                "peer {address} failed our handshake: {error}{}",
-                throttle::suppressed_note(suppressed)
-            );
-        }
+        let refused = matches!(error, PeerError::Handshake(_));
+        let reason = if refused {
+            format!("it failed our handshake: {error}")
+        } else {
+            error.to_string()
+        };
+        self.links[link].failure = Some(LinkFailure { reason, refused });
         self.close(key);
     }
 
@@ -365,11 +513,14 @@ impl Server {
             .enumerate()
             .any(|(other, known)| other != link && known.id == Some(acceptor.id));
         if acceptor.id == self.config.id || duplicate {
-            crate::status!(
-                "peer {} says it is node {}, an id already taken; ids must be unique",
-                self.links[link].address,
+            let reason = format!(
+                "it says it is node {}, an id already taken; ids must be unique",
                 acceptor.id
             );
+            self.links[link].failure = Some(LinkFailure {
+                reason,
+                refused: true,
+            });
             return self.close(key);
         }
         if let Some(Endpoint::Outbound { connection, .. }) = self.endpoints.get_mut(key) {
@@ -379,6 +530,11 @@ impl Server {
         self.peer_flush_queue.push(key);
         self.links[link].id = Some(acceptor.id);
         self.links[link].retry_delay_ms = peer::FIRST_RETRY_DELAY_MS;
+        let now_ms = self.now_ms();
+        if let Some(notice) = self.links[link].health.connected(now_ms) {
+            let failure = LinkFailure::unreachable("");
+            self.log_link_notice(link, notice, &failure);
+        }
         self.node.peer_up(acceptor.id, acceptor.address);
     }
 
@@ -413,7 +569,10 @@ impl Server {
                 }
                 _ => Ok(()),
             };
-            if outcome.is_err() {
+            if let Err(error) = outcome {
+                if let Some(Endpoint::Outbound { link, .. }) = self.endpoints.get(key) {
+                    self.links[*link].failure = Some(LinkFailure::unreachable(error));
+                }
                 self.close(key);
             }
         }

@@ -164,7 +164,7 @@ fn run(dir: &Path, jobs: &Receiver<Job>, report: impl Fn(Report) -> bool) {
             }
             Job::Remove(path) => {
                 if let Err(error) = std::fs::remove_file(&path) {
-                    crate::status!("cannot remove {}: {error}", path.display());
+                    crate::log_warn!("cannot remove {}: {error}", path.display());
                 }
                 None
             }
@@ -241,7 +241,7 @@ fn discard(dir: &Path, writing: Writing) {
     let index = writing.index;
     drop(writing.file);
     if let Err(cleanup) = snapshot::remove_temporary(dir, index) {
-        crate::status!("cannot remove the abandoned snapshot file of index {index}: {cleanup}");
+        crate::log_warn!("cannot remove the abandoned snapshot file of index {index}: {cleanup}");
     }
 }
 
@@ -250,7 +250,7 @@ fn remove_older_snapshots(dir: &Path, index: u64) {
     let listing = match snapshot::list(dir) {
         Ok(listing) => listing,
         Err(error) => {
-            crate::status!(
+            crate::log_warn!(
                 "cannot list {} to remove old snapshots: {error}",
                 dir.display()
             );
@@ -261,7 +261,7 @@ fn remove_older_snapshots(dir: &Path, index: u64) {
         if older < index
             && let Err(error) = std::fs::remove_file(&path)
         {
-            crate::status!("cannot remove old snapshot {}: {error}", path.display());
+            crate::log_warn!("cannot remove old snapshot {}: {error}", path.display());
         }
     }
 }

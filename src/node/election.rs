@@ -19,6 +19,7 @@
 //!   id (stickiness); a higher node that is refused by nobody bullies its way
 //!   in, but only once its log has caught up with the leader's commit index.
 
+use super::events::{ElectionReason, Event, StepDownReason};
 use super::message::{Message, NodeId};
 use super::replication::Progress;
 use super::{LogPosition, Node, Role, TimerKind};
@@ -43,26 +44,46 @@ impl Node {
 
     /// The election timer fired: the current phase is over.
     pub(super) fn on_election_timer(&mut self, now_ms: u64) {
-        match self.role {
-            Role::Follower { .. } => {
-                if now_ms >= self.last_heard_ms + self.config.election_timeout_ms {
-                    self.start_election(now_ms);
-                } else {
-                    self.arm_election_timer(now_ms);
+        let reason = match self.role {
+            Role::Follower { leader } => {
+                if now_ms < self.last_heard_ms + self.config.election_timeout_ms {
+                    return self.arm_election_timer(now_ms);
+                }
+                let silent_ms = now_ms.saturating_sub(self.last_heard_ms);
+                match leader {
+                    Some(leader) => ElectionReason::LeaderSilent { leader, silent_ms },
+                    None if self.last_known_leader.is_none() && self.election_attempt == 0 => {
+                        ElectionReason::StartUp
+                    }
+                    None => ElectionReason::NoLeader { silent_ms },
                 }
             }
-            Role::Electing { alive_heard: false } => self.become_candidate(now_ms),
+            Role::Electing { alive_heard: false } => return self.become_candidate(now_ms),
             // A higher node said it would see to it and did not, or the
             // candidacy or the adoption stalled: start over.
-            Role::Electing { alive_heard: true }
-            | Role::Candidate { .. }
-            | Role::Adopting { .. } => self.start_election(now_ms),
-            Role::Leader { .. } => {}
-        }
+            Role::Electing { alive_heard: true } => ElectionReason::HigherNodeSilent,
+            Role::Candidate { epoch, .. } => ElectionReason::NoMajority { epoch },
+            Role::Adopting { epoch, source, .. } => {
+                ElectionReason::AdoptionStalled { epoch, source }
+            }
+            Role::Leader { .. } => return,
+        };
+        self.start_election(now_ms, reason);
+    }
+
+    /// Records that an election starts, and why (once per election).
+    pub(super) fn note_election(&mut self, reason: ElectionReason) {
+        self.election_attempt += 1;
+        self.emit(Event::ElectionStarted {
+            reason,
+            attempt: self.election_attempt,
+            promised_epoch: self.promised_epoch,
+        });
     }
 
     /// Bully: ask the higher live nodes; with none, declare at once.
-    pub(super) fn start_election(&mut self, now_ms: u64) {
+    pub(super) fn start_election(&mut self, now_ms: u64, reason: ElectionReason) {
+        self.note_election(reason);
         let own_id = self.config.id;
         let higher: Vec<NodeId> = self
             .peers
@@ -82,11 +103,11 @@ impl Node {
 
     pub(super) fn become_candidate(&mut self, now_ms: u64) {
         // A leader that runs again (to bully a lower candidate) leaves its
-        // epoch first: the new one may adopt another log, so its
-        // uncommitted writes are taken back and its held replies voided.
-        if self.is_serving_leader() {
-            self.step_down(now_ms);
-        }
+        // epoch first (see `bully`).
+        debug_assert!(
+            !self.is_serving_leader(),
+            "a leader steps down to run again"
+        );
         // Frames at or beyond MAX_EPOCH are refused, so this cannot fail
         // short of 2^62 elections; if it ever did, standing would need an
         // epoch out of range (or a wrapped, smaller one): stay a follower.
@@ -134,7 +155,9 @@ impl Node {
         self.send(from, Message::Alive { leader });
         match self.role {
             Role::Leader { .. } => self.send_heartbeat_to(from),
-            Role::Follower { .. } if leader.is_none() => self.start_election(now_ms),
+            Role::Follower { .. } if leader.is_none() => {
+                self.start_election(now_ms, ElectionReason::LowerNodeAsked { from });
+            }
             _ => {}
         }
     }
@@ -152,12 +175,16 @@ impl Node {
             let leader = self.live_leader(now_ms);
             self.send(from, Message::Reject { leader });
             if reason == Refusal::Bully {
-                self.bully(epoch, now_ms);
+                self.bully(from, epoch, now_ms);
             }
             return;
         }
         if self.is_serving_leader() || !matches!(self.role, Role::Follower { .. }) {
-            self.step_down(now_ms);
+            let reason = StepDownReason::PromisedCandidate {
+                candidate: from,
+                epoch,
+            };
+            self.step_down(now_ms, reason);
         }
         self.promise(epoch);
         self.role = Role::Follower { leader: None };
@@ -196,12 +223,19 @@ impl Node {
     }
 
     /// A lower node tried to lead: take over, as Bully does.
-    fn bully(&mut self, epoch: u64, now_ms: u64) {
+    fn bully(&mut self, candidate: NodeId, epoch: u64, now_ms: u64) {
         self.seen_epoch = self.seen_epoch.max(epoch);
+        let reason = ElectionReason::LowerCandidate { candidate };
         match self.role {
             Role::Candidate { .. } | Role::Adopting { .. } | Role::Electing { .. } => {}
-            Role::Leader { .. } => self.become_candidate(now_ms),
-            Role::Follower { .. } => self.start_election(now_ms),
+            Role::Leader { .. } => {
+                // The new epoch may adopt another log, so its uncommitted
+                // writes are taken back and its held replies voided.
+                self.step_down(now_ms, StepDownReason::RunAgain { candidate });
+                self.note_election(reason);
+                self.become_candidate(now_ms);
+            }
+            Role::Follower { .. } => self.start_election(now_ms, reason),
         }
     }
 
@@ -226,7 +260,9 @@ impl Node {
     pub(super) fn on_reject(&mut self, from: NodeId, epoch: u64, now_ms: u64) {
         self.seen_epoch = self.seen_epoch.max(epoch);
         match self.role {
-            Role::Leader { epoch: leading, .. } if epoch > leading => self.step_down(now_ms),
+            Role::Leader { epoch: leading, .. } if epoch > leading => {
+                self.step_down(now_ms, StepDownReason::NewerEpoch { from, epoch });
+            }
             // A higher node will take over: wait for it.
             Role::Candidate { .. } if from > self.config.id => {
                 self.role = Role::Electing { alive_heard: true };
@@ -253,12 +289,14 @@ impl Node {
             .max_by_key(|(id, position)| (*position, *id == self.config.id))
             .unwrap_or((self.config.id, own));
         if best_id == self.config.id || best == own || self.config.unsafe_skip_log_adoption {
-            return self.become_leader(epoch, now_ms);
+            return self.become_leader(epoch, now_ms, Adoption::default());
         }
         self.role = Role::Adopting {
             epoch,
             source: best_id,
             source_last_index: best.last_index,
+            records_adopted: 0,
+            records_cut: 0,
         };
         self.send(
             best_id,
@@ -317,6 +355,7 @@ impl Node {
             epoch: adopting,
             source,
             source_last_index,
+            ..
         } = self.role
         else {
             return;
@@ -324,27 +363,51 @@ impl Node {
         if adopting != epoch || source != from {
             return;
         }
+        let failed = ElectionReason::AdoptionFailed { epoch, source };
         let merged = (from_index <= self.log.last_index() + 1)
             .then(|| self.merge_records(from_index, records));
-        let Some(Ok(merged_through)) = merged else {
-            return self.start_election(now_ms);
+        let Some(Ok(merged)) = merged else {
+            return self.start_election(now_ms, failed);
         };
-        if merged_through < source_last_index {
+        if let Role::Adopting {
+            records_adopted,
+            records_cut,
+            ..
+        } = &mut self.role
+        {
+            *records_adopted += merged.appended;
+            *records_cut += merged.cut;
+        }
+        if merged.through < source_last_index {
             if records.is_empty() {
-                return self.start_election(now_ms);
+                return self.start_election(now_ms, failed);
             }
             // Continue right after what was received: this node's own
             // records beyond it have not been compared yet and may differ.
-            let from_index = merged_through + 1;
+            let from_index = merged.through + 1;
             self.send(source, Message::Fetch { from_index });
             return;
         }
         // Anything past the best log is in no majority: not committed.
+        let past_best = self.log.last_index().saturating_sub(source_last_index);
         self.log.truncate_after(source_last_index);
-        self.become_leader(epoch, now_ms);
+        let Role::Adopting {
+            records_adopted,
+            records_cut,
+            ..
+        } = self.role
+        else {
+            unreachable!("adopting, checked above");
+        };
+        let adoption = Adoption {
+            source: Some(source),
+            records_adopted,
+            records_cut: records_cut + past_best,
+        };
+        self.become_leader(epoch, now_ms, adoption);
     }
 
-    fn become_leader(&mut self, epoch: u64, now_ms: u64) {
+    fn become_leader(&mut self, epoch: u64, now_ms: u64, adoption: Adoption) {
         // The adopted records become this leader's own: apply them, undoably.
         while self.applied_index < self.log.last_index() {
             let index = self.applied_index + 1;
@@ -367,6 +430,16 @@ impl Node {
         };
         // Any record before this may be a DEL a missing key's read observes.
         self.last_delete_index = self.log.last_index();
+        self.emit(Event::LeadershipWon {
+            epoch,
+            adopted_from: adoption.source,
+            records_adopted: adoption.records_adopted,
+            records_cut: adoption.records_cut,
+            last_index: self.log.last_index(),
+            commit_index: self.commit_index,
+        });
+        self.election_attempt = 0;
+        self.last_known_leader = Some(self.config.id);
         // Records of older epochs commit only through one of this epoch.
         self.append_as_leader(Op::Noop);
         self.broadcast_append();
@@ -375,9 +448,10 @@ impl Node {
     }
 
     /// Leaves leadership or candidacy: takes back uncommitted writes, and
-    /// tells the driver its held replies are void.
-    pub(super) fn step_down(&mut self, now_ms: u64) {
-        if self.is_serving_leader() {
+    /// tells the driver its held replies are void (and a leader why).
+    pub(super) fn step_down(&mut self, now_ms: u64, reason: StepDownReason) {
+        if let Some(epoch) = self.leading_epoch() {
+            self.emit(Event::SteppedDown { epoch, reason });
             self.undo_uncommitted();
             self.leadership_losses += 1;
             self.round_wanted = false;
@@ -388,6 +462,15 @@ impl Node {
         self.last_heard_ms = now_ms;
         self.arm_election_timer(now_ms);
     }
+}
+
+/// Where a new leader's log came from, for the log line.
+#[derive(Debug, Default, Clone, Copy)]
+struct Adoption {
+    /// The promiser whose log was adopted; `None`: its own.
+    source: Option<NodeId>,
+    records_adopted: u64,
+    records_cut: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -405,7 +488,7 @@ mod tests {
     use super::super::tests::{finish_turn, from_peer, leader_of_three, run, write_log};
     use super::*;
     use crate::log::BatchBuilder;
-    use crate::node::ReplyQueue;
+    use crate::node::{Envelope, ReplyQueue};
 
     /// The store's pairs with the index of the write that set each.
     fn pairs_of(node: &Node) -> Vec<(Vec<u8>, Vec<u8>, u64)> {
@@ -514,5 +597,139 @@ mod tests {
         assert_eq!(node.leading_epoch(), None);
         assert_eq!(node.leadership_losses(), 1);
         assert_eq!(node.store().get(b"k"), None);
+    }
+
+    /// Node 3 of three, leading epoch 2 with the log it adopted from node
+    /// 2 (one Noop of epoch 1); returns it and what its turns logged.
+    fn leader_by_adoption() -> (Node, Vec<Event>) {
+        let mut config = crate::node::NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        node.restore_promised_epoch(1);
+        node.start(0);
+        for peer in [1, 2] {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
+            node.peer_up(peer, address);
+        }
+        node.on_timer(TimerKind::Election, 1000);
+        let promise = Message::Promise {
+            last_epoch: 1,
+            last_index: 1,
+            commit_index: 0,
+        };
+        node.handle_message(from_peer(2, 2, promise), 1000)
+            .expect("a valid frame");
+        let mut events = finish_turn(&mut node).events;
+        let mut records = Vec::new();
+        crate::log::encode(
+            &crate::log::Entry {
+                epoch: 1,
+                index: 1,
+                commit: 0,
+                op: Op::Noop,
+            },
+            &mut records,
+        );
+        let reply = Message::FetchReply {
+            from_index: 1,
+            records,
+        };
+        node.handle_message(from_peer(2, 2, reply), 1010)
+            .expect("a valid frame");
+        events.extend(finish_turn(&mut node).events);
+        assert_eq!(node.leading_epoch(), Some(2));
+        (node, events)
+    }
+
+    #[test]
+    fn an_election_and_its_adoption_are_logged_once_each() {
+        let (node, events) = leader_by_adoption();
+        let expected = [
+            Event::ElectionStarted {
+                reason: ElectionReason::StartUp,
+                attempt: 1,
+                promised_epoch: 1,
+            },
+            Event::LeadershipWon {
+                epoch: 2,
+                adopted_from: Some(2),
+                records_adopted: 1,
+                records_cut: 0,
+                last_index: 1,
+                commit_index: 0,
+            },
+        ];
+        assert_eq!(events, expected);
+        assert_eq!(node.stats().elections_started, 1);
+        assert_eq!(node.stats().elections_won, 1);
+    }
+
+    /// A chunk of node 2's snapshot, in epoch 2.
+    fn late_chunk() -> Envelope {
+        let chunk = Message::InstallSnapshot {
+            index: 1,
+            epoch: 1,
+            total_bytes: 100,
+            offset: 0,
+            bytes: vec![0; 10],
+        };
+        from_peer(2, 2, chunk)
+    }
+
+    /// Found by the simulator's event checks (seed 766): a chunk of the
+    /// snapshot the promiser sent for the adoption arrived after the
+    /// candidate took office, and the leader followed the promiser, which
+    /// does not lead (it promised that epoch away), stepping down for it.
+    #[test]
+    fn a_late_chunk_from_the_adopted_promiser_does_not_depose_the_leader() {
+        let (mut node, _) = leader_by_adoption();
+        node.handle_message(late_chunk(), 1020)
+            .expect("a valid frame");
+        assert_eq!(node.leading_epoch(), Some(2));
+        assert_eq!(finish_turn(&mut node).events, []);
+        assert_eq!(node.stats().stepped_down, 0);
+    }
+
+    /// Seed 5986: the new leader crashed and restarted, promised epoch 2
+    /// but remembering nothing of its adoption, and followed the promiser,
+    /// whose transfer resumed when the link came back.
+    #[test]
+    fn a_chunk_in_the_promised_epoch_from_a_node_not_followed_is_dropped() {
+        let mut config = crate::node::NodeConfig::single(3);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        node.restore_promised_epoch(2);
+        node.start(0);
+        node.peer_up(2, std::net::SocketAddr::from(([127, 0, 0, 1], 7002)));
+        node.handle_message(late_chunk(), 10)
+            .expect("a valid frame");
+        assert_eq!(node.known_leader(), None);
+        let turn = finish_turn(&mut node);
+        assert_eq!(turn.events, []);
+        assert!(turn.messages.is_empty(), "answered {:?}", turn.messages);
+        // Once node 2 shows it leads (an Append of a newer epoch), its
+        // chunks are taken.
+        let heartbeat = Message::Append {
+            prev_index: 0,
+            prev_epoch: 0,
+            commit_index: 0,
+            round: 0,
+            records: Vec::new(),
+        };
+        node.handle_message(from_peer(2, 3, heartbeat), 20)
+            .expect("a valid frame");
+        assert_eq!(node.known_leader(), Some(2));
+        let chunk = Envelope {
+            epoch: 3,
+            ..late_chunk()
+        };
+        node.handle_message(chunk, 30).expect("a valid frame");
+        let answered = finish_turn(&mut node)
+            .messages
+            .iter()
+            .any(|(to, envelope)| {
+                *to == 2 && matches!(envelope.message, Message::SnapshotAck { .. })
+            });
+        assert!(answered, "the chunk was taken and answered");
     }
 }

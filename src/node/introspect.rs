@@ -301,6 +301,15 @@ impl Node {
         text.field("rejected_connections", facts.rejected_connections);
         text.field("total_error_replies", facts.total_error_replies);
         text.field("total_redirect_replies", facts.total_redirect_replies);
+        let stats = self.stats();
+        text.field("elections_started", stats.elections_started);
+        text.field("elections_won", stats.elections_won);
+        text.field("leader_changes", stats.leader_changes);
+        text.field("leader_step_downs", stats.stepped_down);
+        text.field("snapshots_taken", stats.snapshots_taken);
+        text.field("snapshots_installed", stats.snapshots_installed);
+        text.field("read_rounds_started", stats.read_rounds_started);
+        text.field("read_rounds_confirmed", stats.read_rounds_confirmed);
     }
 
     fn info_replication(&self, _facts: &ServerFacts, text: &mut InfoText) {
@@ -615,7 +624,9 @@ mod tests {
              loading=0 aof_enabled=1 log_bytes=300 log_last_index=2 log_durable_index=2 \
              log_syncs=5 snapshot_index=0 \
              total_connections_received=7 total_commands_processed=9 rejected_connections=1 \
-             total_error_replies=3 total_redirect_replies=0 \
+             total_error_replies=3 total_redirect_replies=0 elections_started=1 \
+             elections_won=1 leader_changes=0 leader_step_downs=0 snapshots_taken=0 \
+             snapshots_installed=0 read_rounds_started=0 read_rounds_confirmed=0 \
              role=master kvstore_role=leader leader_id=1 epoch=1 commit_index=2 connected_slaves=0 \
              cluster_enabled=0 db0=keys=1,expires=0,avg_ttl=0",
             env!("CARGO_PKG_VERSION"),

@@ -4,8 +4,10 @@
 //! [`ReplyQueue`]), a peer message, a peer connection up or down, a timer,
 //! and "the log is durable up to index i". Outputs are replies pushed onto
 //! reply queues (each held behind a [`Gate`]) and the [`Step`]s that end a
-//! turn: an epoch to persist, log reads, timers, peer messages, the log
-//! write, and which replies to release.
+//! turn: what it decided that an operator should read ([`Event`]s, which
+//! the driver logs), an epoch to persist, log reads, timers, peer messages,
+//! the log write, and which replies to release. [`Node::stats`] counts its
+//! decisions.
 //!
 //! Every driver (the reactor in `net`, or the simulator in the tests) ends a
 //! turn by asking [`Node::next_step`] for steps until there are none; the
@@ -20,6 +22,7 @@
 
 mod commands;
 mod election;
+mod events;
 mod health;
 mod introspect;
 mod log_tail;
@@ -37,13 +40,14 @@ mod validate;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 
+pub use events::{ElectionReason, Event, MAX_EVENTS_PER_TURN, NodeStats, StepDownReason};
 pub use health::{FollowerProgress, ROLE_NAMES, Unhealthy};
 pub use introspect::{REDIS_VERSION, ServerFacts};
 pub use log_tail::LogWrite;
 pub use message::{Envelope, Message, NodeId};
 pub use replies::{Gate, ReplyQueue};
 pub use session::Session;
-pub use snapshot::{SnapshotPoint, SnapshotSummary};
+pub use snapshot::{SnapshotPoint, SnapshotSummary, SnapshotWritten};
 pub use transfer::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_WINDOW_BYTES, SnapshotRead};
 pub use turn::{LogWriteOutcome, Step};
 pub use validate::{InvalidFrame, check_frame};
@@ -161,6 +165,10 @@ pub enum TimerKind {
 /// as [`Step`]s.
 #[derive(Debug, Default)]
 struct Outbox {
+    /// What to log, in the order decided (at most `MAX_EVENTS_PER_TURN`).
+    events: VecDeque<Event>,
+    /// Events beyond that bound since the last were handed out.
+    dropped_events: u64,
     messages: Vec<(NodeId, Envelope)>,
     timers: Vec<(TimerKind, u64)>,
     /// Persist this promised epoch before sending any message.
@@ -225,6 +233,9 @@ enum Role {
         epoch: u64,
         source: NodeId,
         source_last_index: u64,
+        /// Records fetched and appended so far, and own records cut.
+        records_adopted: u64,
+        records_cut: u64,
     },
     Leader {
         epoch: u64,
@@ -304,6 +315,12 @@ pub struct Node {
     effects: strings::Effects,
     /// Where this node takes clients (for `CLUSTER SLOTS`), once known.
     client_address: Option<SocketAddr>,
+    /// Counts of its decisions, for metrics.
+    stats: NodeStats,
+    /// Elections started since it last had a leader (0: it has one).
+    election_attempt: u64,
+    /// The leader it last followed or was (for "leader changed from").
+    last_known_leader: Option<NodeId>,
 }
 
 impl Node {
@@ -339,6 +356,9 @@ impl Node {
             outgoing: BTreeMap::new(),
             effects: strings::Effects::default(),
             client_address: None,
+            stats: NodeStats::default(),
+            election_attempt: 0,
+            last_known_leader: None,
         }
     }
 
@@ -389,6 +409,7 @@ impl Node {
         self.promised_epoch = self.promised_epoch.max(self.log.last_epoch());
         self.seen_epoch = self.seen_epoch.max(self.promised_epoch);
         if self.config.cluster_size == 1 {
+            self.note_election(ElectionReason::StartUp);
             self.become_candidate(now_ms);
         } else {
             self.last_heard_ms = now_ms;
@@ -704,6 +725,31 @@ impl Node {
         self.outbox.timers.push((kind, deadline_ms));
     }
 
+    /// Records a decision for the log (and counts it): handed to the
+    /// driver as [`Step::Event`] at the start of the turn's steps.
+    fn emit(&mut self, event: Event) {
+        self.stats.count(&event);
+        if self.outbox.events.len() < MAX_EVENTS_PER_TURN {
+            self.outbox.events.push_back(event);
+        } else {
+            self.outbox.dropped_events += 1;
+        }
+    }
+
+    /// The next event to hand out, if any (then a count of dropped ones).
+    fn next_event(&mut self) -> Option<Event> {
+        if let Some(event) = self.outbox.events.pop_front() {
+            return Some(event);
+        }
+        let count = std::mem::take(&mut self.outbox.dropped_events);
+        (count > 0).then_some(Event::EventsDropped { count })
+    }
+
+    /// Counts of the decisions this node made since it started.
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
     /// A deterministic xorshift draw in `0..bound`, for timer jitter.
     fn random_below(&mut self, bound: u64) -> u64 {
         let mut state = self.random_state;
@@ -820,6 +866,7 @@ mod tests {
     /// at once carried it out.
     #[derive(Debug, Default)]
     pub(super) struct TurnOutput {
+        pub events: Vec<Event>,
         pub log_bytes: Vec<u8>,
         pub messages: Vec<(NodeId, Envelope)>,
         pub persisted_epoch: Option<u64>,
@@ -834,6 +881,7 @@ mod tests {
         let mut output = TurnOutput::default();
         while let Some(step) = node.next_step() {
             match step {
+                Step::Event(event) => output.events.push(event),
                 Step::PersistEpoch(epoch) => output.persisted_epoch = Some(epoch),
                 Step::ReadLog(read) => panic!("unexpected log read {read:?}"),
                 Step::ReadSnapshot(read) => panic!("unexpected snapshot read {read:?}"),

@@ -14,6 +14,7 @@
 
 use std::net::SocketAddr;
 
+use super::events::{ElectionReason, Event, StepDownReason};
 use super::message::{
     APPEND_TARGET_RECORDS_BYTES, Envelope, FETCH_REPLY_TARGET_RECORDS_BYTES, Message, NodeId,
 };
@@ -63,6 +64,18 @@ impl Progress {
 /// A follower got records it cannot use.
 #[derive(Debug)]
 pub(super) struct BadRecords;
+
+/// What merging records into the log did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Merged {
+    /// The last index merged.
+    pub(super) through: u64,
+    /// Records appended (not already held).
+    pub(super) appended: u64,
+    /// Records of this log cut because they differed, after `cut_after`.
+    pub(super) cut: u64,
+    pub(super) cut_after: u64,
+}
 
 impl Node {
     /// Takes one peer message. A frame that breaks the protocol's
@@ -178,7 +191,7 @@ impl Node {
         // rather than after a full election timeout.
         if matches!(self.role, Role::Follower { leader: Some(leader) } if leader == id) {
             self.last_heard_ms = 0;
-            self.start_election(now_ms);
+            self.start_election(now_ms, ElectionReason::LeaderLost { leader: id });
         }
     }
 
@@ -197,6 +210,7 @@ impl Node {
             if self.round_wanted {
                 self.round_wanted = false;
                 self.sent_round += 1;
+                self.stats.read_rounds_started += 1;
             }
             self.broadcast_append();
             if self.config.cluster_size == 1 {
@@ -211,11 +225,16 @@ impl Node {
             return;
         };
         let timeout_ms = self.config.election_timeout_ms;
-        if now_ms >= since_ms + timeout_ms
-            && self.heard_from_majority(now_ms) < self.config.majority()
-        {
+        let heard_from = self.heard_from_majority(now_ms);
+        let majority = self.config.majority();
+        if now_ms >= since_ms + timeout_ms && heard_from < majority {
             // Cut off from a majority: another leader may already exist.
-            return self.step_down(now_ms);
+            let reason = StepDownReason::NoMajority {
+                heard_from,
+                majority,
+                within_ms: timeout_ms,
+            };
+            return self.step_down(now_ms, reason);
         }
         self.broadcast_heartbeat();
         self.arm(TimerKind::Heartbeat, now_ms + self.config.heartbeat_ms);
@@ -408,10 +427,10 @@ impl Node {
                 });
                 return;
             }
-            crate::status!(
-                "a read of the log from index {} found no record {from_index}",
-                read.from_index
-            );
+            self.emit(Event::LogReadMissing {
+                from_index: read.from_index,
+                wanted_index: from_index,
+            });
             return self.release_read(read);
         };
         match read.purpose {
@@ -475,7 +494,7 @@ impl Node {
             return self.send(from, reply);
         }
         self.follow(from, epoch, now_ms);
-        let Some(matched_index) = self.accept_append(&append, records) else {
+        let Some(merged) = self.accept_append(&append, records) else {
             let hint = self.commit_index.min(self.log.last_index());
             let reply = Message::Ack {
                 success: false,
@@ -484,6 +503,14 @@ impl Node {
             };
             return self.send(from, reply);
         };
+        if merged.cut > 0 {
+            self.emit(Event::RecordsCut {
+                leader: from,
+                after_index: merged.cut_after,
+                records: merged.cut,
+            });
+        }
+        let matched_index = merged.through;
         self.advance_commit(append.commit_index.min(matched_index));
         self.queue_ack(from, matched_index, append.round);
         self.maybe_take_over(append.commit_index, now_ms);
@@ -497,16 +524,27 @@ impl Node {
         }
         if !matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from) {
             if !matches!(self.role, Role::Follower { .. }) {
-                self.step_down(now_ms);
+                self.step_down(now_ms, StepDownReason::NewerEpoch { from, epoch });
             }
             self.role = Role::Follower { leader: Some(from) };
+            self.emit(Event::LeaderChanged {
+                from: self.last_known_leader,
+                to: from,
+                epoch,
+            });
+            self.last_known_leader = Some(from);
         }
+        // A follower sends snapshots only as a promiser to the candidate
+        // adopting its log; the leader it now hears from adopted already
+        // (a leader appends only after adopting), so that transfer is over.
+        self.outgoing.clear();
+        self.election_attempt = 0;
         self.last_heard_ms = now_ms;
     }
 
-    /// Checks log matching and appends; returns the index up to which this
-    /// log now matches the leader's.
-    fn accept_append(&mut self, append: &Append, records: &[u8]) -> Option<u64> {
+    /// Checks log matching and appends; returns what the merge did (up to
+    /// which index this log now matches the leader's).
+    fn accept_append(&mut self, append: &Append, records: &[u8]) -> Option<Merged> {
         let prev_index = append.prev_index;
         if prev_index > self.log.last_index() {
             return None;
@@ -522,14 +560,15 @@ impl Node {
 
     /// Appends `records` (starting at `from_index`) where they are new,
     /// skips the ones this log already has, and cuts this log where it
-    /// diverges. Returns the last index merged.
+    /// diverges. Returns the last index merged and what changed.
     pub(super) fn merge_records(
         &mut self,
         from_index: u64,
         records: &[u8],
-    ) -> Result<u64, BadRecords> {
+    ) -> Result<Merged, BadRecords> {
         let mut index = from_index;
         let mut rest = records;
+        let (mut appended, mut cut, mut cut_after) = (0, 0, 0);
         while !rest.is_empty() {
             let (entry, used) = log::decode(rest).map_err(|_: DecodeError| BadRecords)?;
             if entry.index != index {
@@ -543,15 +582,24 @@ impl Node {
                 _ => {
                     if index <= self.log.last_index() {
                         assert!(index > self.commit_index, "a committed record diverged");
+                        // Once cut, the rest is appended: one cut per merge.
+                        debug_assert_eq!(cut, 0);
+                        (cut, cut_after) = (self.log.last_index() - (index - 1), index - 1);
                         self.log.truncate_after(index - 1);
                     }
                     self.log.push_encoded(entry.epoch, index, &rest[..used]);
+                    appended += 1;
                 }
             }
             rest = &rest[used..];
             index += 1;
         }
-        Ok(index - 1)
+        Ok(Merged {
+            through: index - 1,
+            appended,
+            cut,
+            cut_after,
+        })
     }
 
     /// Acknowledges `matched_index` to the leader once it is durable.
@@ -592,7 +640,7 @@ impl Node {
             return;
         };
         if self.config.id > leader && self.log.durable_index() >= leader_commit.max(1) {
-            self.start_election(now_ms);
+            self.start_election(now_ms, ElectionReason::TakeOver { leader });
         }
     }
 
@@ -615,7 +663,7 @@ impl Node {
             return Ok(());
         };
         if epoch > *leading {
-            self.step_down(now_ms);
+            self.step_down(now_ms, StepDownReason::NewerEpoch { from, epoch });
             return Ok(());
         }
         if epoch < *leading {
@@ -667,7 +715,11 @@ impl Node {
         let candidate = kth_largest(&mut matches, majority);
         let round = kth_largest(&mut rounds, majority);
         let epoch = *epoch;
-        self.confirmed_round = self.confirmed_round.max(round);
+        if round > self.confirmed_round {
+            // A round echoed confirms every earlier one too.
+            self.stats.read_rounds_confirmed += round - self.confirmed_round;
+            self.confirmed_round = round;
+        }
         if self.log.epoch_at(candidate) == Some(epoch) {
             self.advance_commit(candidate);
         }
@@ -763,6 +815,41 @@ mod tests {
     use super::super::tests::{finish_turn, from_peer, leader_of_three, run, sent, write_log};
     use super::*;
     use crate::node::ReplyQueue;
+
+    #[test]
+    fn read_rounds_are_counted_when_sent_and_when_a_majority_echoes_them() {
+        let mut node = leader_of_three();
+        let before = *node.stats();
+        let mut queue = ReplyQueue::new();
+        run(&mut node, &mut queue, b"GET k");
+        run(&mut node, &mut queue, b"GET other");
+        let sent = finish_turn(&mut node).messages;
+        assert_eq!(
+            rounds_sent_to(&sent, 1),
+            [1],
+            "one round for the turn's reads"
+        );
+        assert_eq!(
+            node.stats().read_rounds_started,
+            before.read_rounds_started + 1
+        );
+        assert_eq!(
+            node.stats().read_rounds_confirmed,
+            before.read_rounds_confirmed
+        );
+        let echo = Message::Ack {
+            success: true,
+            match_index: 1,
+            round: 1,
+        };
+        node.handle_message(from_peer(1, 1, echo), 1100)
+            .expect("a valid frame");
+        assert_eq!(
+            node.stats().read_rounds_confirmed,
+            before.read_rounds_confirmed + 1
+        );
+        assert_eq!(queue.sendable(node.released()), b"NOT_FOUND\nNOT_FOUND\n");
+    }
 
     fn rounds_sent_to(messages: &[(NodeId, Envelope)], to: NodeId) -> Vec<u64> {
         messages

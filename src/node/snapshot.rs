@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 
+use super::events::Event;
 use super::message::NodeId;
 use super::{Flow, Gate, Node, ReplyQueue, Role, Step};
 use crate::protocol::Reply;
@@ -51,6 +52,16 @@ pub struct SnapshotPoint {
     pub file_bytes: u64,
 }
 
+/// How the driver published a snapshot file (see [`Node::on_snapshot_done`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotWritten {
+    /// The size of the file.
+    pub file_bytes: u64,
+    /// How long writing it took, from `BeginSnapshot` to durable (for the
+    /// log line: the core has no clock).
+    pub elapsed_ms: u64,
+}
+
 /// A snapshot file being made: the store's image taken here, or one
 /// arriving from another node; one at a time.
 #[derive(Debug)]
@@ -72,6 +83,8 @@ pub(super) enum Task {
         attempt: u64,
         index: u64,
         epoch: u64,
+        /// Pairs in the file (for the log line).
+        pairs: u64,
         log_bytes_at_start: u64,
         /// A received snapshot, installed once durable.
         install: Option<Box<Install>>,
@@ -221,9 +234,9 @@ impl Node {
     }
 
     /// The driver finished with the snapshot file: published (durable
-    /// under its final name, `file_bytes` long), or failed, at any point
-    /// after [`Step::BeginSnapshot`] (the driver removed what it wrote).
-    pub fn on_snapshot_done(&mut self, outcome: Result<u64, String>) {
+    /// under its final name), or failed, at any point after
+    /// [`Step::BeginSnapshot`] (the driver removed what it wrote).
+    pub fn on_snapshot_done(&mut self, outcome: Result<SnapshotWritten, String>) {
         let Some(task) = self.snapshots.task.take() else {
             debug_assert!(false, "a snapshot outcome without a snapshot");
             return;
@@ -235,21 +248,39 @@ impl Node {
                 Task::Publishing {
                     index,
                     epoch,
+                    pairs,
                     log_bytes_at_start,
                     install,
                     ..
                 },
-                Ok(file_bytes),
+                Ok(written),
             ) => {
                 let point = SnapshotPoint {
                     index,
                     epoch,
-                    file_bytes,
+                    file_bytes: written.file_bytes,
                 };
                 self.snapshot_published(point, log_bytes_at_start);
-                if let Some(install) = install {
-                    self.install_snapshot(point, *install);
-                }
+                let (file_bytes, elapsed_ms) = (written.file_bytes, written.elapsed_ms);
+                let event = match install {
+                    Some(install) => Event::SnapshotInstalled {
+                        index,
+                        epoch,
+                        from: install.from,
+                        pairs,
+                        file_bytes,
+                        elapsed_ms,
+                        replaced_store: self.install_snapshot(point, *install),
+                    },
+                    None => Event::SnapshotTaken {
+                        index,
+                        epoch,
+                        pairs,
+                        file_bytes,
+                        elapsed_ms,
+                    },
+                };
+                self.emit(event);
                 Ok(index)
             }
             (task, Err(reason)) => {
@@ -297,6 +328,10 @@ impl Node {
         }
         self.snapshots.unwritten_bytes = 0;
         self.snapshots.steps.push_back(Step::AbortSnapshot);
+        self.emit(Event::SnapshotAbandoned {
+            index: task.index(),
+            reason: reason.to_string(),
+        });
         self.remember_outcome(task.attempt(), Err(reason.to_string()));
     }
 
@@ -445,6 +480,7 @@ impl Node {
         let snapshots = &mut self.snapshots;
         snapshots.unwritten_bytes += last_bytes.len();
         snapshots.steps.push_back(Step::WriteSnapshot(last_bytes));
+        let pairs = summary.pairs;
         snapshots.steps.push_back(Step::FinishSnapshot(summary));
         if self.config.unsafe_compact_before_snapshot_is_durable {
             snapshots.compacted_through = index;
@@ -455,6 +491,7 @@ impl Node {
             attempt,
             index,
             epoch,
+            pairs,
             log_bytes_at_start,
             install: None,
         });

@@ -244,6 +244,19 @@ impl Node {
         }
         let adopting = matches!(self.role, Role::Adopting { source, epoch: adopting, .. }
             if source == from && adopting == epoch);
+        // In a newer epoch than promised the sender leads it (a promiser
+        // sends only to the candidate it promised, which promised that epoch
+        // too). In the promised epoch it may be a promiser of an adoption
+        // that is over (this node may have taken office meanwhile, or
+        // restarted and forgotten it), which never leads that epoch: only
+        // the leader's `Append` tells it is the leader. Until one came the
+        // chunk is dropped; heartbeats come every `--heartbeat-ms`, and the
+        // leader resumes a stalled transfer (`transfer_heartbeat`).
+        let from_leader = epoch > self.promised_epoch
+            || matches!(self.role, Role::Follower { leader: Some(leader) } if leader == from);
+        if !adopting && !from_leader {
+            return;
+        }
         if adopting {
             // Progress: the adoption is not stalled.
             self.arm_election_timer(now_ms);
@@ -394,6 +407,7 @@ impl Node {
             self.abandon_snapshot(&format!("the snapshot from node {from} ended early"));
             return self.ask_for_offset(from, index, 0);
         };
+        let pairs = summary.pairs;
         self.snapshots
             .steps
             .push_back(Step::FinishSnapshot(summary));
@@ -401,6 +415,7 @@ impl Node {
             attempt: receiving.attempt,
             index: receiving.index,
             epoch: receiving.epoch,
+            pairs,
             log_bytes_at_start: self.snapshots.log_bytes_written,
             install: Some(Box::new(Install {
                 from,
@@ -429,8 +444,14 @@ impl Node {
 
     /// A received snapshot is durable: it becomes this node's state, unless
     /// the log got there meanwhile (see the module doc for why this is safe).
-    pub(super) fn install_snapshot(&mut self, point: super::SnapshotPoint, install: Install) {
-        if self.holds_through(point.index, point.epoch) {
+    /// Returns whether it replaced the store and the log.
+    pub(super) fn install_snapshot(
+        &mut self,
+        point: super::SnapshotPoint,
+        install: Install,
+    ) -> bool {
+        let replaced = !self.holds_through(point.index, point.epoch);
+        if !replaced {
             if self.commit_index < point.index {
                 self.advance_commit(point.index);
             }
@@ -452,5 +473,6 @@ impl Node {
             self.snapshots.compacted_epoch = point.epoch;
         }
         self.answer_sender(install.from, point.index);
+        replaced
     }
 }

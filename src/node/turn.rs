@@ -8,6 +8,11 @@
 //! same sequence the server runs (in the spirit of raft-rs's
 //! `Ready`/`advance`):
 //!
+//! 0. what the core decided that an operator should read (`Event`s: an
+//!    election and why, leadership won or lost, a new leader, a snapshot),
+//!    in the order decided, first, whenever any are waiting: the driver
+//!    logs them (it adds the time); they change nothing, so their place
+//!    matters only to the order of the log's lines;
 //! 1. the turn's batching (`Append`s per follower, a read round);
 //! 2. persist the promised epoch, read the log where the core asked, arm
 //!    timers, send messages, in that order: nothing leaves before the
@@ -25,11 +30,13 @@
 //! for the next one.
 
 use super::message::{Envelope, NodeId};
-use super::{Gate, LogRead, Node, SnapshotRead, SnapshotSummary, TimerKind};
+use super::{Event, Gate, LogRead, Node, SnapshotRead, SnapshotSummary, TimerKind};
 
 /// One thing the driver must do now.
 #[derive(Debug)]
 pub enum Step {
+    /// Log this decision (one line; see `events.rs`). Nothing to report.
+    Event(Event),
     /// Durably record this promised epoch (before anything else leaves).
     PersistEpoch(u64),
     /// Read whole log records from `from_index` on and hand them to
@@ -113,6 +120,11 @@ impl Node {
             "a driver hands over a log read's records before asking for the next step"
         );
         loop {
+            if self.phase != Phase::AwaitingWrite
+                && let Some(event) = self.next_event()
+            {
+                return Some(Step::Event(event));
+            }
             match self.phase {
                 Phase::Idle => {
                     self.end_turn();
@@ -221,6 +233,7 @@ mod tests {
         let mut names = Vec::new();
         while let Some(step) = node.next_step() {
             names.push(match step {
+                Step::Event(_) => "event",
                 Step::PersistEpoch(_) => "persist",
                 Step::ReadLog(_) => "read",
                 Step::ReadSnapshot(_) => "read snapshot",
@@ -255,8 +268,31 @@ mod tests {
         node.on_timer(TimerKind::Election, 1000);
         assert_eq!(
             step_names(&mut node),
-            ["persist", "timers", "send", "release"]
+            ["event", "persist", "timers", "send", "release"],
+            "the election is logged first, then its promise is persisted"
         );
+    }
+
+    #[test]
+    fn events_beyond_the_bound_are_counted_and_reported_as_one() {
+        let mut node = Node::new(NodeConfig::single(1));
+        let abandoned = |index| Event::SnapshotAbandoned {
+            index,
+            reason: "test".to_string(),
+        };
+        for index in 0..crate::node::MAX_EVENTS_PER_TURN as u64 + 3 {
+            node.emit(abandoned(index));
+        }
+        let mut events = Vec::new();
+        while let Some(step) = node.next_step() {
+            if let Step::Event(event) = step {
+                events.push(event);
+            }
+        }
+        assert_eq!(events.len(), crate::node::MAX_EVENTS_PER_TURN + 1);
+        assert_eq!(events[0], abandoned(0));
+        assert_eq!(events.last(), Some(&Event::EventsDropped { count: 3 }));
+        assert!(!step_names(&mut node).contains(&"event"), "handed out once");
     }
 
     #[test]
@@ -296,7 +332,7 @@ mod tests {
             .expect("a valid frame");
         assert_eq!(
             step_names(&mut node),
-            ["persist", "write", "send", "release"],
+            ["event", "persist", "write", "send", "release"],
             "the Ack waits for the write that makes its record durable"
         );
     }

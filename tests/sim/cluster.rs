@@ -12,6 +12,9 @@
 //! turn's outputs. The turn then ends exactly as the reactor ends it: by
 //! carrying out the steps `Node::next_step` hands out (`node::turn` fixes
 //! their order), with the simulator's disk, network and clock:
+//! - `Event`: traced, and checked at the turn's end against what the node
+//!   does (`events`: a leader that logged winning leads, a follower follows
+//!   who won, counters match);
 //! - `PersistEpoch`: synchronously, before any message leaves;
 //! - `ArmTimers`: a new deadline replaces the previous one of its kind;
 //! - `Send`: onto the network;
@@ -80,7 +83,7 @@ use kvstore::log;
 use kvstore::node::message::{decode_frame, encode_frame};
 use kvstore::node::{
     Envelope, Flow, Gate, LogRead, LogWriteOutcome, Message, Node, NodeConfig, NodeId, ReplyQueue,
-    ServerFacts, Session, SnapshotPoint, Step, TimerKind,
+    ServerFacts, Session, SnapshotPoint, SnapshotWritten, Step, TimerKind,
 };
 use kvstore::protocol::resp::{self as resp_framing, Args};
 use kvstore::protocol::resp_reply::Version;
@@ -94,6 +97,7 @@ use super::checks::{
     describe_image, describe_record, fail,
 };
 use super::disk::Disk;
+use super::events::EventLog;
 
 /// The memory budget for log records in the runs that test reading them back.
 const TINY_LOG_MEMORY_BYTES: usize = 512;
@@ -474,6 +478,8 @@ struct SimNode {
     snapshot_fails_after: Option<u64>,
     /// The current snapshot file failed; its outcome is on its way.
     snapshot_failed: bool,
+    /// The events this incarnation handed out (what the server logs).
+    events: EventLog,
 }
 
 /// A sync the reactor's disk runs: it covers the log up to `position`
@@ -531,6 +537,8 @@ struct World {
     committed: CommittedLog,
     /// Which node led each epoch.
     leaders: BTreeMap<u64, NodeId>,
+    /// Which node logged winning each epoch (`events`).
+    winners: BTreeMap<u64, NodeId>,
     rng_network: Rng,
     rng_disk: Rng,
     rng_faults: Rng,
@@ -582,6 +590,7 @@ impl World {
                 snapshot_attempt: 0,
                 snapshot_fails_after: None,
                 snapshot_failed: false,
+                events: EventLog::default(),
             })
             .collect();
         let clients = (0..options.clients)
@@ -603,6 +612,7 @@ impl World {
             unknown_group_writes: Vec::new(),
             committed: CommittedLog::default(),
             leaders: BTreeMap::new(),
+            winners: BTreeMap::new(),
             rng_network: root.fork(1),
             rng_disk: root.fork(2),
             rng_faults: root.fork(3),
@@ -998,6 +1008,7 @@ impl World {
         sim.sync_queued = None;
         sim.turn_pending = false;
         sim.acks_checked = 0;
+        sim.events.restart();
         for peer in self.ids() {
             if peer != id {
                 let at = self.now + self.rng_network.range(1, 5);
@@ -1169,6 +1180,10 @@ impl World {
     fn end_turn(&mut self, id: NodeId) -> Result<(), Failure> {
         while let Some(step) = self.core_mut(id).next_step() {
             match step {
+                Step::Event(event) => {
+                    self.trace(|| format!("n{id} logs: {event}"));
+                    self.node_mut(id).events.record(event);
+                }
                 Step::PersistEpoch(epoch) => self.persist_epoch(id, epoch)?,
                 Step::ReadLog(read) => self.read_log(id, read),
                 Step::ReadSnapshot(read) => {
@@ -1194,6 +1209,7 @@ impl World {
                     // Checked before the replies leave, so that a reply
                     // released in a turn is judged against what that turn
                     // committed.
+                    self.check_events(id)?;
                     self.observe(id)?;
                     self.release_replies(id, released);
                 }
@@ -1657,7 +1673,12 @@ impl World {
         self.trace(|| {
             format!("n{id} published its snapshot of index {index} ({file_bytes} bytes)")
         });
-        self.core_mut(id).on_snapshot_done(Ok(file_bytes));
+        // Virtual time does not pass while a file is written.
+        let written = SnapshotWritten {
+            file_bytes,
+            elapsed_ms: 0,
+        };
+        self.core_mut(id).on_snapshot_done(Ok(written));
         self.maybe_crash_soon(id, 30);
         self.input_taken(id)
     }
@@ -1793,6 +1814,13 @@ impl World {
 
     // -----------------------------------------------------------------------
     // Checks after every turn
+
+    /// The turn's events tell the truth about the node (`events`).
+    fn check_events(&mut self, id: NodeId) -> Result<(), Failure> {
+        let sim = &mut self.nodes[(id - 1) as usize];
+        let core = sim.core.as_ref().expect("a live node");
+        sim.events.check_turn(id, core, &mut self.winners)
+    }
 
     fn observe(&mut self, id: NodeId) -> Result<(), Failure> {
         let sim = &self.nodes[(id - 1) as usize];

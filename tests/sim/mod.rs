@@ -11,6 +11,7 @@ pub mod adversary;
 pub mod checks;
 pub mod cluster;
 pub mod disk;
+pub mod events;
 pub mod linearizability;
 pub mod network;
 pub mod resp;

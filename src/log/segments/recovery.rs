@@ -160,7 +160,7 @@ fn migrate_legacy(data_dir: &DataDir, listing: &[Listed]) -> Result<Option<Liste
     data_dir
         .sync()
         .map_err(|source| io_error(data_dir.path(), source))?;
-    crate::status!(
+    crate::log_info!(
         "migrated the single-file log {} to the log segment {}",
         legacy.display(),
         path.display()
@@ -387,8 +387,8 @@ fn settle(
         .last()
         .is_some_and(|last| last.last_index() < base.index);
     if let Some(divergence) = &chain.divergence {
-        crate::status!(
-            "warning: log {}: record {} at byte {} has epoch {}, but the snapshot's has epoch {}; \
+        crate::log_warn!(
+            "log {}: record {} at byte {} has epoch {}, but the snapshot's has epoch {}; \
              discarding the log from there (a history the snapshot replaced)",
             divergence.path.display(),
             base.index,
@@ -398,7 +398,7 @@ fn settle(
         );
         replay.discarded_bytes += remove_all_durably(data_dir, &mut kept)?;
     } else if ends_before_base {
-        crate::status!(
+        crate::log_info!(
             "log ends at index {}, before snapshot {}; it continues empty after the snapshot",
             kept.last().map_or(0, Segment::last_index),
             base.index
@@ -427,10 +427,7 @@ fn settle(
 fn remove_dropped(data_dir: &DataDir, dropped: &[Listed], reason: &str) -> Result<u64, LogError> {
     let mut removed_bytes = 0;
     for listed in dropped.iter().rev() {
-        crate::status!(
-            "warning: removing log segment {}: {reason}",
-            listed.path.display()
-        );
+        crate::log_warn!("removing log segment {}: {reason}", listed.path.display());
         removed_bytes += remove_durably(data_dir, &listed.path)?;
     }
     Ok(removed_bytes)
@@ -455,7 +452,7 @@ fn remove_covered(
     );
     let mut removed_bytes = 0;
     for path in paths.iter().rev() {
-        crate::status!(
+        crate::log_info!(
             "removing log segment {}: snapshot {} covers every record in it \
              (an interrupted compaction)",
             path.display(),
