@@ -39,7 +39,11 @@
 //! After any failure the connection is dropped, never reused: a late reply
 //! would otherwise be taken as the answer to the next request.
 
+pub mod commands;
 pub mod credentials;
+pub mod output;
+pub mod quoting;
+pub mod request;
 mod stream;
 
 use std::error::Error;
