@@ -40,9 +40,11 @@
 //! would otherwise be taken as the answer to the next request.
 
 pub mod commands;
+pub mod completion;
 pub mod credentials;
 pub mod output;
 pub mod quoting;
+pub mod repl;
 pub mod request;
 mod stream;
 
@@ -308,19 +310,58 @@ impl Client {
     /// Connects to `addr` (`host:port`) once, without retrying, so a wrong
     /// address fails fast. Retries happen inside [`Client::execute`].
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let mut client = Client::new(addr, options)?;
+        let connection = open_connection(addr, &client.options)
+            .map_err(|error| error.into_client_error(addr))?;
+        client.connection = Some(connection);
+        Ok(client)
+    }
+
+    /// A client for `addr` that has not connected yet; the first request,
+    /// or [`Client::reconnect`], connects. Only the password is checked.
+    pub fn new(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
         if let Some(password) = &options.password {
             validate_password(password)
                 .map_err(|reason| ClientError::InvalidPassword { reason })?;
         }
-        let connection =
-            open_connection(addr, &options).map_err(|error| error.into_client_error(addr))?;
         Ok(Client {
             options,
             address: addr.to_owned(),
             known_addresses: vec![addr.to_owned()],
-            connection: Some(connection),
+            connection: None,
             write_buffer: Vec::new(),
         })
+    }
+
+    /// Whether a connection is open. It may still turn out to have been
+    /// closed by the server, which the next request notices.
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Makes sure there is a usable connection, sending no request: keeps
+    /// the current one unless the server has closed it, else tries the
+    /// current address, then each other known address, once each and
+    /// without backing off (for a person waiting at a prompt). On failure
+    /// the error is the current address's, and the address is unchanged.
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        let first = self.address.clone();
+        let first_error = match self.ensure_connected() {
+            Ok(()) => return Ok(()),
+            Err(OpenError::Refused(error)) => return Err(error),
+            Err(error @ OpenError::Unreachable(_)) => error.into_client_error(&first),
+        };
+        for address in self.known_addresses.clone() {
+            if address == first {
+                continue;
+            }
+            self.address = address;
+            if self.ensure_connected().is_ok() {
+                return Ok(());
+            }
+        }
+        self.address = first;
+        Err(first_error)
     }
 
     /// The address the next request goes to: the last leader learned.
