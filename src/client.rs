@@ -6,6 +6,17 @@
 //! a buffered reader over it, and the list of addresses it has learned: the
 //! one it was created with first, then every leader named in a redirect.
 //!
+//! # Layout
+//!
+//! - `stream`: the byte stream under a client, plain or TLS.
+//! - [`credentials`]: the client tools' TLS and password flags.
+//! - What `kvstore-client` is made of: [`quoting`] (redis-cli's argument
+//!   splitting), [`request`] (from arguments to one request line, or a
+//!   refusal), [`commands`] and [`completion`] (the command table, for help,
+//!   Tab and hints), [`output`] (raw or quoted printing), [`repl`] (the
+//!   interactive session), [`pipe`] (pipe mode) over `pipelined` (one
+//!   non-blocking connection with a bounded window of requests in flight).
+//!
 //! # Opening a connection
 //!
 //! Every connection, the first, a reconnect and one to a leader named in a
@@ -42,7 +53,10 @@
 pub mod commands;
 pub mod completion;
 pub mod credentials;
+mod input_lines;
 pub mod output;
+pub mod pipe;
+mod pipelined;
 pub mod quoting;
 pub mod repl;
 pub mod request;
@@ -57,6 +71,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use crate::net::Transport;
 use stream::Stream;
 
 /// The longest request or reply line, in bytes, without its `\n`.
@@ -364,6 +379,28 @@ impl Client {
         Err(first_error)
     }
 
+    /// Hands over a usable connection (opened once, without retrying, if
+    /// there is none) as a non-blocking transport, for pipelining. The
+    /// client has no connection until [`Client::restore_transport`].
+    pub(crate) fn take_transport(&mut self) -> Result<Transport, ClientError> {
+        self.ensure_connected()
+            .map_err(|error| error.into_client_error(&self.address))?;
+        let connection = self.connection.take().expect("just connected");
+        debug_assert!(connection.buffer().is_empty(), "an idle connection");
+        connection
+            .into_inner()
+            .into_transport()
+            .map_err(ClientError::Io)
+    }
+
+    /// Takes back a transport from [`Client::take_transport`], blocking
+    /// again. The caller must have read every reply it was owed.
+    pub(crate) fn restore_transport(&mut self, transport: Transport) -> Result<(), ClientError> {
+        let stream = Stream::from_transport(transport).map_err(ClientError::Io)?;
+        self.connection = Some(BufReader::new(stream));
+        Ok(())
+    }
+
     /// The address the next request goes to: the last leader learned.
     pub fn addr(&self) -> &str {
         &self.address
@@ -592,6 +629,12 @@ enum Redirect<'reply> {
     Malformed,
 }
 
+/// Whether `reply` is a well-formed `NOT_LEADER` redirect: the request it
+/// answers was not applied.
+pub fn is_redirect(reply: &[u8]) -> bool {
+    !matches!(parse_redirect(reply), Redirect::None | Redirect::Malformed)
+}
+
 fn parse_redirect(reply: &[u8]) -> Redirect<'_> {
     let Some(rest) = reply.strip_prefix(b"NOT_LEADER") else {
         return Redirect::None;
@@ -676,9 +719,14 @@ fn keyed_request(command: &[u8], key: &[u8]) -> Result<Vec<u8>, ClientError> {
     Ok(line)
 }
 
+/// Whether `reply` is the server's `ERR ...`.
+pub fn is_server_error(reply: &[u8]) -> bool {
+    reply == b"ERR" || reply.starts_with(b"ERR ")
+}
+
 /// Turns an `ERR ...` reply into [`ClientError::Server`].
 fn reject_server_error(reply: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-    if reply == b"ERR" || reply.starts_with(b"ERR ") {
+    if is_server_error(&reply) {
         Err(ClientError::Server { reply })
     } else {
         Ok(reply)
