@@ -510,14 +510,6 @@ impl Client {
         }
     }
 
-    /// Sends `QUIT` (the server closes without replying) and drops the
-    /// connection. Best effort: a connection already gone is not an error.
-    pub fn quit(mut self) {
-        if let Some(connection) = self.connection.as_mut() {
-            let _ = connection.get_mut().write_all(b"QUIT\n");
-        }
-    }
-
     /// Makes sure there is a connection to `self.address` that the server has
     /// not closed and that holds no unread bytes (which would belong to no
     /// request and shift every later reply).

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fake_server;
 pub mod fill;
 pub mod pki;
 pub mod resp;
