@@ -9,6 +9,7 @@ pub mod fake_server;
 pub mod fill;
 pub mod pki;
 pub mod resp;
+pub mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
