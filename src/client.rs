@@ -6,6 +6,17 @@
 //! a buffered reader over it, and the list of addresses it has learned: the
 //! one it was created with first, then every leader named in a redirect.
 //!
+//! # Layout
+//!
+//! - `stream`: the byte stream under a client, plain or TLS.
+//! - [`credentials`]: the client tools' TLS and password flags.
+//! - What `kvstore-client` is made of: [`quoting`] (redis-cli's argument
+//!   splitting), [`request`] (from arguments to one request line, or a
+//!   refusal), [`commands`] and [`completion`] (the command table, for help,
+//!   Tab and hints), [`output`] (raw or quoted printing), [`repl`] (the
+//!   interactive session), [`pipe`] (pipe mode) over `pipelined` (one
+//!   non-blocking connection with a bounded window of requests in flight).
+//!
 //! # Opening a connection
 //!
 //! Every connection, the first, a reconnect and one to a leader named in a
@@ -39,7 +50,16 @@
 //! After any failure the connection is dropped, never reused: a late reply
 //! would otherwise be taken as the answer to the next request.
 
+pub mod commands;
+pub mod completion;
 pub mod credentials;
+mod input_lines;
+pub mod output;
+pub mod pipe;
+mod pipelined;
+pub mod quoting;
+pub mod repl;
+pub mod request;
 mod stream;
 
 use std::error::Error;
@@ -51,6 +71,7 @@ use std::time::Duration;
 
 use rustls::ClientConfig;
 
+use crate::net::Transport;
 use stream::Stream;
 
 /// The longest request or reply line, in bytes, without its `\n`.
@@ -304,19 +325,80 @@ impl Client {
     /// Connects to `addr` (`host:port`) once, without retrying, so a wrong
     /// address fails fast. Retries happen inside [`Client::execute`].
     pub fn connect(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
+        let mut client = Client::new(addr, options)?;
+        let connection = open_connection(addr, &client.options)
+            .map_err(|error| error.into_client_error(addr))?;
+        client.connection = Some(connection);
+        Ok(client)
+    }
+
+    /// A client for `addr` that has not connected yet; the first request,
+    /// or [`Client::reconnect`], connects. Only the password is checked.
+    pub fn new(addr: &str, options: ClientOptions) -> Result<Client, ClientError> {
         if let Some(password) = &options.password {
             validate_password(password)
                 .map_err(|reason| ClientError::InvalidPassword { reason })?;
         }
-        let connection =
-            open_connection(addr, &options).map_err(|error| error.into_client_error(addr))?;
         Ok(Client {
             options,
             address: addr.to_owned(),
             known_addresses: vec![addr.to_owned()],
-            connection: Some(connection),
+            connection: None,
             write_buffer: Vec::new(),
         })
+    }
+
+    /// Whether a connection is open. It may still turn out to have been
+    /// closed by the server, which the next request notices.
+    pub fn is_connected(&self) -> bool {
+        self.connection.is_some()
+    }
+
+    /// Makes sure there is a usable connection, sending no request: keeps
+    /// the current one unless the server has closed it, else tries the
+    /// current address, then each other known address, once each and
+    /// without backing off (for a person waiting at a prompt). On failure
+    /// the error is the current address's, and the address is unchanged.
+    pub fn reconnect(&mut self) -> Result<(), ClientError> {
+        let first = self.address.clone();
+        let first_error = match self.ensure_connected() {
+            Ok(()) => return Ok(()),
+            Err(OpenError::Refused(error)) => return Err(error),
+            Err(error @ OpenError::Unreachable(_)) => error.into_client_error(&first),
+        };
+        for address in self.known_addresses.clone() {
+            if address == first {
+                continue;
+            }
+            self.address = address;
+            if self.ensure_connected().is_ok() {
+                return Ok(());
+            }
+        }
+        self.address = first;
+        Err(first_error)
+    }
+
+    /// Hands over a usable connection (opened once, without retrying, if
+    /// there is none) as a non-blocking transport, for pipelining. The
+    /// client has no connection until [`Client::restore_transport`].
+    pub(crate) fn take_transport(&mut self) -> Result<Transport, ClientError> {
+        self.ensure_connected()
+            .map_err(|error| error.into_client_error(&self.address))?;
+        let connection = self.connection.take().expect("just connected");
+        debug_assert!(connection.buffer().is_empty(), "an idle connection");
+        connection
+            .into_inner()
+            .into_transport()
+            .map_err(ClientError::Io)
+    }
+
+    /// Takes back a transport from [`Client::take_transport`], blocking
+    /// again. The caller must have read every reply it was owed.
+    pub(crate) fn restore_transport(&mut self, transport: Transport) -> Result<(), ClientError> {
+        let stream = Stream::from_transport(transport).map_err(ClientError::Io)?;
+        self.connection = Some(BufReader::new(stream));
+        Ok(())
     }
 
     /// The address the next request goes to: the last leader learned.
@@ -425,14 +507,6 @@ impl Client {
             Ok(())
         } else {
             Err(ClientError::UnexpectedReply { reply })
-        }
-    }
-
-    /// Sends `QUIT` (the server closes without replying) and drops the
-    /// connection. Best effort: a connection already gone is not an error.
-    pub fn quit(mut self) {
-        if let Some(connection) = self.connection.as_mut() {
-            let _ = connection.get_mut().write_all(b"QUIT\n");
         }
     }
 
@@ -547,6 +621,12 @@ enum Redirect<'reply> {
     Malformed,
 }
 
+/// Whether `reply` is a well-formed `NOT_LEADER` redirect: the request it
+/// answers was not applied.
+pub fn is_redirect(reply: &[u8]) -> bool {
+    !matches!(parse_redirect(reply), Redirect::None | Redirect::Malformed)
+}
+
 fn parse_redirect(reply: &[u8]) -> Redirect<'_> {
     let Some(rest) = reply.strip_prefix(b"NOT_LEADER") else {
         return Redirect::None;
@@ -631,9 +711,14 @@ fn keyed_request(command: &[u8], key: &[u8]) -> Result<Vec<u8>, ClientError> {
     Ok(line)
 }
 
+/// Whether `reply` is the server's `ERR ...`.
+pub fn is_server_error(reply: &[u8]) -> bool {
+    reply == b"ERR" || reply.starts_with(b"ERR ")
+}
+
 /// Turns an `ERR ...` reply into [`ClientError::Server`].
 fn reject_server_error(reply: Vec<u8>) -> Result<Vec<u8>, ClientError> {
-    if reply == b"ERR" || reply.starts_with(b"ERR ") {
+    if is_server_error(&reply) {
         Err(ClientError::Server { reply })
     } else {
         Ok(reply)

@@ -24,7 +24,8 @@
 //! - [`node`]: the sans-IO core; the only owner of state. Never performs I/O.
 //! - [`net`]: the mio reactor; the only module that touches sockets and files;
 //!   with `--metrics-addr` it also serves `/metrics` and `/health` over HTTP.
-//! - [`client`]: a small blocking client that follows `NOT_LEADER` redirects.
+//! - [`client`]: a small blocking client that follows `NOT_LEADER` redirects,
+//!   and the parts of `kvstore-client` (quoting, line editing, pipe mode).
 //! - [`failpoint`]: test-only crash points (`KVSTORE_FAILPOINT=<step>`).
 //! - [`mod@bench`]: the load generator behind `kvstore-bench`: one event loop,
 //!   many pipelined connections, latency percentiles.

@@ -1,174 +1,23 @@
 //! The client's redirect and retry rules, and the `kvstore-client` binary,
-//! against tiny fake servers on 127.0.0.1 that speak the line protocol with
-//! canned behaviour and report every request line they receive.
+//! against tiny fake servers (`common::fake_server`).
+
+mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
 use std::time::{Duration, Instant};
 
+use common::fake_server::{
+    Answer, FakeListener, FakeServer, PATIENCE, answer_as_store, dead_address, line,
+};
 use kvstore::client::{Client, ClientError, ClientOptions};
-
-/// Long enough never to fire on a healthy run, short enough to end a hung one.
-const PATIENCE: Duration = Duration::from_secs(10);
-/// How long to watch for a request that must not come.
-const QUIET_PERIOD: Duration = Duration::from_millis(300);
-
-/// What a fake does with one request line.
-enum Answer {
-    Line(Vec<u8>),
-    /// Close the connection without replying.
-    Close,
-    /// Keep the connection open and never reply.
-    Silence,
-}
-
-fn line(text: impl AsRef<[u8]>) -> Answer {
-    Answer::Line(text.as_ref().to_vec())
-}
-
-/// A listener bound before its behaviour is known, so that fakes can name
-/// each other in redirects.
-struct FakeListener {
-    listener: TcpListener,
-    address: String,
-}
-
-/// A running fake: its address and the request lines it received, in order.
-struct FakeServer {
-    address: String,
-    received: Receiver<Vec<u8>>,
-}
-
-impl FakeListener {
-    fn bind() -> FakeListener {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake server");
-        let address = listener.local_addr().expect("local address").to_string();
-        FakeListener { listener, address }
-    }
-
-    /// Serves connections one after another on a thread that lives as long
-    /// as the test process.
-    fn serve(self, answer: impl FnMut(&[u8]) -> Answer + Send + 'static) -> FakeServer {
-        let (sender, received) = mpsc::channel();
-        let listener = self.listener;
-        thread::spawn(move || serve_connections(listener, answer, sender));
-        FakeServer {
-            address: self.address,
-            received,
-        }
-    }
-}
-
-fn serve_connections(
-    listener: TcpListener,
-    mut answer: impl FnMut(&[u8]) -> Answer,
-    sender: Sender<Vec<u8>>,
-) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        serve_one_connection(stream, &mut answer, &sender);
-    }
-}
-
-fn serve_one_connection(
-    stream: TcpStream,
-    answer: &mut impl FnMut(&[u8]) -> Answer,
-    sender: &Sender<Vec<u8>>,
-) {
-    let mut writer = stream.try_clone().expect("clone the fake's stream");
-    let mut reader = BufReader::new(stream);
-    let mut request = Vec::new();
-    loop {
-        request.clear();
-        match reader.read_until(b'\n', &mut request) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let request = request.strip_suffix(b"\n").unwrap_or(&request);
-        let _ = sender.send(request.to_vec());
-        match answer(request) {
-            Answer::Line(mut reply) => {
-                reply.push(b'\n');
-                if writer.write_all(&reply).is_err() {
-                    return;
-                }
-            }
-            Answer::Close => return,
-            Answer::Silence => {}
-        }
-    }
-}
-
-impl FakeServer {
-    fn start(answer: impl FnMut(&[u8]) -> Answer + Send + 'static) -> FakeServer {
-        FakeListener::bind().serve(answer)
-    }
-
-    /// A fake that behaves like a single-node store.
-    fn store() -> FakeServer {
-        let mut map: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-        FakeServer::start(move |request| answer_as_store(&mut map, request))
-    }
-
-    /// Every request already received. Call after the client's call returned:
-    /// a fake reports a request before answering it, so nothing is missing.
-    fn received_so_far(&self) -> Vec<Vec<u8>> {
-        self.received.try_iter().collect()
-    }
-
-    /// Waits for the next request, failing the test after [`PATIENCE`].
-    fn next_request(&self) -> Vec<u8> {
-        self.received
-            .recv_timeout(PATIENCE)
-            .expect("the fake server received no request")
-    }
-
-    /// Asserts that no request arrives during [`QUIET_PERIOD`].
-    fn assert_no_more_requests(&self) {
-        match self.received.recv_timeout(QUIET_PERIOD) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(request) => panic!("unexpected request {}", request.escape_ascii()),
-            Err(RecvTimeoutError::Disconnected) => panic!("the fake server stopped"),
-        }
-    }
-}
-
-fn answer_as_store(map: &mut HashMap<Vec<u8>, Vec<u8>>, request: &[u8]) -> Answer {
-    let mut words = request.splitn(3, |&byte| byte == b' ');
-    match (words.next(), words.next(), words.next()) {
-        (Some(b"PUT"), Some(key), Some(value)) => {
-            map.insert(key.to_vec(), value.to_vec());
-            line("OK")
-        }
-        (Some(b"GET"), Some(key), None) => match map.get(key) {
-            Some(value) => line(value),
-            None => line("NOT_FOUND"),
-        },
-        (Some(b"DEL"), Some(key), None) => match map.remove(key) {
-            Some(_) => line("OK"),
-            None => line("NOT_FOUND"),
-        },
-        (Some(b"PING"), None, None) => line("PONG"),
-        (Some(b"QUIT"), None, None) => Answer::Close,
-        _ => line("ERR unknown command"),
-    }
-}
 
 fn options() -> ClientOptions {
     ClientOptions {
         timeout: PATIENCE,
         ..ClientOptions::default()
     }
-}
-
-/// An address where nothing listens: a port just released by the OS.
-fn dead_address() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("local address").to_string()
 }
 
 #[test]
@@ -569,16 +418,16 @@ fn cli_piped_stdin_prints_one_reply_per_line_without_prompt() {
     assert_eq!(output.stdout, b"OK\n1\n");
 }
 
+/// `quit` ends the input locally: it is not sent, nor anything after it.
 #[test]
 fn cli_piped_stdin_skips_empty_lines_and_stops_at_quit() {
     let node = FakeServer::store();
 
-    let output = run_cli(&node.address, &[], b"PUT a 1\r\n\nQUIT\nGET a\n");
+    let output = run_cli(&node.address, &[], b"PUT a 1\r\n\nquit\nGET a\n");
 
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     assert_eq!(output.stdout, b"OK\n");
     assert_eq!(node.next_request(), b"PUT a 1");
-    assert_eq!(node.next_request(), b"QUIT");
     node.assert_no_more_requests();
 }
 

@@ -12,9 +12,10 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, Connection, StreamOwned};
 
 use super::{ClientError, OpenError, normalize_timeout};
+use crate::net::Transport;
 use crate::security::tls;
 
 /// A connected stream, plain or TLS with the handshake done.
@@ -52,6 +53,45 @@ impl Stream {
         };
         let restored = self.socket().set_nonblocking(false).is_ok();
         idle && restored
+    }
+
+    /// The same connection, non-blocking, as the transport the pipelining
+    /// loop drives (see [`crate::net::Transport`]).
+    pub fn into_transport(self) -> io::Result<Transport> {
+        match self {
+            Stream::Plain(socket) => {
+                socket.set_nonblocking(true)?;
+                Ok(Transport::plain(mio::net::TcpStream::from_std(socket)))
+            }
+            Stream::Tls(stream) => {
+                let (session, socket) = stream.into_parts();
+                socket.set_nonblocking(true)?;
+                Ok(Transport::Tls {
+                    stream: mio::net::TcpStream::from_std(socket),
+                    tls: Box::new(Connection::Client(session)),
+                })
+            }
+        }
+    }
+
+    /// Back from [`Stream::into_transport`]: blocking again, with the
+    /// timeouts it had.
+    pub fn from_transport(transport: Transport) -> io::Result<Stream> {
+        match transport {
+            Transport::Plain(socket) => {
+                let socket = TcpStream::from(socket);
+                socket.set_nonblocking(false)?;
+                Ok(Stream::Plain(socket))
+            }
+            Transport::Tls { stream, tls } => {
+                let Connection::Client(session) = *tls else {
+                    return Err(io::Error::other("not a client TLS session"));
+                };
+                let socket = TcpStream::from(stream);
+                socket.set_nonblocking(false)?;
+                Ok(Stream::Tls(Box::new(StreamOwned::new(session, socket))))
+            }
+        }
     }
 
     fn socket(&self) -> &TcpStream {

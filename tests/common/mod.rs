@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod fake_server;
 pub mod fill;
 pub mod pki;
 pub mod resp;
+pub mod terminal;
 
 use std::collections::BTreeMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
