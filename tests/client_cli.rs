@@ -82,7 +82,10 @@ fn repeat_sends_the_command_n_times_and_an_err_makes_it_exit_one() {
     assert_eq!(pings.status.code(), Some(0), "{}", stderr(&pings));
     assert_eq!(pings.stdout, b"PONG\nPONG\nPONG\n");
     assert_eq!(frobs.status.code(), Some(1), "{}", stderr(&frobs));
-    assert_eq!(frobs.stdout, b"ERR unknown command\nERR unknown command\n");
+    assert_eq!(
+        frobs.stdout,
+        b"ERR unknown command 'FROB'\nERR unknown command 'FROB'\n"
+    );
 }
 
 #[test]

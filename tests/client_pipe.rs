@@ -116,7 +116,7 @@ fn an_err_reply_is_printed_in_its_place_and_the_exit_status_is_one() {
     );
 
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
-    assert_eq!(output.stdout, b"OK\nERR unknown command\nOK\n2\n");
+    assert_eq!(output.stdout, b"OK\nERR unknown command 'FROB'\nOK\n2\n");
     assert!(stderr(&output).contains("1 of 4 replies were ERR"));
 }
 

@@ -109,7 +109,7 @@ fn tab_completes_commands_and_errors_keep_the_session() {
     terminal.expect(&prompt);
 
     run(&mut terminal, &format!("pi{TAB}"), "PONG", &prompt);
-    run(&mut terminal, "frob", "ERR unknown command", &prompt);
+    run(&mut terminal, "frob", "ERR unknown command 'frob'", &prompt);
     run(
         &mut terminal,
         "PUT \"a key\" v",
