@@ -48,7 +48,15 @@ pub const COMMANDS: [CommandHelp; 10] = [
     CommandHelp {
         name: "ROLE",
         arguments: "",
-        summary: "This node's role, leader id, epoch, commit index and snapshot index.",
+        summary: "This node's role, leader id, epoch, commit index, snapshot index, used and \
+                  max memory.",
+        sent: true,
+    },
+    CommandHelp {
+        name: "INFO",
+        arguments: "",
+        summary: "One line of name=value fields: server, clients, memory, log, stats, \
+                  replication (the numbers /metrics exports).",
         sent: true,
     },
     CommandHelp {
