@@ -19,7 +19,7 @@ pub struct CommandHelp {
 }
 
 /// Every command, in the order `help` lists them.
-pub const COMMANDS: [CommandHelp; 10] = [
+pub const COMMANDS: [CommandHelp; 11] = [
     CommandHelp {
         name: "PUT",
         arguments: "<key> <value>",
