@@ -18,6 +18,11 @@ Comparisons:
   cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
   tls           kvstore --fsync never with TLS vs without (certificates made with openssl;
                 the load generator verifies the server against the CA)
+  resp          kvstore --fsync never over RESP vs over the line protocol (same server,
+                same flags; kvstore-bench --proto resp vs --proto line): what parsing
+                and encoding RESP costs on the hot path
+  resp-redis    kvstore --fsync never over RESP vs Redis appendonly no (both driven by
+                kvstore-bench --proto resp, byte-identical requests)
 
   memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
@@ -131,7 +136,7 @@ def certificates():
     return ca, cert, key
 
 
-def start_kvstore(servers, fsync, nodes=1, tls=False):
+def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line"):
     ports = [free_port() for _ in range(nodes)]
     server_tls, bench_tls = [], []
     if tls:
@@ -146,7 +151,7 @@ def start_kvstore(servers, fsync, nodes=1, tls=False):
         command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls]
         servers.spawn(command, port, f"kvstore-server {port}")
     # Any node will do: the load generator follows NOT_LEADER to the leader.
-    return f"127.0.0.1:{ports[0]}", "line", bench_tls
+    return f"127.0.0.1:{ports[0]}", proto, bench_tls
 
 
 def start_redis(servers, appendonly, appendfsync="everysec"):
@@ -168,6 +173,7 @@ SYSTEMS = {
     "kvstore 3-node sync cluster": lambda servers: start_kvstore(servers, "always", nodes=3),
     "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
     "kvstore fsync never, TLS": lambda servers: start_kvstore(servers, "never", tls=True),
+    "kvstore fsync never, RESP": lambda servers: start_kvstore(servers, "never", proto="resp"),
 }
 
 COMPARISONS = {
@@ -175,6 +181,8 @@ COMPARISONS = {
     "fsync-always": ("kvstore fsync always", "redis appendfsync always"),
     "cluster": ("kvstore 3-node sync cluster", "kvstore 1 node"),
     "tls": ("kvstore fsync never, TLS", "kvstore fsync never"),
+    "resp": ("kvstore fsync never, RESP", "kvstore fsync never"),
+    "resp-redis": ("kvstore fsync never, RESP", "redis appendonly no"),
 }
 
 
