@@ -10,7 +10,9 @@ A, B, A, B, ... so drift on a noisy machine shows, starting every server
 itself on a spare port with a fresh data dir and stopping it by PID. Servers
 run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
 It prints a table of median ops/s and p99 with the ratio A/B, and appends it
-to perf/RESULTS.md with the date, commit and machine.
+to perf/RESULTS.md with the date, commit and machine, and with how much CPU
+other processes used meanwhile (all CPU time in /proc/stat minus our own
+children's), so a run on a shared machine says so.
 
 Comparisons:
   fsync-never   kvstore --fsync never         vs Redis appendonly no
@@ -33,6 +35,7 @@ as our own process, never the system service.
 import argparse
 import datetime
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -83,6 +86,44 @@ def wait_for_port(port, process, what):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+def busy_cpu_seconds():
+    """CPU time every process on the machine has used so far (/proc/stat:
+    all but idle and iowait, steal included)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    """CPU time of our children (servers, load generators) once waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OtherLoad:
+    """Measures, around one measurement, the CPU used by processes that are
+    not ours, as a fraction of one CPU: near 0 on a quiet machine."""
+
+    samples = []
+
+    def __enter__(self):
+        self.start = (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exception):
+        wall, busy, own = (now - then for now, then in zip(
+            (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()), self.start))
+        self.fraction = max(0.0, (busy - own) / wall)
+        OtherLoad.samples.append(self.fraction)
+
+
+def other_load_line():
+    samples = OtherLoad.samples
+    if not samples:
+        return ""
+    return (f"Other processes used {statistics.mean(samples):.0%} of a CPU on average during "
+            f"these measurements (at most {max(samples):.0%} during one; about 0-3% when the machine is quiet).\n")
 
 
 class Servers:
@@ -203,16 +244,18 @@ def run_bench(address, proto, pipeline, duration, extra=()):
 
 
 def measure(system, pipeline, duration):
-    servers = Servers()
-    try:
-        address, proto, extra = SYSTEMS[system](servers)
-        result = run_bench(address, proto, pipeline, duration, extra)
-    finally:
-        servers.stop()
+    with OtherLoad() as other:
+        servers = Servers()
+        try:
+            address, proto, extra = SYSTEMS[system](servers)
+            result = run_bench(address, proto, pipeline, duration, extra)
+        finally:
+            servers.stop()
     ops = float(result["ops_per_sec"])
     p99 = float(result["p99_us"])
     errors = int(result["errors"])
-    log(f"  {system:<28} pipeline {pipeline:>2}: {ops:>12,.0f} ops/s  p99 {p99:>8,.0f} us  errors {errors}")
+    log(f"  {system:<28} pipeline {pipeline:>2}: {ops:>12,.0f} ops/s  p99 {p99:>8,.0f} us  errors {errors}"
+        f"  other load {other.fraction:.0%}")
     return ops, p99, errors
 
 
@@ -347,6 +390,7 @@ def main():
         f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or []) + "`\n\n"
         + (table(rows) + "\n" if rows else "")
         + ("\n" + memory + "\n" if memory else "")
+        + ("\n" + other_load_line() if OtherLoad.samples else "")
     )
     print(report)
     if not arguments.no_record:

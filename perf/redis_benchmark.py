@@ -17,7 +17,8 @@ comparison and pipeline depth it measures A, B, A, B, ... for --rounds
 rounds, every server started fresh (own port, own data dir, stopped by PID)
 on CPU 0 and redis-benchmark on CPU 1, as compare.py does. It prints the
 median requests/s and p99 per command, and the ratio A/B, and appends the
-table to perf/RESULTS.md with the date, commit and machine.
+table to perf/RESULTS.md with the date, commit and machine, and the CPU other
+processes used meanwhile (compare.py's OtherLoad).
 
 Comparisons:
   fsync-never   kvstore --fsync never   vs Redis appendonly no
@@ -103,15 +104,16 @@ def database_size(address):
 
 
 def measure(system, pipeline, requests):
-    servers = compare.Servers()
-    try:
-        address, _, _ = compare.SYSTEMS[system](servers)
-        results = run_redis_benchmark(address, pipeline, requests)
-        keys = database_size(address)
-    finally:
-        servers.stop()
+    with compare.OtherLoad() as other:
+        servers = compare.Servers()
+        try:
+            address, _, _ = compare.SYSTEMS[system](servers)
+            results = run_redis_benchmark(address, pipeline, requests)
+            keys = database_size(address)
+        finally:
+            servers.stop()
     figures = "  ".join(f"{test} {results[test][0]:>12,.0f}/s p99 {results[test][1]:>6.3f} ms" for test in TESTS)
-    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}")
+    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other.fraction:.0%}")
     return results
 
 
@@ -180,6 +182,7 @@ def main():
         f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown. "
         f"Command: `{command}`\n\n"
         + table(rows) + "\n"
+        + "\n" + compare.other_load_line()
     )
     print(report)
     if not arguments.no_record:
