@@ -3,6 +3,7 @@
 
     perf/redis_benchmark.py                       # 3 rounds, fsync never and fsync always
     perf/redis_benchmark.py --rounds 2 --only fsync-never --no-record
+    perf/redis_benchmark.py --wait-quiet          # on a machine others use too
 
 compare.py measures both servers with kvstore-bench, a tool written here.
 This script asks a tool nobody here wrote, redis-benchmark (Debian's
@@ -103,17 +104,19 @@ def database_size(address):
     return int(reply[1:].strip())
 
 
+def measure_once(system, pipeline, requests):
+    servers = compare.Servers()
+    try:
+        address, _, _ = compare.SYSTEMS[system](servers)
+        return run_redis_benchmark(address, pipeline, requests), database_size(address)
+    finally:
+        servers.stop()
+
+
 def measure(system, pipeline, requests):
-    with compare.OtherLoad() as other:
-        servers = compare.Servers()
-        try:
-            address, _, _ = compare.SYSTEMS[system](servers)
-            results = run_redis_benchmark(address, pipeline, requests)
-            keys = database_size(address)
-        finally:
-            servers.stop()
+    (results, keys), other_load = compare.quietly(lambda: measure_once(system, pipeline, requests))
     figures = "  ".join(f"{test} {results[test][0]:>12,.0f}/s p99 {results[test][1]:>6.3f} ms" for test in TESTS)
-    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other.fraction:.0%}")
+    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other_load:.0%}")
     return results
 
 
@@ -161,7 +164,10 @@ def main():
                         help=f"multiply the requests per test ({REQUESTS[1]:,} at -P 1, {REQUESTS[32]:,} at -P 32)")
     parser.add_argument("--only", choices=sorted(COMPARISONS), action="append", help="run only these comparisons")
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
+    parser.add_argument("--wait-quiet", action="store_true",
+                        help="as for compare.py: start each measurement on an idle machine, repeat disturbed ones")
     arguments = parser.parse_args()
+    compare.WAIT_FOR_QUIET = arguments.wait_quiet
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=compare.ROOT, check=True)
     compare.ensure_redis()
@@ -175,7 +181,8 @@ def main():
                          sorted({(row[1], row[2]) for row in rows}))
     command = "perf/redis_benchmark.py" + (f" --rounds {arguments.rounds}" if arguments.rounds != 3 else "") \
         + (f" --scale {arguments.scale:g}" if arguments.scale != 1.0 else "") \
-        + "".join(f" --only {name}" for name in arguments.only or [])
+        + "".join(f" --only {name}" for name in arguments.only or []) \
+        + (" --wait-quiet" if arguments.wait_quiet else "")
     report = (
         f"\n## redis-benchmark: {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {version}; `redis-benchmark -t set,get -c {CLIENTS} -d {VALUE_SIZE} "
