@@ -3,6 +3,7 @@
 
     perf/compare.py                    # all comparisons, 2 rounds, 10 s per measurement
     perf/compare.py --rounds 3 --duration 5 --only fsync-never
+    perf/compare.py --only resp --rounds 3 --wait-quiet   # on a machine others use too
 
 For each comparison (A vs B) and each shape (50 clients x pipeline 1, and
 x pipeline 32; 50% GET, 100-byte values, 100,000 preloaded keys) it measures
@@ -10,7 +11,9 @@ A, B, A, B, ... so drift on a noisy machine shows, starting every server
 itself on a spare port with a fresh data dir and stopping it by PID. Servers
 run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
 It prints a table of median ops/s and p99 with the ratio A/B, and appends it
-to perf/RESULTS.md with the date, commit and machine.
+to perf/RESULTS.md with the date, commit and machine, and with how much CPU
+other processes used meanwhile (all CPU time in /proc/stat minus our own
+children's), so a run on a shared machine says so.
 
 Comparisons:
   fsync-never   kvstore --fsync never         vs Redis appendonly no
@@ -18,6 +21,11 @@ Comparisons:
   cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
   tls           kvstore --fsync never with TLS vs without (certificates made with openssl;
                 the load generator verifies the server against the CA)
+  resp          kvstore --fsync never over RESP vs over the line protocol (same server,
+                same flags; kvstore-bench --proto resp vs --proto line): what parsing
+                and encoding RESP costs on the hot path
+  resp-redis    kvstore --fsync never over RESP vs Redis appendonly no (both driven by
+                kvstore-bench --proto resp, byte-identical requests)
 
   memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
@@ -28,6 +36,7 @@ as our own process, never the system service.
 import argparse
 import datetime
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -78,6 +87,89 @@ def wait_for_port(port, process, what):
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"{what} did not listen on port {port}")
+
+
+def busy_cpu_seconds():
+    """CPU time every process on the machine has used so far (/proc/stat:
+    all but idle and iowait, steal included)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds():
+    """CPU time of our children (servers, load generators) once waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+class OtherLoad:
+    """Measures, around one measurement, the CPU used by processes that are
+    not ours, as a fraction of one CPU: near 0 on a quiet machine."""
+
+    kept = []
+    retried = 0
+
+    def __enter__(self):
+        self.start = (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds())
+        return self
+
+    def __exit__(self, *exception):
+        wall, busy, own = (now - then for now, then in zip(
+            (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()), self.start))
+        self.fraction = max(0.0, (busy - own) / wall)
+
+
+# Other processes may use this much of a CPU during a measurement before
+# --wait-quiet measures it again, at most QUIET_ATTEMPTS times in all.
+QUIET_CPU_FRACTION = 0.10
+QUIET_ATTEMPTS = 4
+QUIET_SECONDS = 10
+QUIET_TIMEOUT_S = 1800
+WAIT_FOR_QUIET = False
+
+
+def wait_for_quiet():
+    """Returns once the machine has been idle (busy under QUIET_CPU_FRACTION
+    of a CPU) for QUIET_SECONDS in a row, or after QUIET_TIMEOUT_S."""
+    deadline = time.monotonic() + QUIET_TIMEOUT_S
+    quiet_s, announced = 0, False
+    while quiet_s < QUIET_SECONDS and time.monotonic() < deadline:
+        before = busy_cpu_seconds()
+        time.sleep(1)
+        if busy_cpu_seconds() - before < QUIET_CPU_FRACTION:
+            quiet_s += 1
+        else:
+            quiet_s = 0
+            if not announced:
+                log("  waiting for other processes to leave the CPUs")
+                announced = True
+
+
+def quietly(measurement):
+    """Runs `measurement()` and returns its result and the other load during
+    it. With WAIT_FOR_QUIET (--wait-quiet), it first waits for a quiet
+    machine, and measures again if other processes still took more than
+    QUIET_CPU_FRACTION of a CPU meanwhile (the last attempt is kept)."""
+    for attempt in range(1, QUIET_ATTEMPTS + 1):
+        if WAIT_FOR_QUIET:
+            wait_for_quiet()
+        with OtherLoad() as other:
+            result = measurement()
+        if not WAIT_FOR_QUIET or other.fraction <= QUIET_CPU_FRACTION or attempt == QUIET_ATTEMPTS:
+            OtherLoad.kept.append(other.fraction)
+            return result, other.fraction
+        OtherLoad.retried += 1
+        log(f"  other processes took {other.fraction:.0%} of a CPU meanwhile: measuring again")
+
+
+def other_load_line():
+    samples = OtherLoad.kept
+    if not samples:
+        return ""
+    retried = f"; {OtherLoad.retried} disturbed measurements were repeated (--wait-quiet)" if OtherLoad.retried else ""
+    return (f"Other processes used {statistics.mean(samples):.0%} of a CPU on average during "
+            f"these measurements (at most {max(samples):.0%} during one; about 0-3% when the machine "
+            f"is quiet){retried}.\n")
 
 
 class Servers:
@@ -131,7 +223,7 @@ def certificates():
     return ca, cert, key
 
 
-def start_kvstore(servers, fsync, nodes=1, tls=False):
+def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line"):
     ports = [free_port() for _ in range(nodes)]
     server_tls, bench_tls = [], []
     if tls:
@@ -146,7 +238,7 @@ def start_kvstore(servers, fsync, nodes=1, tls=False):
         command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls]
         servers.spawn(command, port, f"kvstore-server {port}")
     # Any node will do: the load generator follows NOT_LEADER to the leader.
-    return f"127.0.0.1:{ports[0]}", "line", bench_tls
+    return f"127.0.0.1:{ports[0]}", proto, bench_tls
 
 
 def start_redis(servers, appendonly, appendfsync="everysec"):
@@ -168,6 +260,7 @@ SYSTEMS = {
     "kvstore 3-node sync cluster": lambda servers: start_kvstore(servers, "always", nodes=3),
     "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
     "kvstore fsync never, TLS": lambda servers: start_kvstore(servers, "never", tls=True),
+    "kvstore fsync never, RESP": lambda servers: start_kvstore(servers, "never", proto="resp"),
 }
 
 COMPARISONS = {
@@ -175,6 +268,8 @@ COMPARISONS = {
     "fsync-always": ("kvstore fsync always", "redis appendfsync always"),
     "cluster": ("kvstore 3-node sync cluster", "kvstore 1 node"),
     "tls": ("kvstore fsync never, TLS", "kvstore fsync never"),
+    "resp": ("kvstore fsync never, RESP", "kvstore fsync never"),
+    "resp-redis": ("kvstore fsync never, RESP", "redis appendonly no"),
 }
 
 
@@ -194,17 +289,22 @@ def run_bench(address, proto, pipeline, duration, extra=()):
     raise RuntimeError("kvstore-bench printed no RESULT line")
 
 
-def measure(system, pipeline, duration):
+def measure_once(system, pipeline, duration):
     servers = Servers()
     try:
         address, proto, extra = SYSTEMS[system](servers)
-        result = run_bench(address, proto, pipeline, duration, extra)
+        return run_bench(address, proto, pipeline, duration, extra)
     finally:
         servers.stop()
+
+
+def measure(system, pipeline, duration):
+    result, other_load = quietly(lambda: measure_once(system, pipeline, duration))
     ops = float(result["ops_per_sec"])
     p99 = float(result["p99_us"])
     errors = int(result["errors"])
-    log(f"  {system:<28} pipeline {pipeline:>2}: {ops:>12,.0f} ops/s  p99 {p99:>8,.0f} us  errors {errors}")
+    log(f"  {system:<28} pipeline {pipeline:>2}: {ops:>12,.0f} ops/s  p99 {p99:>8,.0f} us  errors {errors}"
+        f"  other load {other_load:.0%}")
     return ops, p99, errors
 
 
@@ -320,7 +420,12 @@ def main():
     parser.add_argument("--only", choices=sorted(COMPARISONS) + ["memory"], action="append",
                         help="run only these comparisons")
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
+    parser.add_argument("--wait-quiet", action="store_true",
+                        help="on a shared machine: start each measurement on an idle machine, and repeat one "
+                             f"that other processes disturbed (over {QUIET_CPU_FRACTION:.0%} of a CPU)")
     arguments = parser.parse_args()
+    global WAIT_FOR_QUIET
+    WAIT_FOR_QUIET = arguments.wait_quiet
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     names = arguments.only or list(COMPARISONS) + ["memory"]
@@ -336,9 +441,11 @@ def main():
         f"{machine_line}; {CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE}-byte values, "
         f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
         f"(A B A B), medians shown. Command: `perf/compare.py --rounds {arguments.rounds} "
-        f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or []) + "`\n\n"
+        f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or [])
+        + (" --wait-quiet" if arguments.wait_quiet else "") + "`\n\n"
         + (table(rows) + "\n" if rows else "")
         + ("\n" + memory + "\n" if memory else "")
+        + ("\n" + other_load_line() if OtherLoad.kept else "")
     )
     print(report)
     if not arguments.no_record:

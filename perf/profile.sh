@@ -4,6 +4,7 @@
 #
 #   perf/profile.sh                                   # --fsync never, 50 clients x pipeline 32
 #   perf/profile.sh --fsync always --pipeline 1
+#   perf/profile.sh --proto resp                      # the same load over RESP (SET/GET)
 #   KVSTORE_BINARY=/path/to/kvstore-server perf/profile.sh   # profile another build
 #
 # Uses `perf record -e cpu-clock` (software sampling works where hardware
@@ -14,12 +15,14 @@ cd "$(dirname "$0")/.."
 fsync=never
 pipeline=32
 seconds=5
+proto=line
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --fsync) fsync="$2"; shift 2 ;;
         --pipeline) pipeline="$2"; shift 2 ;;
         --seconds) seconds="$2"; shift 2 ;;
-        *) echo "usage: perf/profile.sh [--fsync always|interval|never] [--pipeline N] [--seconds S]" >&2; exit 2 ;;
+        --proto) proto="$2"; shift 2 ;;
+        *) echo "usage: perf/profile.sh [--fsync always|interval|never] [--pipeline N] [--seconds S] [--proto line|resp]" >&2; exit 2 ;;
     esac
 done
 
@@ -41,7 +44,7 @@ for _ in $(seq 100); do
     grep -q "listening on" "$work/server.err" 2>/dev/null && break
     sleep 0.05
 done
-load=(taskset -c 1 "$bench" --addr "127.0.0.1:$port" --clients 50 --pipeline "$pipeline")
+load=(taskset -c 1 "$bench" --addr "127.0.0.1:$port" --proto "$proto" --clients 50 --pipeline "$pipeline")
 "${load[@]}" --duration 1 --preload >/dev/null 2>&1
 "${load[@]}" --duration $((seconds + 2)) >"$work/bench.out" 2>/dev/null &
 bench_pid=$!
