@@ -489,6 +489,18 @@ fn health_is_200_on_a_single_node_and_on_every_node_of_a_cluster_with_a_leader()
             get(*address, "/health").body == expected
         });
     }
+    // A linearizable GET on the leader waits for a read round; the rounds
+    // are timed.
+    let mut client = cluster.connect(leader);
+    assert_eq!(client.request(b"PUT r 1"), b"OK");
+    for _ in 0..5 {
+        assert_eq!(client.request(b"GET r"), b"1");
+    }
+    wait_until("read rounds timed", || {
+        Scrape::of(addresses[leader])
+            .value("kvstore_read_round_duration_seconds_count", &[])
+            .is_some_and(|count| count >= 1.0)
+    });
     // The leader reports each follower and each peer link.
     let scrape = Scrape::of(addresses[leader]);
     for node in (0..3).filter(|node| *node != leader) {

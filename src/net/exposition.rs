@@ -202,6 +202,12 @@ impl Server {
             &self.metrics.log_sync_seconds,
         );
         out.histogram(
+            "kvstore_read_round_duration_seconds",
+            "From a ReadIndex round sent to a majority confirming it: what a linearizable \
+             read on a cluster leader waits beyond the store.",
+            &self.metrics.read_round_seconds,
+        );
+        out.histogram(
             "kvstore_log_batch_records",
             "Records per log write: the size of each group commit.",
             &self.metrics.log_batch_records,

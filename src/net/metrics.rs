@@ -9,7 +9,8 @@
 //! allocates after [`Metrics::new`], reads a clock or performs I/O: the
 //! reactor measures durations and hands them in.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::VecDeque;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::protocol::command_table::{self, COMMANDS};
 use crate::protocol::{COMMAND_NAMES, Outcome, Request, command_index_of};
@@ -43,9 +44,19 @@ pub struct Metrics {
     pub log_sync_seconds: Histogram,
     /// Records per log write (one turn's group commit).
     pub log_batch_records: Histogram,
+    /// From a ReadIndex round sent to a majority confirming it (the wait a
+    /// linearizable read on a cluster leader adds), seen at turn ends.
+    pub read_round_seconds: Histogram,
+    /// Rounds sent and not yet confirmed, with when they were first seen.
+    pending_rounds: VecDeque<(u64, Instant)>,
+    last_sent_round: u64,
     /// When the process started, in seconds since the Unix epoch.
     pub start_time_s: f64,
 }
+
+/// Rounds remembered while waiting for their confirmation: a leader that
+/// lost its majority never confirms them, and they must not pile up.
+const MAX_PENDING_ROUNDS: usize = 1024;
 
 impl Metrics {
     pub fn new() -> Self {
@@ -58,6 +69,9 @@ impl Metrics {
             requests: RequestCounters::new(),
             log_sync_seconds: Histogram::new(&LOG_SYNC_SECONDS_BOUNDS),
             log_batch_records: Histogram::new(&LOG_BATCH_RECORDS_BOUNDS),
+            read_round_seconds: Histogram::new(&LOG_SYNC_SECONDS_BOUNDS),
+            pending_rounds: VecDeque::new(),
+            last_sent_round: 0,
             start_time_s,
         }
     }
@@ -65,6 +79,27 @@ impl Metrics {
     /// A sync of the log finished after `duration`.
     pub fn log_synced(&mut self, duration: Duration) {
         self.log_sync_seconds.observe(duration.as_secs_f64());
+    }
+
+    /// At the end of a turn: the core has sent read rounds up to `sent` and a
+    /// majority confirmed those up to `confirmed`; each newly confirmed one
+    /// is observed with the time since it was first seen sent.
+    pub fn note_read_rounds(&mut self, sent: u64, confirmed: u64, now: Instant) {
+        if sent > self.last_sent_round {
+            self.last_sent_round = sent;
+            if self.pending_rounds.len() == MAX_PENDING_ROUNDS {
+                self.pending_rounds.pop_front();
+            }
+            self.pending_rounds.push_back((sent, now));
+        }
+        while let Some(&(round, sent_at)) = self.pending_rounds.front() {
+            if round > confirmed {
+                break;
+            }
+            self.pending_rounds.pop_front();
+            let waited = now.saturating_duration_since(sent_at);
+            self.read_round_seconds.observe(waited.as_secs_f64());
+        }
     }
 
     /// Log syncs completed (each one observed in [`Metrics::log_synced`]).
@@ -279,5 +314,21 @@ mod tests {
         assert_eq!(buckets, [(1.0, 2), (2.0, 3), (4.0, 4), (f64::INFINITY, 5)]);
         assert_eq!(histogram.count(), 5);
         assert_eq!(histogram.sum(), 16.0);
+    }
+
+    #[test]
+    fn a_read_round_is_timed_from_sent_to_confirmed_and_unconfirmed_ones_are_bounded() {
+        let mut metrics = Metrics::new();
+        let start = Instant::now();
+        metrics.note_read_rounds(1, 0, start);
+        metrics.note_read_rounds(2, 0, start + Duration::from_millis(1));
+        assert_eq!(metrics.read_round_seconds.count(), 0);
+        metrics.note_read_rounds(2, 2, start + Duration::from_millis(3));
+        assert_eq!(metrics.read_round_seconds.count(), 2);
+        // A leader that never hears a majority again: rounds stay bounded.
+        for round in 3..3 + 2 * MAX_PENDING_ROUNDS as u64 {
+            metrics.note_read_rounds(round, 2, start);
+        }
+        assert_eq!(metrics.pending_rounds.len(), MAX_PENDING_ROUNDS);
     }
 }

@@ -875,6 +875,9 @@ impl Server {
             }
         }
         self.answer_snapshot_waiters();
+        let (sent, confirmed) = (self.node.sent_read_round(), self.node.released().round);
+        self.metrics
+            .note_read_rounds(sent, confirmed, Instant::now());
         Ok(())
     }
 

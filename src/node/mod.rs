@@ -797,6 +797,12 @@ impl Node {
         }
     }
 
+    /// The last ReadIndex round sent (with [`Node::released`]'s round, the
+    /// last confirmed: the driver times the rounds between).
+    pub fn sent_read_round(&self) -> u64 {
+        self.sent_round
+    }
+
     /// Bytes of log records held in memory.
     pub fn log_memory_bytes(&self) -> usize {
         self.log.memory_bytes()
