@@ -634,3 +634,38 @@ fn http_requests_to_the_line_protocol_execute_nothing() {
     }
     server.wait_for_stderr("possible security attack");
 }
+
+/// A client that vanishes mid-request, or with a MULTI block queued and no
+/// EXEC, changes nothing; other clients go on.
+#[test]
+fn a_client_that_leaves_mid_request_or_mid_multi_changes_nothing() {
+    let (_dir, server) = start(&[]);
+    let mut halfway = TcpStream::connect(server.address).unwrap();
+    halfway
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    halfway
+        .write_all(b"*3\r\n$3\r\nSET\r\n$4\r\ntorn\r\n$5\r\nva")
+        .unwrap();
+    halfway.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    halfway.read_to_end(&mut rest).unwrap();
+    assert_eq!(rest, b"", "{}", String::from_utf8_lossy(&rest));
+
+    let mut queued = RespConnection::open(server.address);
+    check(
+        &mut queued,
+        &[("MULTI", b"+OK\r\n"), ("SET never 1", b"+QUEUED\r\n")],
+    );
+    queued.stream.shutdown(std::net::Shutdown::Both).unwrap();
+
+    let mut bystander = RespConnection::open(server.address);
+    check(
+        &mut bystander,
+        &[
+            ("EXISTS torn never", b":0\r\n"),
+            ("SET after 1", b"+OK\r\n"),
+            ("DBSIZE", b":1\r\n"),
+        ],
+    );
+}

@@ -55,7 +55,7 @@ pub enum Executed {
     /// `AUTH` with a wrong password: its reply waits out a delay, and
     /// nothing after it runs until then.
     WrongPassword,
-    /// A line-protocol connection sent what looks like HTTP (a browser
+    /// A line-protocol connection opened with what looks like HTTP (a browser
     /// tricked into posting to the server): closed without executing
     /// anything, as Redis does ("Possible SECURITY ATTACK detected").
     CrossProtocol,
@@ -286,7 +286,10 @@ impl Connection {
                     let first = !self.executed_any;
                     self.executed_any = true;
                     self.requests_executed += 1;
-                    if looks_like_http(line) {
+                    // A browser's request starts with its request line, and
+                    // the connection closes on it: only a first line can be
+                    // one (no cost on the lines after it).
+                    if first && looks_like_http(line) {
                         self.close_input();
                         return Executed::CrossProtocol;
                     }

@@ -311,12 +311,20 @@ fn client(args: &Args<'_>, session: &mut Session, call: &mut Call<'_>) {
 
 /// `CLIENT SETNAME` (and `HELLO ... SETNAME`): Redis's rule on names.
 pub(super) fn set_name(name: &[u8], session: &mut Session, call: &mut Call<'_>) {
+    match name_session(name, session) {
+        Ok(()) => call.ok(),
+        Err(text) => call.error(text),
+    }
+}
+
+/// Names the session (`CLIENT SETNAME`, `HELLO ... SETNAME`) by Redis's
+/// rule on names; an empty name clears it.
+pub(super) fn name_session(name: &[u8], session: &mut Session) -> Result<(), &'static str> {
     if name.iter().any(|byte| !(b'!'..=b'~').contains(byte)) {
-        return call
-            .error("ERR Client names cannot contain spaces, newlines or special characters.");
+        return Err("ERR Client names cannot contain spaces, newlines or special characters.");
     }
     session.name = (!name.is_empty()).then(|| name.into());
-    call.ok();
+    Ok(())
 }
 
 pub(super) fn unknown_subcommand(sub: &[u8], command: &str) -> String {

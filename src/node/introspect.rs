@@ -17,7 +17,7 @@ use crate::protocol::keyslot::{SLOTS, keyslot};
 use crate::protocol::resp::Args;
 use crate::protocol::resp_reply::{self as wire, Version};
 
-use super::commands::{Call, parse_i64, set_name, unknown_subcommand};
+use super::commands::{Call, name_session, parse_i64, unknown_subcommand};
 use super::session::Session;
 use super::{Node, NodeId, Role};
 
@@ -98,19 +98,10 @@ impl Node {
                 }
             }
         }
-        if let Some(name) = name {
-            let mut scratch = Vec::new();
-            let mut check = Call {
-                out: &mut scratch,
-                version,
-                gate: call.gate,
-                flow: call.flow,
-            };
-            set_name(name, session, &mut check);
-            if scratch.first() == Some(&b'-') {
-                call.out.extend_from_slice(&scratch);
-                return;
-            }
+        if let Some(name) = name
+            && let Err(text) = name_session(name, session)
+        {
+            return call.error(text);
         }
         call.version = version;
         self.hello_map(session, call);

@@ -45,7 +45,7 @@ impl Transaction {
         Args::new(&self.bytes, &self.arguments[range])
     }
 
-    /// Whether any queued command writes (and so needs the leader).
+    /// The memory the queued commands hold.
     pub(super) fn memory_bytes(&self) -> usize {
         self.bytes.capacity()
             + (self.arguments.capacity() + self.commands.capacity())

@@ -202,13 +202,17 @@ impl Node {
         Reply::Error(reason).encode_for(crate::protocol::Protocol::Resp(call.version), call.out);
     }
 
-    /// The gate of a read of `key` as it is now.
-    fn observe(&mut self, key: &[u8]) -> Gate {
-        let index = self
-            .store
-            .lookup(key)
-            .map_or(self.last_delete_index, |pair| pair.write_index());
-        self.read_gate(index)
+    /// Reads whether `key` exists, in one lookup, and makes the reply wait
+    /// for what that observed: the write that set it, or for a missing key
+    /// the latest delete.
+    fn read_exists(&mut self, key: &[u8], call: &mut Call<'_>) -> bool {
+        let (index, exists) = match self.store.lookup(key) {
+            Some(pair) => (pair.write_index(), true),
+            None => (self.last_delete_index, false),
+        };
+        let gate = self.read_gate(index);
+        call.wait_for(gate);
+        exists
     }
 
     /// One lookup, as the line protocol's `GET` does: the round is taken
@@ -240,9 +244,7 @@ impl Node {
         if conditional {
             // Only a conditional SET reads the key (a plain one is a
             // blind write: one lookup, the insert).
-            let gate = self.observe(key);
-            call.wait_for(gate);
-            exists = self.store.lookup(key).is_some();
+            exists = self.read_exists(key, call);
         }
         let skip = (options.only_if_missing && exists) || (options.only_if_present && !exists);
         if !skip && let Err(refusal) = self.check_puts(&[(key, value.len())]) {
@@ -269,9 +271,7 @@ impl Node {
 
     fn set_if_missing(&mut self, args: &Args<'_>, call: &mut Call<'_>) {
         let (key, value) = (args.get(1), args.get(2));
-        let gate = self.observe(key);
-        call.wait_for(gate);
-        if self.store.lookup(key).is_some() {
+        if self.read_exists(key, call) {
             return wire::integer(call.out, 0);
         }
         if let Err(refusal) = self.check_puts(&[(key, value.len())]) {
@@ -296,11 +296,10 @@ impl Node {
     }
 
     fn get_and_delete(&mut self, key: &[u8], call: &mut Call<'_>) {
-        let gate = self.observe(key);
-        call.wait_for(gate);
-        let Some(old) = self.store.get(key) else {
+        if !self.read_exists(key, call) {
             return call.null();
-        };
+        }
+        let old = self.store.get(key).unwrap_or_default();
         wire::bulk(call.out, old);
         self.apply_effect(Op::Del { key });
         call.wait_for(self.write_gate());
@@ -311,9 +310,7 @@ impl Node {
     fn delete_keys(&mut self, args: &Args<'_>, call: &mut Call<'_>) {
         let mut deleted = 0;
         for key in args.iter().skip(1) {
-            let gate = self.observe(key);
-            call.wait_for(gate);
-            if self.store.lookup(key).is_some() {
+            if self.read_exists(key, call) {
                 if self.check_puts(&[(key, 0)]).is_err() && !self.effects.builder.is_empty() {
                     // The record cannot grow further; the keys left stay.
                     break;
@@ -331,9 +328,7 @@ impl Node {
     fn exists(&mut self, args: &Args<'_>, call: &mut Call<'_>) {
         let mut found = 0;
         for key in args.iter().skip(1) {
-            let gate = self.observe(key);
-            call.wait_for(gate);
-            found += i64::from(self.store.lookup(key).is_some());
+            found += i64::from(self.read_exists(key, call));
         }
         wire::integer(call.out, found);
     }
@@ -358,11 +353,11 @@ impl Node {
                 .map(|i| (args.get(i), args.get(i + 1)))
         };
         if only_if_none {
+            let mut any_exists = false;
             for (key, _) in pairs() {
-                let gate = self.observe(key);
-                call.wait_for(gate);
+                any_exists |= self.read_exists(key, call);
             }
-            if pairs().any(|(key, _)| self.store.lookup(key).is_some()) {
+            if any_exists {
                 return wire::integer(call.out, 0);
             }
         }
@@ -382,8 +377,7 @@ impl Node {
     }
 
     fn strlen(&mut self, key: &[u8], call: &mut Call<'_>) {
-        let gate = self.observe(key);
-        call.wait_for(gate);
+        self.read_exists(key, call);
         let length = self.store.get(key).map_or(0, <[u8]>::len);
         wire::integer(call.out, length as i64);
     }
@@ -426,9 +420,7 @@ impl Node {
     }
 
     fn key_type(&mut self, key: &[u8], call: &mut Call<'_>) {
-        let gate = self.observe(key);
-        call.wait_for(gate);
-        let kind = if self.store.lookup(key).is_some() {
+        let kind = if self.read_exists(key, call) {
             "string"
         } else {
             "none"
