@@ -422,7 +422,7 @@ def main():
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
     parser.add_argument("--wait-quiet", action="store_true",
                         help="on a shared machine: start each measurement on an idle machine, and repeat one "
-                             f"that other processes disturbed (over {QUIET_CPU_FRACTION:.0%} of a CPU)")
+                             f"that other processes disturbed (over {QUIET_CPU_FRACTION * 100:.0f}%% of a CPU)")
     arguments = parser.parse_args()
     global WAIT_FOR_QUIET
     WAIT_FOR_QUIET = arguments.wait_quiet
