@@ -15,6 +15,7 @@ use crate::protocol::resp_reply::Version;
 use crate::protocol::{self, ErrorReply, Framed, Outcome, Protocol, Reply, Request};
 use crate::security::handshake::{HANDSHAKE_PREFIX, MAX_HANDSHAKE_LINE_BYTES};
 use crate::security::password::PasswordCheck;
+use crate::store::{PREFETCH_BATCH, Store};
 use crate::timer::TimerId;
 
 use super::Transport;
@@ -280,9 +281,14 @@ impl Connection {
         if self.session.is_some() {
             return self.execute_resp(node, max_line_bytes, password, facts, requests);
         }
+        let mut prefetched_lines = 0;
         while !self.closing && !self.is_backpressured() && !self.is_held() {
+            if prefetched_lines == 0 {
+                prefetched_lines = prefetch_line_keys(self.input.buffered(), node.store());
+            }
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
                 Framed::Line { line, consumed } => {
+                    prefetched_lines = prefetched_lines.saturating_sub(1);
                     let first = !self.executed_any;
                     self.executed_any = true;
                     self.requests_executed += 1;
@@ -538,6 +544,18 @@ impl Connection {
 /// Executes one parsed line other than `AUTH` (which needs the
 /// connection): refused before authentication unless allowed, `INFO` here
 /// (the core's fields with the driver's figures), the rest by the core.
+/// Warms the store's cache for the keys of the next whole lines in
+/// `buffered` ([`Store::prefetch`]); returns how many lines that covered.
+/// A lone line is left alone: its lookup has nothing to overlap with.
+fn prefetch_line_keys(buffered: &[u8], store: &Store) -> usize {
+    let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
+    let (found, lines) = protocol::key_hints(buffered, &mut keys);
+    if found > 1 {
+        store.prefetch(&keys[..found]);
+    }
+    lines
+}
+
 fn execute_line(
     parsed: Result<Request<'_>, protocol::ParseError>,
     node: &mut Node,

@@ -51,6 +51,29 @@ fn strip_carriage_return(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// The keys of the whole `GET`/`PUT`/`DEL` lines at the front of `buffer`,
+/// found cheaply so the store can fetch them into the cache before the
+/// lines run: at most `keys.len()` lines are looked at. Returns how many
+/// keys were written and how many lines were looked at. A hint only, with
+/// no validation: [`parse`] decides what each line is (a lowercase command
+/// or a malformed line is simply not hinted).
+pub fn key_hints<'buf>(buffer: &'buf [u8], keys: &mut [&'buf [u8]]) -> (usize, usize) {
+    let (mut found, mut lines, mut start) = (0, 0, 0);
+    while lines < keys.len() {
+        let Some(newline) = memchr::memchr(b'\n', &buffer[start..]) else {
+            break;
+        };
+        let line = strip_carriage_return(&buffer[start..start + newline]);
+        start += newline + 1;
+        lines += 1;
+        if let Some((b"GET " | b"PUT " | b"DEL ", rest)) = line.split_first_chunk::<4>() {
+            keys[found] = split_word(rest).0;
+            found += 1;
+        }
+    }
+    (found, lines)
+}
+
 /// A parsed request; keys and values borrow from the connection's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request<'buf> {
@@ -300,6 +323,21 @@ fn no_arguments(arguments: Option<&[u8]>, usage: &'static str) -> Result<(), Par
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_hints_name_the_keys_of_whole_get_put_del_lines_only() {
+        let mut keys: [&[u8]; 8] = [&[]; 8];
+        let buffer = b"GET a\r\nPUT b v w\nget c\nPING\nDEL d\nGET e\nGET f";
+        assert_eq!(key_hints(buffer, &mut keys), (4, 6));
+        assert_eq!(keys[..4], [&b"a"[..], b"b", b"d", b"e"][..]);
+        // The slots bound the lines looked at; a partial line is not one.
+        assert_eq!(key_hints(buffer, &mut keys[..3]), (2, 3));
+        let (found, lines) = key_hints(b"GET x\nGET y", &mut keys);
+        assert_eq!((found, lines, keys[0]), (1, 1, &b"x"[..]));
+        assert_eq!(key_hints(b"PUT \nGET\n\n", &mut keys), (1, 3));
+        assert_eq!(keys[0], b"");
+        assert_eq!(key_hints(b"", &mut keys), (0, 0));
+    }
 
     #[test]
     fn frames_lines_with_either_terminator() {

@@ -35,6 +35,7 @@ pub mod resp;
 pub mod resp_reply;
 
 pub use line::{
-    COMMAND_NAMES, CommandName, Framed, ParseError, Request, command_index_of, next_line, parse,
+    COMMAND_NAMES, CommandName, Framed, ParseError, Request, command_index_of, key_hints,
+    next_line, parse,
 };
 pub use reply::{CLUSTER_DOWN, ErrorReply, Outcome, Protocol, Reply, RoleReply};
