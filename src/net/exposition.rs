@@ -7,8 +7,6 @@
 //! figures (`process_*`) come from `/proc/self` at scrape time: a few
 //! microseconds of reads of kernel memory, on the loop.
 
-use std::time::Instant;
-
 use super::http::Response;
 use super::metrics::Metrics;
 use super::peer::LinkState;
@@ -19,20 +17,25 @@ use crate::log::Log;
 use crate::node::{Node, ROLE_NAMES, ServerFacts};
 use crate::protocol::Outcome;
 
-/// What `INFO` reports that the reactor knows.
+/// What `INFO` reports that the reactor knows. Built before every batch
+/// of requests a connection runs, so it reads no clock and makes no
+/// system call: `process_id` is read once at start-up (getpid(2) is a real
+/// system call, one per read before), `uptime_ms` is the turn's clock.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn facts(
     config: &Config,
+    process_id: u32,
     tcp_port: u16,
     metrics: &Metrics,
     log: &Log,
     clients: usize,
     client_buffer_bytes: usize,
-    started: Instant,
+    uptime_ms: u64,
 ) -> ServerFacts {
     ServerFacts {
-        process_id: std::process::id(),
+        process_id,
         tcp_port,
-        uptime_s: started.elapsed().as_secs(),
+        uptime_s: uptime_ms / 1000,
         connected_clients: clients,
         max_clients: config.max_clients,
         total_connections_received: metrics.connections_accepted,

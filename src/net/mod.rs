@@ -206,6 +206,8 @@ pub struct Server {
     timers: TimerWheel<TimerEvent>,
     node_timers: [Option<TimerId>; 2],
     started: Instant,
+    /// Read once: getpid(2) is a system call.
+    process_id: u32,
     /// Clients with replies to write at the end of this turn.
     flush_queue: Vec<usize>,
     /// Clients to read (or execute) again without a new event.
@@ -320,6 +322,7 @@ impl Server {
             timers: TimerWheel::new(0),
             node_timers: [None, None],
             started: Instant::now(),
+            process_id: std::process::id(),
             flush_queue: Vec::new(),
             read_again: Vec::new(),
             waiting: Vec::new(),
@@ -549,12 +552,13 @@ impl Server {
         let requests_before = connection.requests_executed();
         let facts = exposition::facts(
             &self.config,
+            self.process_id,
             self.own_hello.address.port(),
             &self.metrics,
             &self.log,
             self.clients,
             self.client_buffer_bytes,
-            self.started,
+            now_ms,
         );
         let requests = &mut self.metrics.requests;
         let mut executed =
