@@ -82,13 +82,24 @@ impl Node {
     }
 
     /// Bully: ask the higher live nodes; with none, declare at once.
+    ///
+    /// The leader whose silence this node has timed out on is not asked:
+    /// a stopped or partitioned process keeps its connections open, and
+    /// waiting for its `Alive` added half an election timeout to every
+    /// failover (150 ms of a 500 ms one at default flags). If it was only
+    /// slow, it is still the highest live id and takes over again (see
+    /// `maybe_take_over`); safety never rested on this round (epochs and
+    /// majorities do).
     pub(super) fn start_election(&mut self, now_ms: u64, reason: ElectionReason) {
         self.note_election(reason);
         let own_id = self.config.id;
+        let silent_leader = self
+            .last_known_leader
+            .filter(|_| now_ms >= self.last_heard_ms + self.config.election_timeout_ms);
         let higher: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(id, peer)| **id > own_id && peer.up)
+            .filter(|(id, peer)| **id > own_id && peer.up && Some(**id) != silent_leader)
             .map(|(id, _)| *id)
             .collect();
         if higher.is_empty() {
@@ -485,7 +496,7 @@ enum Refusal {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::{finish_turn, from_peer, leader_of_three, run, write_log};
+    use super::super::tests::{finish_turn, from_peer, leader_of_three, run, sent, write_log};
     use super::*;
     use crate::log::BatchBuilder;
     use crate::node::{Envelope, ReplyQueue};
@@ -550,6 +561,74 @@ mod tests {
         ];
         assert_eq!(pairs_of(&node), expected);
         (node, index, before)
+    }
+
+    /// Node 2 of three, following node 3 (epoch 1) as of `heard_ms`, with
+    /// both peers' connections up and its outbox empty.
+    fn middle_follower(heard_ms: u64) -> Node {
+        let mut config = crate::node::NodeConfig::single(2);
+        config.cluster_size = 3;
+        let mut node = Node::new(config);
+        node.start(0);
+        for peer in [1, 3] {
+            let address = std::net::SocketAddr::from(([127, 0, 0, 1], 7000 + peer as u16));
+            node.peer_up(peer, address);
+        }
+        let heartbeat = Message::Append {
+            prev_index: 0,
+            prev_epoch: 0,
+            commit_index: 0,
+            round: 0,
+            records: Vec::new(),
+        };
+        node.handle_message(from_peer(3, 1, heartbeat), heard_ms)
+            .expect("a valid frame");
+        assert!(matches!(node.role, Role::Follower { leader: Some(3) }));
+        sent(&mut node);
+        node
+    }
+
+    #[test]
+    fn a_silent_leader_is_not_asked_whether_it_is_alive() {
+        // Its connection is still up (a stopped process closes nothing):
+        // waiting for its Alive cost half a timeout per failover.
+        let mut node = middle_follower(1000);
+        let timeout_ms = node.config.election_timeout_ms;
+        node.on_timer(TimerKind::Election, 1000 + 2 * timeout_ms);
+        assert!(matches!(node.role, Role::Candidate { epoch: 2, .. }));
+        let to: Vec<_> = sent(&mut node)
+            .into_iter()
+            .map(|(to, envelope)| (to, envelope.message))
+            .collect();
+        assert!(to.contains(&(3, Message::Coordinator { commit_index: 0 })));
+        assert!(!to.contains(&(3, Message::Election)), "{to:?}");
+    }
+
+    #[test]
+    fn a_lower_nodes_election_asks_a_higher_node_not_known_silent() {
+        // Node 1 asks before node 2 has timed out on node 3: node 2 still
+        // hears a live leader, says so, and starts nothing.
+        let mut node = middle_follower(1000);
+        node.handle_message(from_peer(1, 1, Message::Election), 1100)
+            .expect("a valid frame");
+        assert_eq!(
+            sent(&mut node)
+                .into_iter()
+                .map(|(to, envelope)| (to, envelope.message))
+                .collect::<Vec<_>>(),
+            [(1, Message::Alive { leader: Some(3) })]
+        );
+        // Once node 3 has been silent a whole timeout, node 1's question
+        // makes node 2 run at once, without asking node 3.
+        let late_ms = 1000 + node.config.election_timeout_ms;
+        node.handle_message(from_peer(1, 1, Message::Election), late_ms)
+            .expect("a valid frame");
+        assert!(matches!(node.role, Role::Candidate { .. }));
+        assert!(
+            !sent(&mut node)
+                .iter()
+                .any(|(to, envelope)| *to == 3 && envelope.message == Message::Election)
+        );
     }
 
     /// Deposes the leader: a Coordinator of a lower id makes it run again.

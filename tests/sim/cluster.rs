@@ -550,6 +550,10 @@ struct World {
     next_fault: u64,
     weather_fault: u64,
     chaos_over: bool,
+    /// A disk replacement was drawn and waits for a moment that allows one
+    /// (see `replace_disk`): such moments are rare, so a draw that found
+    /// none would leave the fault almost never exercised.
+    replacement_wanted: bool,
     chaos_ended_at: u64,
     finished: bool,
     trace: VecDeque<String>,
@@ -622,6 +626,7 @@ impl World {
             next_fault: 1,
             weather_fault: 0,
             chaos_over: false,
+            replacement_wanted: false,
             chaos_ended_at: 0,
             finished: false,
             trace: VecDeque::with_capacity(TRACE_TAIL + 1),
@@ -2605,6 +2610,9 @@ impl World {
         let nodes = self.options.nodes as u64;
         let random_node = self.rng_faults.range(1, nodes);
         let leader = self.leader();
+        if self.replacement_wanted {
+            self.replace_disk_if_allowed()?;
+        }
         let roll = self.rng_faults.below(100);
         match roll {
             0..13 => self.crash(random_node),
@@ -2659,10 +2667,10 @@ impl World {
                 self.break_link(other, random_node);
                 Ok(())
             }
-            87..91 if self.settled_epoch().is_some() => match self.replaceable_follower() {
-                Some(id) => self.replace_disk(id),
-                None => Ok(()),
-            },
+            87..91 => {
+                self.replacement_wanted = true;
+                self.replace_disk_if_allowed()
+            }
             _ => {
                 let weather = Weather {
                     loss_per_mille: *self.rng_faults.pick(&[0, 20, 100, 300]),
@@ -2721,6 +2729,21 @@ impl World {
             })
             .collect();
         (!candidates.is_empty()).then(|| *self.rng_faults.pick(&candidates))
+    }
+
+    /// Replaces a follower's disk if the cluster is settled and one holds
+    /// nothing the others lack.
+    fn replace_disk_if_allowed(&mut self) -> Result<(), Failure> {
+        if self.settled_epoch().is_none() {
+            return Ok(());
+        }
+        match self.replaceable_follower() {
+            Some(id) => {
+                self.replacement_wanted = false;
+                self.replace_disk(id)
+            }
+            None => Ok(()),
+        }
     }
 
     /// A replaced machine: a follower crashes and comes back with an empty
