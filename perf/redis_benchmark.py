@@ -19,7 +19,7 @@ rounds, every server started fresh (own port, own data dir, stopped by PID)
 on CPU 0 and redis-benchmark on CPU 1, as compare.py does. It prints the
 median requests/s and p99 per command, and the ratio A/B, and appends the
 table to perf/RESULTS.md with the date, commit and machine, and the CPU other
-processes used meanwhile (compare.py's OtherLoad).
+processes used meanwhile (perf/harness.py's OtherLoad).
 
 Comparisons:
   fsync-never   kvstore --fsync never   vs Redis appendonly no
@@ -33,8 +33,6 @@ import argparse
 import csv
 import datetime
 import io
-import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -42,11 +40,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (the servers, pinning and machine description are shared)
+import harness  # noqa: E402  (the servers, pinning and machine description, shared with compare.py)
 
 CLIENTS = 50
 KEYSPACE = 100_000
 VALUE_SIZE = 100
+SHAPES = [1, 32]
 TESTS = ("SET", "GET")
 # Requests per test, per pipeline depth: about 3-8 s per test on a 2-core machine.
 REQUESTS = {1: 500_000, 32: 3_000_000}
@@ -58,19 +57,10 @@ COMPARISONS = {
 }
 
 
-def ensure_redis_benchmark():
-    if shutil.which("redis-benchmark"):
-        return
-    compare.log("redis-benchmark is missing; installing the OS package redis-tools")
-    prefix = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
-    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-tools"], check=True)
-
-
 def run_redis_benchmark(address, pipeline, requests):
     """{test: (requests/s, p99 ms)} from one redis-benchmark invocation."""
     host, port = address.rsplit(":", 1)
-    command = compare.pinned(1, [
+    command = harness.pinned(1, [
         "redis-benchmark", "-h", host, "-p", port, "-t", "set,get", "-n", str(requests),
         "-c", str(CLIENTS), "-P", str(pipeline), "-d", str(VALUE_SIZE), "-r", str(KEYSPACE), "--csv",
     ])
@@ -105,29 +95,29 @@ def database_size(address):
 
 
 def measure_once(system, pipeline, requests):
-    servers = compare.Servers()
+    servers = harness.Servers()
     try:
-        address, _, _ = compare.SYSTEMS[system](servers)
+        address, _, _ = harness.SYSTEMS[system](servers)
         return run_redis_benchmark(address, pipeline, requests), database_size(address)
     finally:
         servers.stop()
 
 
 def measure(system, pipeline, requests):
-    (results, keys), other_load = compare.quietly(lambda: measure_once(system, pipeline, requests))
+    (results, keys), other_load = harness.quietly(lambda: measure_once(system, pipeline, requests))
     figures = "  ".join(f"{test} {results[test][0]:>12,.0f}/s p99 {results[test][1]:>6.3f} ms" for test in TESTS)
-    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other_load:.0%}")
+    harness.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other_load:.0%}")
     return results
 
 
 def run_comparison(name, rounds, scale):
     first, second = COMPARISONS[name]
     rows = []
-    for pipeline in compare.SHAPES:
+    for pipeline in SHAPES:
         requests = int(REQUESTS[pipeline] * scale)
         samples = {first: [], second: []}
         for round_number in range(rounds):
-            compare.log(f"{name}, pipeline {pipeline}, round {round_number + 1}/{rounds}")
+            harness.log(f"{name}, pipeline {pipeline}, round {round_number + 1}/{rounds}")
             for system in (first, second):
                 samples[system].append(measure(system, pipeline, requests))
         rows.append((name, pipeline, requests, first, second, samples))
@@ -167,16 +157,16 @@ def main():
     parser.add_argument("--wait-quiet", action="store_true",
                         help="as for compare.py: start each measurement on an idle machine, repeat disturbed ones")
     arguments = parser.parse_args()
-    compare.WAIT_FOR_QUIET = arguments.wait_quiet
+    harness.WAIT_FOR_QUIET = arguments.wait_quiet
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=compare.ROOT, check=True)
-    compare.ensure_redis()
-    ensure_redis_benchmark()
+    harness.build_kvstore()
+    harness.ensure_redis()
+    harness.ensure_redis_benchmark()
     version = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True).stdout.strip()
     rows = []
     for name in arguments.only or list(COMPARISONS):
         rows += run_comparison(name, arguments.rounds, arguments.scale)
-    machine_line, commit = compare.machine()
+    machine_line, commit = harness.machine()
     requests = ", ".join(f"-n {count:,} at -P {pipeline}" for pipeline, count in
                          sorted({(row[1], row[2]) for row in rows}))
     command = "perf/redis_benchmark.py" + (f" --rounds {arguments.rounds}" if arguments.rounds != 3 else "") \
@@ -189,13 +179,13 @@ def main():
         f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown. "
         f"Command: `{command}`\n\n"
         + table(rows) + "\n"
-        + "\n" + compare.other_load_line()
+        + "\n" + harness.other_load_line()
     )
     print(report)
     if not arguments.no_record:
-        with compare.RESULTS.open("a") as results:
+        with harness.RESULTS.open("a") as results:
             results.write(report)
-        compare.log(f"appended to {compare.RESULTS.relative_to(compare.ROOT)}")
+        harness.log(f"appended to {harness.RESULTS.relative_to(harness.ROOT)}")
 
 
 if __name__ == "__main__":
