@@ -26,6 +26,11 @@ Comparisons:
                 and encoding RESP costs on the hot path
   resp-redis    kvstore --fsync never over RESP vs Redis appendonly no (both driven by
                 kvstore-bench --proto resp, byte-identical requests)
+  echo          kvstore --fsync never vs the echo ceiling: perf/echo-ceiling, a bare mio
+                loop answering OK to every line (built here with cargo), the ceiling
+                for any single-threaded line server on this machine
+  fsync-interval kvstore --fsync interval (--fsync-interval-ms 1000) vs Redis
+                appendonly yes, appendfsync everysec
 
   memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
@@ -42,7 +47,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402  (servers, pinning, other load: shared with redis_benchmark.py)
-    BENCH, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_kvstore, ensure_redis, log, machine,
+    BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis, log,
+    machine,
     other_load_line, pinned, quietly, wait_quiet_help,
 )
 import harness  # noqa: E402
@@ -61,6 +67,8 @@ COMPARISONS = {
     "tls": ("kvstore fsync never, TLS", "kvstore fsync never"),
     "resp": ("kvstore fsync never, RESP", "kvstore fsync never"),
     "resp-redis": ("kvstore fsync never, RESP", "redis appendonly no"),
+    "echo": ("kvstore fsync never", "echo ceiling"),
+    "fsync-interval": ("kvstore fsync interval", "redis appendfsync everysec"),
 }
 
 
@@ -194,6 +202,8 @@ def main():
 
     build_kvstore()
     names = arguments.only or list(COMPARISONS) + ["memory"]
+    if any(system in NEEDS_ECHO for name in names if name in COMPARISONS for system in COMPARISONS[name]):
+        build_echo()
     ensure_redis()
     rows = []
     for name in names:

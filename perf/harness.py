@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "RESULTS.md"
 SERVER = ROOT / "target" / "release" / "kvstore-server"
 BENCH = ROOT / "target" / "release" / "kvstore-bench"
+ECHO_PROJECT = ROOT / "perf" / "echo-ceiling"
+ECHO = ECHO_PROJECT / "target" / "release" / "echo-ceiling"
 START_TIMEOUT_S = 30
 
 
@@ -196,7 +198,7 @@ def certificates():
     return ca, cert, key
 
 
-def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line"):
+def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line", flags=()):
     """Starts kvstore (`nodes` of them, one cluster); returns the address to
     load, the protocol and kvstore-bench's extra flags."""
     ports = [free_port() for _ in range(nodes)]
@@ -210,10 +212,17 @@ def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line"):
         command = [str(SERVER), str(port)]
         if peers:
             command.append(peers)
-        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls]
+        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls, *flags]
         servers.spawn(command, port, f"kvstore-server {port}")
     # Any node will do: the load generator follows NOT_LEADER to the leader.
     return f"127.0.0.1:{ports[0]}", proto, bench_tls
+
+
+def start_echo(servers):
+    """The echo ceiling (perf/echo-ceiling): OK to every line, nothing stored."""
+    port = free_port()
+    servers.spawn([str(ECHO), str(port)], port, "echo-ceiling")
+    return f"127.0.0.1:{port}", "line", []
 
 
 def start_redis(servers, appendonly, appendfsync="everysec"):
@@ -236,7 +245,15 @@ SYSTEMS = {
     "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
     "kvstore fsync never, TLS": lambda servers: start_kvstore(servers, "never", tls=True),
     "kvstore fsync never, RESP": lambda servers: start_kvstore(servers, "never", proto="resp"),
+    # Redis's everysec, spelled out: one fdatasync a second, off the loop.
+    "kvstore fsync interval": lambda servers: start_kvstore(
+        servers, "interval", flags=["--fsync-interval-ms", "1000"]),
+    "redis appendfsync everysec": lambda servers: start_redis(servers, "yes", "everysec"),
+    "echo ceiling": start_echo,
 }
+
+# The systems that need perf/echo-ceiling built.
+NEEDS_ECHO = {"echo ceiling"}
 
 
 def machine():
@@ -257,6 +274,12 @@ def machine():
 
 def build_kvstore():
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
+
+
+def build_echo():
+    """perf/echo-ceiling, its own cargo project (not in the root's workspace)."""
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path", str(ECHO_PROJECT / "Cargo.toml")],
+                   cwd=ROOT, check=True)
 
 
 def apt_install(package, program):
