@@ -10,7 +10,8 @@ x pipeline 32; 50% GET, 100-byte values, 100,000 preloaded keys) it measures
 A, B, A, B, ... so drift on a noisy machine shows, starting every server
 itself on a spare port with a fresh data dir and stopping it by PID. Servers
 run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
-It prints a table of median ops/s and p99 with the ratio A/B, and appends it
+It prints a table of median ops/s and p99 with the ratio A/B (the median of
+the rounds' own A/B, and median A / median B beside it), and appends it
 to perf/RESULTS.md with the date, commit and machine, and with how much CPU
 other processes used meanwhile (all CPU time in /proc/stat minus our own
 children's), so a run on a shared machine says so.
@@ -49,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402  (servers, pinning, other load: shared with redis_benchmark.py)
     BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis, log,
     machine,
-    other_load_line, pinned, quietly, wait_quiet_help,
+    other_load_line, pinned, quietly, same_round_ratios, wait_quiet_help,
 )
 import harness  # noqa: E402
 
@@ -171,19 +172,22 @@ def median(samples, field):
 
 def table(rows):
     lines = [
-        "| comparison | clients x pipeline | A | A ops/s | A p99 µs | B | B ops/s | B p99 µs | A/B ops/s | A rounds (ops/s) | B rounds (ops/s) |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        "| comparison | clients x pipeline | A | A ops/s | A p99 µs | B | B ops/s | B p99 µs "
+        "| A/B ops/s, same round | A/B of medians | A rounds (ops/s) | B rounds (ops/s) |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, pipeline, first, second, samples in rows:
         a, b = samples[first], samples[second]
         ratio = median(a, 0) / median(b, 0) if median(b, 0) else float("nan")
+        same_round, _ = same_round_ratios([sample[0] for sample in a], [sample[0] for sample in b])
         rounds_a = ", ".join(f"{sample[0]:,.0f}" for sample in a)
         rounds_b = ", ".join(f"{sample[0]:,.0f}" for sample in b)
         errors = sum(sample[2] for sample in a + b)
         note = f" ({errors} errors)" if errors else ""
         lines.append(
             f"| {name}{note} | {CLIENTS} x {pipeline} | {first} | {median(a, 0):,.0f} | {median(a, 1):,.0f} "
-            f"| {second} | {median(b, 0):,.0f} | {median(b, 1):,.0f} | **{ratio:.2f}x** | {rounds_a} | {rounds_b} |"
+            f"| {second} | {median(b, 0):,.0f} | {median(b, 1):,.0f} | **{same_round:.2f}x** | {ratio:.2f}x "
+            f"| {rounds_a} | {rounds_b} |"
         )
     return "\n".join(lines)
 
@@ -215,7 +219,7 @@ def main():
         f"\n## {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE}-byte values, "
         f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
-        f"(A B A B), medians shown. Command: `perf/compare.py --rounds {arguments.rounds} "
+        f"(A B A B), medians shown; \"same round\" is the median over rounds of A/B within the round. Command: `perf/compare.py --rounds {arguments.rounds} "
         f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or [])
         + (" --wait-quiet" if arguments.wait_quiet else "") + "`\n\n"
         + (table(rows) + "\n" if rows else "")

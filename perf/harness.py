@@ -147,6 +147,14 @@ def other_load_line():
             f"is quiet){retried}.\n")
 
 
+def same_round_ratios(first, second):
+    """A_i / B_i for each round i (A and B measured back to back, so under
+    the same load from elsewhere), and their median: the ratio to quote.
+    median(A) / median(B) may pair a quiet round's A with a noisy round's B."""
+    ratios = [a / b if b else float("nan") for a, b in zip(first, second)]
+    return statistics.median(ratios), ratios
+
+
 class Servers:
     """Processes started for one measurement; stopped by PID."""
 

@@ -17,7 +17,8 @@ wrote: with -r 100000 and N >= 500,000 nearly every key exists). For each
 comparison and pipeline depth it measures A, B, A, B, ... for --rounds
 rounds, every server started fresh (own port, own data dir, stopped by PID)
 on CPU 0 and redis-benchmark on CPU 1, as compare.py does. It prints the
-median requests/s and p99 per command, and the ratio A/B, and appends the
+median requests/s and p99 per command, and the ratio A/B (the median of the
+rounds' own A/B, and median A / median B beside it), and appends the
 table to perf/RESULTS.md with the date, commit and machine, and the CPU other
 processes used meanwhile (perf/harness.py's OtherLoad).
 
@@ -130,19 +131,22 @@ def median(samples, test, field):
 
 def table(rows):
     lines = [
-        "| comparison | test | -c x -P | A | A req/s | A p99 ms | B | B req/s | B p99 ms | A/B req/s | A rounds (req/s) | B rounds (req/s) |",
-        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        "| comparison | test | -c x -P | A | A req/s | A p99 ms | B | B req/s | B p99 ms "
+        "| A/B req/s, same round | A/B of medians | A rounds (req/s) | B rounds (req/s) |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, pipeline, _, first, second, samples in rows:
         a, b = samples[first], samples[second]
         for test in TESTS:
             ratio = median(a, test, 0) / median(b, test, 0)
+            same_round, _ = harness.same_round_ratios([sample[test][0] for sample in a],
+                                                      [sample[test][0] for sample in b])
             rounds_a = ", ".join(f"{sample[test][0]:,.0f}" for sample in a)
             rounds_b = ", ".join(f"{sample[test][0]:,.0f}" for sample in b)
             lines.append(
                 f"| {name} | {test} | {CLIENTS} x {pipeline} | {first} | {median(a, test, 0):,.0f} "
                 f"| {median(a, test, 1):.3f} | {second} | {median(b, test, 0):,.0f} | {median(b, test, 1):.3f} "
-                f"| **{ratio:.2f}x** | {rounds_a} | {rounds_b} |"
+                f"| **{same_round:.2f}x** | {ratio:.2f}x | {rounds_a} | {rounds_b} |"
             )
     return "\n".join(lines)
 
@@ -176,7 +180,8 @@ def main():
     report = (
         f"\n## redis-benchmark: {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {version}; `redis-benchmark -t set,get -c {CLIENTS} -d {VALUE_SIZE} "
-        f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown. "
+        f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown; "
+        f"\"same round\" is the median over rounds of A/B within the round. "
         f"Command: `{command}`\n\n"
         + table(rows) + "\n"
         + "\n" + harness.other_load_line()
