@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Side-by-side load comparison of kvstore and Redis on loopback, in one run.
+"""Side-by-side load comparison of kvstore, Redis and the echo ceiling on
+loopback, in one run.
 
-    perf/compare.py                    # all comparisons, 2 rounds, 10 s per measurement
-    perf/compare.py --rounds 3 --duration 5 --only fsync-never
-    perf/compare.py --only resp --rounds 3 --wait-quiet   # on a machine others use too
+    perf/compare.py                    # every comparison but memory, 3 rounds, 10 s each
+    perf/compare.py --rounds 1 --duration 2 --only echo --no-record   # a quick look
+    perf/compare.py --only fsync-never,echo --wait-quiet   # on a machine others use too
 
 For each comparison (A vs B) and each shape (50 clients x pipeline 1, and
 x pipeline 32; 50% GET, 100-byte values, 100,000 preloaded keys) it measures
@@ -11,32 +12,46 @@ A, B, A, B, ... so drift on a noisy machine shows, starting every server
 itself on a spare port with a fresh data dir and stopping it by PID. Servers
 run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
 It prints a table of median ops/s and p99 with the ratio A/B (the median of
-the rounds' own A/B, and median A / median B beside it), and appends it
-to perf/RESULTS.md with the date, commit and machine, and with how much CPU
-other processes used meanwhile (all CPU time in /proc/stat minus our own
-children's), so a run on a shared machine says so.
+the rounds' own A/B, and median A / median B beside it), then issue #12's
+targets table for the comparisons that ran (the same-round median against
+each target, met or missed), and appends it all to perf/RESULTS.md
+(unless --no-record) with the date, commit and machine, and with how much
+CPU other processes used meanwhile (all CPU time in /proc/stat minus our
+own children's), so a run on a shared machine says so.
 
-Comparisons:
-  fsync-never   kvstore --fsync never         vs Redis appendonly no
-  fsync-always  kvstore --fsync always        vs Redis appendonly yes, appendfsync always
-  cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
-  tls           kvstore --fsync never with TLS vs without (certificates made with openssl;
-                the load generator verifies the server against the CA)
-  resp          kvstore --fsync never over RESP vs over the line protocol (same server,
-                same flags; kvstore-bench --proto resp vs --proto line): what parsing
-                and encoding RESP costs on the hot path
-  resp-redis    kvstore --fsync never over RESP vs Redis appendonly no (both driven by
-                kvstore-bench --proto resp, byte-identical requests)
-  echo          kvstore --fsync never vs the echo ceiling: perf/echo-ceiling, a bare mio
-                loop answering OK to every line (built here with cargo), the ceiling
-                for any single-threaded line server on this machine
-  fsync-interval kvstore --fsync interval (--fsync-interval-ms 1000) vs Redis
-                appendonly yes, appendfsync everysec
+Comparisons (--only NAME, repeatable or comma-separated), driven by
+kvstore-bench:
+  fsync-never      kvstore --fsync never          vs Redis appendonly no
+  echo             kvstore --fsync never          vs the echo ceiling: perf/echo-ceiling,
+                   a bare mio loop answering OK to every line (built here with cargo),
+                   the ceiling for any single-threaded line server on this machine
+  fsync-always     kvstore --fsync always         vs Redis appendonly yes, appendfsync always
+  cluster          kvstore 3 nodes, sync repl.    vs kvstore 1 node (both --fsync always;
+                   all three nodes on the server's one CPU)
+  fsync-interval   kvstore --fsync interval       vs Redis appendonly yes, appendfsync everysec
+                   (--fsync-interval-ms 1000)
+  tls              kvstore --fsync never with TLS vs without (certificates made with openssl;
+                   the load generator verifies the server against the CA)
+  resp             kvstore --fsync never over RESP vs over the line protocol (same server,
+                   same flags; kvstore-bench --proto resp vs --proto line): what parsing
+                   and encoding RESP costs on the hot path
+  resp-redis       kvstore --fsync never over RESP vs Redis appendonly no (both driven by
+                   kvstore-bench --proto resp, byte-identical requests)
+driven by redis-benchmark (perf/redis_benchmark.py's runs: SET then GET, same
+flags for both servers, kvstore over RESP; -n scaled by --duration / 10):
+  redis-benchmark         kvstore --fsync never  vs Redis appendonly no
+  redis-benchmark-always  kvstore --fsync always vs Redis appendonly yes, appendfsync always
+and only when named:
+  memory           RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
-  memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
+A run without --only runs every comparison above but memory, the targets'
+first; at --rounds 3 --duration 10 that is 96 kvstore-bench measurements of
+about 12 s (warmup, preload, server start and stop included) and 24
+redis-benchmark runs of 5-10 s: about 25 minutes on a quiet machine, more
+with --wait-quiet (at least 10 quiet seconds before each measurement).
 
-Redis comes from the OS packages: installed with apt-get if missing, and run
-as our own process, never the system service.
+Redis comes from the OS packages (redis-server, redis-tools): installed with
+apt-get if missing, and run as our own process, never the system service.
 """
 
 import argparse
@@ -48,11 +63,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402  (servers, pinning, other load: shared with redis_benchmark.py)
-    BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis, log,
-    machine,
-    other_load_line, pinned, quietly, same_round_ratios, wait_quiet_help,
+    BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis,
+    ensure_redis_benchmark, log, machine, other_load_line, pinned, quietly, same_round_ratios, wait_quiet_help,
 )
 import harness  # noqa: E402
+import redis_benchmark  # noqa: E402
 
 CLIENTS = 50
 KEYSPACE = 100_000
@@ -71,6 +86,34 @@ COMPARISONS = {
     "echo": ("kvstore fsync never", "echo ceiling"),
     "fsync-interval": ("kvstore fsync interval", "redis appendfsync everysec"),
 }
+
+# redis-benchmark (redis_benchmark.py's comparisons), run from here: same
+# servers and flags on both sides, A B A B, rows in this run's section.
+REDIS_BENCHMARK = {
+    "redis-benchmark": "fsync-never",
+    "redis-benchmark-always": "fsync-always",
+}
+# redis_benchmark.py's request counts take about this long per test; other
+# --duration values scale them.
+REDIS_BENCHMARK_SECONDS = 10
+
+# Issue #12's targets: (shape, comparison, pipeline, target A/B, the median
+# of same-round ratios, at least).
+TARGETS = [
+    ("`--fsync never` vs Redis `appendonly no`, pipeline 32", "fsync-never", 32, 2.5),
+    ("`--fsync never` vs the echo ceiling, pipeline 32", "echo", 32, 0.6),
+    ("`--fsync never` vs the echo ceiling, pipeline 1", "echo", 1, 0.95),
+    ("`--fsync always` vs Redis `appendfsync always`, pipeline 1", "fsync-always", 1, 1.5),
+    ("`--fsync always` vs Redis `appendfsync always`, pipeline 32", "fsync-always", 32, 2.5),
+    ("3-node cluster (sync replication, fsync always, all nodes on the server's one core) vs 1 node, "
+     "pipeline 32", "cluster", 32, 0.6),
+]
+
+# What a run without --only runs: every comparison (the targets' included),
+# not memory (slow, and not a throughput figure).
+DEFAULT = ["fsync-never", "echo", "fsync-always", "cluster"]
+DEFAULT += [name for name in COMPARISONS if name not in DEFAULT] + list(REDIS_BENCHMARK)
+NAMES = DEFAULT + ["memory"]
 
 
 def run_bench(address, proto, pipeline, duration, extra=()):
@@ -192,12 +235,64 @@ def table(rows):
     return "\n".join(lines)
 
 
+def targets_table(rows):
+    """Issue #12's targets whose comparisons ran, with the median of
+    same-round ratios measured."""
+    measured = {(name, pipeline): (first, second, samples) for name, pipeline, first, second, samples in rows}
+    lines = [
+        f"Issue #12 targets ({CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE} B values, "
+        f"{KEYSPACE // 1000}k keys; median of same-round ratios):",
+        "",
+        "| shape | measured | A/B per round | target | |",
+        "| --- | ---: | --- | ---: | --- |",
+    ]
+    for shape, name, pipeline, target in TARGETS:
+        if (name, pipeline) not in measured:
+            continue
+        first, second, samples = measured[name, pipeline]
+        ratio, ratios = same_round_ratios([sample[0] for sample in samples[first]],
+                                          [sample[0] for sample in samples[second]])
+        errors = sum(sample[2] for sample in samples[first] + samples[second])
+        verdict = "met" if ratio >= target else "missed"
+        if errors:
+            verdict += f" ({errors} errors)"
+        per_round = ", ".join(f"{value:.2f}" for value in ratios)
+        lines.append(f"| {shape} | **{ratio:.2f}x** | {per_round} | {target:g}x | {verdict} |")
+    return "\n".join(lines) if len(lines) > 4 else ""
+
+
+def redis_benchmark_rows(name, rounds, duration):
+    return redis_benchmark.run_comparison(REDIS_BENCHMARK[name], rounds, duration / REDIS_BENCHMARK_SECONDS)
+
+
+def redis_benchmark_section(rows):
+    version = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True).stdout.strip()
+    requests = ", ".join(f"-n {count:,} at -P {pipeline}" for pipeline, count in
+                         sorted({(row[1], row[2]) for row in rows}))
+    return (
+        f"redis-benchmark ({version}), a load generator nobody here wrote, against the same servers: "
+        f"`redis-benchmark -t set,get -c {redis_benchmark.CLIENTS} -d {redis_benchmark.VALUE_SIZE} "
+        f"-r {redis_benchmark.KEYSPACE} --csv` with {requests} (redis_benchmark.py's counts x "
+        f"--duration / {REDIS_BENCHMARK_SECONDS}), kvstore over RESP; comparison names are redis_benchmark.py's.\n\n"
+        + redis_benchmark.table(rows) + "\n"
+    )
+
+
+def comparison_names(text):
+    """--only's argument: one name, or several separated by commas."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown comparison {text!r}; choose from {', '.join(NAMES)}")
+    return names
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per shape (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per shape (default 3)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
-    parser.add_argument("--only", choices=sorted(COMPARISONS) + ["memory"], action="append",
-                        help="run only these comparisons")
+    parser.add_argument("--only", type=comparison_names, action="extend", metavar="NAME[,NAME...]",
+                        help=f"run only these comparisons (repeatable): {', '.join(NAMES)}")
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
     parser.add_argument("--wait-quiet", action="store_true",
                         help=wait_quiet_help())
@@ -205,24 +300,31 @@ def main():
     harness.WAIT_FOR_QUIET = arguments.wait_quiet
 
     build_kvstore()
-    names = arguments.only or list(COMPARISONS) + ["memory"]
+    names = list(dict.fromkeys(arguments.only or DEFAULT))
     if any(system in NEEDS_ECHO for name in names if name in COMPARISONS for system in COMPARISONS[name]):
         build_echo()
     ensure_redis()
-    rows = []
+    if any(name in REDIS_BENCHMARK for name in names):
+        ensure_redis_benchmark()
+    rows, benchmark_rows = [], []
     for name in names:
-        if name != "memory":
+        if name in COMPARISONS:
             rows += compare(name, arguments.rounds, arguments.duration)
+        elif name in REDIS_BENCHMARK:
+            benchmark_rows += redis_benchmark_rows(name, arguments.rounds, arguments.duration)
     memory = memory_table() if "memory" in names else ""
+    targets = targets_table(rows)
     machine_line, commit = machine()
     report = (
         f"\n## {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE}-byte values, "
         f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
         f"(A B A B), medians shown; \"same round\" is the median over rounds of A/B within the round. Command: `perf/compare.py --rounds {arguments.rounds} "
-        f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or [])
+        f"--duration {arguments.duration}" + (f" --only {','.join(names)}" if arguments.only else "")
         + (" --wait-quiet" if arguments.wait_quiet else "") + "`\n\n"
         + (table(rows) + "\n" if rows else "")
+        + ("\n" + redis_benchmark_section(benchmark_rows) if benchmark_rows else "")
+        + ("\n" + targets + "\n" if targets else "")
         + ("\n" + memory + "\n" if memory else "")
         + ("\n" + other_load_line() if OtherLoad.kept else "")
     )
