@@ -1,267 +1,80 @@
 #!/usr/bin/env python3
-"""Side-by-side load comparison of kvstore and Redis on loopback, in one run.
+"""Side-by-side load comparison of kvstore, Redis and the echo ceiling on
+loopback, in one run.
 
-    perf/compare.py                    # all comparisons, 2 rounds, 10 s per measurement
-    perf/compare.py --rounds 3 --duration 5 --only fsync-never
-    perf/compare.py --only resp --rounds 3 --wait-quiet   # on a machine others use too
+    perf/compare.py                    # every comparison but memory, 3 rounds, 10 s each
+    perf/compare.py --rounds 1 --duration 2 --only echo --no-record   # a quick look
+    perf/compare.py --only fsync-never,echo --wait-quiet   # on a machine others use too
 
 For each comparison (A vs B) and each shape (50 clients x pipeline 1, and
 x pipeline 32; 50% GET, 100-byte values, 100,000 preloaded keys) it measures
 A, B, A, B, ... so drift on a noisy machine shows, starting every server
 itself on a spare port with a fresh data dir and stopping it by PID. Servers
 run on CPU 0 and the load generator on CPU 1 (taskset) when there are two.
-It prints a table of median ops/s and p99 with the ratio A/B, and appends it
-to perf/RESULTS.md with the date, commit and machine, and with how much CPU
-other processes used meanwhile (all CPU time in /proc/stat minus our own
-children's), so a run on a shared machine says so.
+It prints a table of median ops/s and p99 with the ratio A/B (the median of
+the rounds' own A/B, and median A / median B beside it), then issue #12's
+targets table for the comparisons that ran (the same-round median against
+each target, met or missed), and appends it all to perf/RESULTS.md
+(unless --no-record) with the date, commit and machine, and with how much
+CPU other processes used meanwhile (all CPU time in /proc/stat minus our
+own children's), so a run on a shared machine says so.
 
-Comparisons:
-  fsync-never   kvstore --fsync never         vs Redis appendonly no
-  fsync-always  kvstore --fsync always        vs Redis appendonly yes, appendfsync always
-  cluster       kvstore 3 nodes, sync repl.   vs kvstore 1 node (both --fsync always)
-  tls           kvstore --fsync never with TLS vs without (certificates made with openssl;
-                the load generator verifies the server against the CA)
-  resp          kvstore --fsync never over RESP vs over the line protocol (same server,
-                same flags; kvstore-bench --proto resp vs --proto line): what parsing
-                and encoding RESP costs on the hot path
-  resp-redis    kvstore --fsync never over RESP vs Redis appendonly no (both driven by
-                kvstore-bench --proto resp, byte-identical requests)
+Comparisons (--only NAME, repeatable or comma-separated), driven by
+kvstore-bench:
+  fsync-never      kvstore --fsync never          vs Redis appendonly no
+  echo             kvstore --fsync never          vs the echo ceiling: perf/echo-ceiling,
+                   a bare mio loop answering OK to every line (built here with cargo),
+                   the ceiling for any single-threaded line server on this machine
+  fsync-always     kvstore --fsync always         vs Redis appendonly yes, appendfsync always
+  cluster          kvstore 3 nodes, sync repl.    vs kvstore 1 node (both --fsync always;
+                   all three nodes on the server's one CPU)
+  fsync-interval   kvstore --fsync interval       vs Redis appendonly yes, appendfsync everysec
+                   (--fsync-interval-ms 1000)
+  tls              kvstore --fsync never with TLS vs without (certificates made with openssl;
+                   the load generator verifies the server against the CA)
+  resp             kvstore --fsync never over RESP vs over the line protocol (same server,
+                   same flags; kvstore-bench --proto resp vs --proto line): what parsing
+                   and encoding RESP costs on the hot path
+  resp-redis       kvstore --fsync never over RESP vs Redis appendonly no (both driven by
+                   kvstore-bench --proto resp, byte-identical requests)
+driven by redis-benchmark (perf/redis_benchmark.py's runs: SET then GET, same
+flags for both servers, kvstore over RESP; -n scaled by --duration / 10):
+  redis-benchmark         kvstore --fsync never  vs Redis appendonly no
+  redis-benchmark-always  kvstore --fsync always vs Redis appendonly yes, appendfsync always
+and only when named:
+  memory           RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
 
-  memory        RSS after loading 1,000,000 keys of 100 bytes: kvstore vs Redis
+A run without --only runs every comparison above but memory, the targets'
+first; at --rounds 3 --duration 10 that is 96 kvstore-bench measurements of
+about 12 s (warmup, preload, server start and stop included) and 24
+redis-benchmark runs of 5-10 s: about 25 minutes on a quiet machine, more
+with --wait-quiet (at least 10 quiet seconds before each measurement).
 
-Redis comes from the OS packages: installed with apt-get if missing, and run
-as our own process, never the system service.
+Redis comes from the OS packages (redis-server, redis-tools): installed with
+apt-get if missing, and run as our own process, never the system service.
 """
 
 import argparse
 import datetime
-import os
-import resource
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "RESULTS.md"
-SERVER = ROOT / "target" / "release" / "kvstore-server"
-BENCH = ROOT / "target" / "release" / "kvstore-bench"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402  (servers, pinning, other load: shared with redis_benchmark.py)
+    BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis,
+    ensure_redis_benchmark, log, machine, other_load_line, pinned, quietly, same_round_ratios, wait_quiet_help,
+)
+import harness  # noqa: E402
+import redis_benchmark  # noqa: E402
+
 CLIENTS = 50
 KEYSPACE = 100_000
 VALUE_SIZE = 100
 GET_RATIO = 0.5
 SHAPES = [1, 32]
-START_TIMEOUT_S = 30
 
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def pinned(cpu, command):
-    """Prefix `command` with taskset when the machine has a CPU to spare."""
-    if shutil.which("taskset") and os.cpu_count() >= 2:
-        return ["taskset", "-c", str(cpu)] + command
-    return command
-
-
-def wait_for_port(port, process, what):
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{what} did not listen on port {port}")
-
-
-def busy_cpu_seconds():
-    """CPU time every process on the machine has used so far (/proc/stat:
-    all but idle and iowait, steal included)."""
-    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds():
-    """CPU time of our children (servers, load generators) once waited for."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-class OtherLoad:
-    """Measures, around one measurement, the CPU used by processes that are
-    not ours, as a fraction of one CPU: near 0 on a quiet machine."""
-
-    kept = []
-    retried = 0
-
-    def __enter__(self):
-        self.start = (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds())
-        return self
-
-    def __exit__(self, *exception):
-        wall, busy, own = (now - then for now, then in zip(
-            (time.monotonic(), busy_cpu_seconds(), own_cpu_seconds()), self.start))
-        self.fraction = max(0.0, (busy - own) / wall)
-
-
-# Other processes may use this much of a CPU during a measurement before
-# --wait-quiet measures it again, at most QUIET_ATTEMPTS times in all.
-QUIET_CPU_FRACTION = 0.10
-QUIET_ATTEMPTS = 4
-QUIET_SECONDS = 10
-QUIET_TIMEOUT_S = 1800
-WAIT_FOR_QUIET = False
-
-
-def wait_for_quiet():
-    """Returns once the machine has been idle (busy under QUIET_CPU_FRACTION
-    of a CPU) for QUIET_SECONDS in a row, or after QUIET_TIMEOUT_S."""
-    deadline = time.monotonic() + QUIET_TIMEOUT_S
-    quiet_s, announced = 0, False
-    while quiet_s < QUIET_SECONDS and time.monotonic() < deadline:
-        before = busy_cpu_seconds()
-        time.sleep(1)
-        if busy_cpu_seconds() - before < QUIET_CPU_FRACTION:
-            quiet_s += 1
-        else:
-            quiet_s = 0
-            if not announced:
-                log("  waiting for other processes to leave the CPUs")
-                announced = True
-
-
-def quietly(measurement):
-    """Runs `measurement()` and returns its result and the other load during
-    it. With WAIT_FOR_QUIET (--wait-quiet), it first waits for a quiet
-    machine, and measures again if other processes still took more than
-    QUIET_CPU_FRACTION of a CPU meanwhile (the last attempt is kept)."""
-    for attempt in range(1, QUIET_ATTEMPTS + 1):
-        if WAIT_FOR_QUIET:
-            wait_for_quiet()
-        with OtherLoad() as other:
-            result = measurement()
-        if not WAIT_FOR_QUIET or other.fraction <= QUIET_CPU_FRACTION or attempt == QUIET_ATTEMPTS:
-            OtherLoad.kept.append(other.fraction)
-            return result, other.fraction
-        OtherLoad.retried += 1
-        log(f"  other processes took {other.fraction:.0%} of a CPU meanwhile: measuring again")
-
-
-def other_load_line():
-    samples = OtherLoad.kept
-    if not samples:
-        return ""
-    retried = f"; {OtherLoad.retried} disturbed measurements were repeated (--wait-quiet)" if OtherLoad.retried else ""
-    return (f"Other processes used {statistics.mean(samples):.0%} of a CPU on average during "
-            f"these measurements (at most {max(samples):.0%} during one; about 0-3% when the machine "
-            f"is quiet){retried}.\n")
-
-
-class Servers:
-    """Processes started for one measurement; stopped by PID."""
-
-    def __init__(self):
-        self.processes = []
-        self.directory = tempfile.TemporaryDirectory(prefix="kvstore-perf-")
-
-    def spawn(self, command, port, what):
-        process = subprocess.Popen(
-            pinned(0, command),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=self.directory.name,
-        )
-        self.processes.append(process)
-        wait_for_port(port, process, what)
-
-    def stop(self):
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.directory.cleanup()
-
-
-CERTIFICATES = tempfile.TemporaryDirectory(prefix="kvstore-perf-tls-")
-
-
-def certificates():
-    """A CA and a node certificate (IP SAN 127.0.0.1), made once per run
-    with the openssl commands docs/SECURITY.md gives."""
-    directory = Path(CERTIFICATES.name)
-    ca, cert, key = directory / "ca.pem", directory / "node.pem", directory / "node-key.pem"
-    if not cert.exists():
-        quiet = {"check": True, "capture_output": True, "cwd": directory}
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-days", "30", "-subj", "/CN=kvstore perf CA",
-                        "-keyout", "ca-key.pem", "-out", "ca.pem"], **quiet)
-        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-subj", "/CN=node", "-keyout", "node-key.pem", "-out", "node.csr"], **quiet)
-        (directory / "extensions").write_text("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n")
-        subprocess.run(["openssl", "x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem",
-                        "-days", "30", "-out", "node.pem", "-extfile", "extensions"], **quiet)
-    return ca, cert, key
-
-
-def start_kvstore(servers, fsync, nodes=1, tls=False, proto="line"):
-    ports = [free_port() for _ in range(nodes)]
-    server_tls, bench_tls = [], []
-    if tls:
-        ca, cert, key = certificates()
-        server_tls = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-file", str(ca)]
-        bench_tls = ["--tls-ca-file", str(ca)]
-    for port in ports:
-        peers = ",".join(f"127.0.0.1:{other}" for other in ports if other != port)
-        command = [str(SERVER), str(port)]
-        if peers:
-            command.append(peers)
-        command += ["--fsync", fsync, "--data-dir", f"{servers.directory.name}/{port}", *server_tls]
-        servers.spawn(command, port, f"kvstore-server {port}")
-    # Any node will do: the load generator follows NOT_LEADER to the leader.
-    return f"127.0.0.1:{ports[0]}", proto, bench_tls
-
-
-def start_redis(servers, appendonly, appendfsync="everysec"):
-    port = free_port()
-    command = [
-        "redis-server", "--port", str(port), "--bind", "127.0.0.1",
-        "--save", "", "--appendonly", appendonly, "--appendfsync", appendfsync,
-        "--dir", servers.directory.name, "--daemonize", "no", "--protected-mode", "no",
-    ]
-    servers.spawn(command, port, "redis-server")
-    return f"127.0.0.1:{port}", "resp", []
-
-
-SYSTEMS = {
-    "kvstore fsync never": lambda servers: start_kvstore(servers, "never"),
-    "redis appendonly no": lambda servers: start_redis(servers, "no"),
-    "kvstore fsync always": lambda servers: start_kvstore(servers, "always"),
-    "redis appendfsync always": lambda servers: start_redis(servers, "yes", "always"),
-    "kvstore 3-node sync cluster": lambda servers: start_kvstore(servers, "always", nodes=3),
-    "kvstore 1 node": lambda servers: start_kvstore(servers, "always"),
-    "kvstore fsync never, TLS": lambda servers: start_kvstore(servers, "never", tls=True),
-    "kvstore fsync never, RESP": lambda servers: start_kvstore(servers, "never", proto="resp"),
-}
 
 COMPARISONS = {
     "fsync-never": ("kvstore fsync never", "redis appendonly no"),
@@ -270,7 +83,37 @@ COMPARISONS = {
     "tls": ("kvstore fsync never, TLS", "kvstore fsync never"),
     "resp": ("kvstore fsync never, RESP", "kvstore fsync never"),
     "resp-redis": ("kvstore fsync never, RESP", "redis appendonly no"),
+    "echo": ("kvstore fsync never", "echo ceiling"),
+    "fsync-interval": ("kvstore fsync interval", "redis appendfsync everysec"),
 }
+
+# redis-benchmark (redis_benchmark.py's comparisons), run from here: same
+# servers and flags on both sides, A B A B, rows in this run's section.
+REDIS_BENCHMARK = {
+    "redis-benchmark": "fsync-never",
+    "redis-benchmark-always": "fsync-always",
+}
+# redis_benchmark.py's request counts take about this long per test; other
+# --duration values scale them.
+REDIS_BENCHMARK_SECONDS = 10
+
+# Issue #12's targets: (shape, comparison, pipeline, target A/B, the median
+# of same-round ratios, at least).
+TARGETS = [
+    ("`--fsync never` vs Redis `appendonly no`, pipeline 32", "fsync-never", 32, 2.5),
+    ("`--fsync never` vs the echo ceiling, pipeline 32", "echo", 32, 0.6),
+    ("`--fsync never` vs the echo ceiling, pipeline 1", "echo", 1, 0.95),
+    ("`--fsync always` vs Redis `appendfsync always`, pipeline 1", "fsync-always", 1, 1.5),
+    ("`--fsync always` vs Redis `appendfsync always`, pipeline 32", "fsync-always", 32, 2.5),
+    ("3-node cluster (sync replication, fsync always, all nodes on the server's one core) vs 1 node, "
+     "pipeline 32", "cluster", 32, 0.6),
+]
+
+# What a run without --only runs: every comparison (the targets' included),
+# not memory (not among the targets, not a throughput figure).
+DEFAULT = ["fsync-never", "echo", "fsync-always", "cluster"]
+DEFAULT += [name for name in COMPARISONS if name not in DEFAULT] + list(REDIS_BENCHMARK)
+NAMES = DEFAULT + ["memory"]
 
 
 def run_bench(address, proto, pipeline, duration, extra=()):
@@ -372,78 +215,116 @@ def median(samples, field):
 
 def table(rows):
     lines = [
-        "| comparison | clients x pipeline | A | A ops/s | A p99 µs | B | B ops/s | B p99 µs | A/B ops/s | A rounds (ops/s) | B rounds (ops/s) |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        "| comparison | clients x pipeline | A | A ops/s | A p99 µs | B | B ops/s | B p99 µs "
+        "| A/B ops/s, same round | A/B of medians | A rounds (ops/s) | B rounds (ops/s) |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, pipeline, first, second, samples in rows:
         a, b = samples[first], samples[second]
         ratio = median(a, 0) / median(b, 0) if median(b, 0) else float("nan")
+        same_round, _ = same_round_ratios([sample[0] for sample in a], [sample[0] for sample in b])
         rounds_a = ", ".join(f"{sample[0]:,.0f}" for sample in a)
         rounds_b = ", ".join(f"{sample[0]:,.0f}" for sample in b)
         errors = sum(sample[2] for sample in a + b)
         note = f" ({errors} errors)" if errors else ""
         lines.append(
             f"| {name}{note} | {CLIENTS} x {pipeline} | {first} | {median(a, 0):,.0f} | {median(a, 1):,.0f} "
-            f"| {second} | {median(b, 0):,.0f} | {median(b, 1):,.0f} | **{ratio:.2f}x** | {rounds_a} | {rounds_b} |"
+            f"| {second} | {median(b, 0):,.0f} | {median(b, 1):,.0f} | **{same_round:.2f}x** | {ratio:.2f}x "
+            f"| {rounds_a} | {rounds_b} |"
         )
     return "\n".join(lines)
 
 
-def machine():
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip() or "unknown"
-    return f"nproc {os.cpu_count()}, {model}", commit
+def targets_table(rows):
+    """Issue #12's targets whose comparisons ran, with the median of
+    same-round ratios measured."""
+    measured = {(name, pipeline): (first, second, samples) for name, pipeline, first, second, samples in rows}
+    lines = [
+        f"Issue #12 targets ({CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE} B values, "
+        f"{KEYSPACE // 1000}k keys; median of same-round ratios):",
+        "",
+        "| shape | measured | A/B per round | target | |",
+        "| --- | ---: | --- | ---: | --- |",
+    ]
+    for shape, name, pipeline, target in TARGETS:
+        if (name, pipeline) not in measured:
+            continue
+        first, second, samples = measured[name, pipeline]
+        ratio, ratios = same_round_ratios([sample[0] for sample in samples[first]],
+                                          [sample[0] for sample in samples[second]])
+        errors = sum(sample[2] for sample in samples[first] + samples[second])
+        verdict = "met" if ratio >= target else "missed"
+        if errors:
+            verdict += f" ({errors} errors)"
+        per_round = ", ".join(f"{value:.2f}" for value in ratios)
+        lines.append(f"| {shape} | **{ratio:.2f}x** | {per_round} | {target:g}x | {verdict} |")
+    return "\n".join(lines) if len(lines) > 4 else ""
 
 
-def ensure_redis():
-    if shutil.which("redis-server"):
-        return
-    log("redis-server is missing; installing the OS package")
-    prefix = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
-    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-server"], check=True)
+def redis_benchmark_rows(name, rounds, duration):
+    return redis_benchmark.run_comparison(REDIS_BENCHMARK[name], rounds, duration / REDIS_BENCHMARK_SECONDS)
+
+
+def redis_benchmark_section(rows):
+    version = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True).stdout.strip()
+    requests = ", ".join(f"-n {count:,} at -P {pipeline}" for pipeline, count in
+                         sorted({(row[1], row[2]) for row in rows}))
+    return (
+        f"redis-benchmark ({version}), a load generator nobody here wrote, against the same servers: "
+        f"`redis-benchmark -t set,get -c {redis_benchmark.CLIENTS} -d {redis_benchmark.VALUE_SIZE} "
+        f"-r {redis_benchmark.KEYSPACE} --csv` with {requests} (redis_benchmark.py's counts x "
+        f"--duration / {REDIS_BENCHMARK_SECONDS}), kvstore over RESP; comparison names are redis_benchmark.py's.\n\n"
+        + redis_benchmark.table(rows) + "\n"
+    )
+
+
+def comparison_names(text):
+    """--only's argument: one name, or several separated by commas."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in NAMES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown comparison {text!r}; choose from {', '.join(NAMES)}")
+    return names
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=2, help="A/B rounds per shape (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="A/B rounds per shape (default 3)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement (default 10)")
-    parser.add_argument("--only", choices=sorted(COMPARISONS) + ["memory"], action="append",
-                        help="run only these comparisons")
+    parser.add_argument("--only", type=comparison_names, action="extend", metavar="NAME[,NAME...]",
+                        help=f"run only these comparisons (repeatable): {', '.join(NAMES)}")
     parser.add_argument("--no-record", action="store_true", help="do not append to perf/RESULTS.md")
     parser.add_argument("--wait-quiet", action="store_true",
-                        help="on a shared machine: start each measurement on an idle machine, and repeat one "
-                             f"that other processes disturbed (over {QUIET_CPU_FRACTION * 100:.0f}%% of a CPU)")
+                        help=wait_quiet_help())
     arguments = parser.parse_args()
-    global WAIT_FOR_QUIET
-    WAIT_FOR_QUIET = arguments.wait_quiet
+    harness.WAIT_FOR_QUIET = arguments.wait_quiet
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
-    names = arguments.only or list(COMPARISONS) + ["memory"]
+    build_kvstore()
+    names = list(dict.fromkeys(arguments.only or DEFAULT))
+    if any(system in NEEDS_ECHO for name in names if name in COMPARISONS for system in COMPARISONS[name]):
+        build_echo()
     ensure_redis()
-    rows = []
+    if any(name in REDIS_BENCHMARK for name in names):
+        ensure_redis_benchmark()
+    rows, benchmark_rows = [], []
     for name in names:
-        if name != "memory":
+        if name in COMPARISONS:
             rows += compare(name, arguments.rounds, arguments.duration)
+        elif name in REDIS_BENCHMARK:
+            benchmark_rows += redis_benchmark_rows(name, arguments.rounds, arguments.duration)
     memory = memory_table() if "memory" in names else ""
+    targets = targets_table(rows)
     machine_line, commit = machine()
     report = (
         f"\n## {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {CLIENTS} clients, {int(GET_RATIO * 100)}% GET, {VALUE_SIZE}-byte values, "
         f"{KEYSPACE:,} preloaded keys, {arguments.duration} s per measurement, {arguments.rounds} rounds "
-        f"(A B A B), medians shown. Command: `perf/compare.py --rounds {arguments.rounds} "
-        f"--duration {arguments.duration}" + "".join(f" --only {name}" for name in arguments.only or [])
+        f"(A B A B), medians shown; \"same round\" is the median over rounds of A/B within the round. Command: `perf/compare.py --rounds {arguments.rounds} "
+        f"--duration {arguments.duration}" + (f" --only {','.join(names)}" if arguments.only else "")
         + (" --wait-quiet" if arguments.wait_quiet else "") + "`\n\n"
         + (table(rows) + "\n" if rows else "")
+        + ("\n" + redis_benchmark_section(benchmark_rows) if benchmark_rows else "")
+        + ("\n" + targets + "\n" if targets else "")
         + ("\n" + memory + "\n" if memory else "")
         + ("\n" + other_load_line() if OtherLoad.kept else "")
     )

@@ -17,9 +17,10 @@ wrote: with -r 100000 and N >= 500,000 nearly every key exists). For each
 comparison and pipeline depth it measures A, B, A, B, ... for --rounds
 rounds, every server started fresh (own port, own data dir, stopped by PID)
 on CPU 0 and redis-benchmark on CPU 1, as compare.py does. It prints the
-median requests/s and p99 per command, and the ratio A/B, and appends the
+median requests/s and p99 per command, and the ratio A/B (the median of the
+rounds' own A/B, and median A / median B beside it), and appends the
 table to perf/RESULTS.md with the date, commit and machine, and the CPU other
-processes used meanwhile (compare.py's OtherLoad).
+processes used meanwhile (perf/harness.py's OtherLoad).
 
 Comparisons:
   fsync-never   kvstore --fsync never   vs Redis appendonly no
@@ -33,8 +34,6 @@ import argparse
 import csv
 import datetime
 import io
-import os
-import shutil
 import socket
 import statistics
 import subprocess
@@ -42,11 +41,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (the servers, pinning and machine description are shared)
+import harness  # noqa: E402  (the servers, pinning and machine description, shared with compare.py)
 
 CLIENTS = 50
 KEYSPACE = 100_000
 VALUE_SIZE = 100
+SHAPES = [1, 32]
 TESTS = ("SET", "GET")
 # Requests per test, per pipeline depth: about 3-8 s per test on a 2-core machine.
 REQUESTS = {1: 500_000, 32: 3_000_000}
@@ -58,19 +58,10 @@ COMPARISONS = {
 }
 
 
-def ensure_redis_benchmark():
-    if shutil.which("redis-benchmark"):
-        return
-    compare.log("redis-benchmark is missing; installing the OS package redis-tools")
-    prefix = [] if os.geteuid() == 0 else ["sudo"]
-    subprocess.run(prefix + ["apt-get", "update", "-qq"], check=True)
-    subprocess.run(prefix + ["apt-get", "install", "-y", "-qq", "redis-tools"], check=True)
-
-
 def run_redis_benchmark(address, pipeline, requests):
     """{test: (requests/s, p99 ms)} from one redis-benchmark invocation."""
     host, port = address.rsplit(":", 1)
-    command = compare.pinned(1, [
+    command = harness.pinned(1, [
         "redis-benchmark", "-h", host, "-p", port, "-t", "set,get", "-n", str(requests),
         "-c", str(CLIENTS), "-P", str(pipeline), "-d", str(VALUE_SIZE), "-r", str(KEYSPACE), "--csv",
     ])
@@ -105,29 +96,29 @@ def database_size(address):
 
 
 def measure_once(system, pipeline, requests):
-    servers = compare.Servers()
+    servers = harness.Servers()
     try:
-        address, _, _ = compare.SYSTEMS[system](servers)
+        address, _, _ = harness.SYSTEMS[system](servers)
         return run_redis_benchmark(address, pipeline, requests), database_size(address)
     finally:
         servers.stop()
 
 
 def measure(system, pipeline, requests):
-    (results, keys), other_load = compare.quietly(lambda: measure_once(system, pipeline, requests))
+    (results, keys), other_load = harness.quietly(lambda: measure_once(system, pipeline, requests))
     figures = "  ".join(f"{test} {results[test][0]:>12,.0f}/s p99 {results[test][1]:>6.3f} ms" for test in TESTS)
-    compare.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other_load:.0%}")
+    harness.log(f"  {system:<26} pipeline {pipeline:>2}: {figures}  DBSIZE {keys:,}  other load {other_load:.0%}")
     return results
 
 
 def run_comparison(name, rounds, scale):
     first, second = COMPARISONS[name]
     rows = []
-    for pipeline in compare.SHAPES:
+    for pipeline in SHAPES:
         requests = int(REQUESTS[pipeline] * scale)
         samples = {first: [], second: []}
         for round_number in range(rounds):
-            compare.log(f"{name}, pipeline {pipeline}, round {round_number + 1}/{rounds}")
+            harness.log(f"{name}, pipeline {pipeline}, round {round_number + 1}/{rounds}")
             for system in (first, second):
                 samples[system].append(measure(system, pipeline, requests))
         rows.append((name, pipeline, requests, first, second, samples))
@@ -140,19 +131,22 @@ def median(samples, test, field):
 
 def table(rows):
     lines = [
-        "| comparison | test | -c x -P | A | A req/s | A p99 ms | B | B req/s | B p99 ms | A/B req/s | A rounds (req/s) | B rounds (req/s) |",
-        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- | --- |",
+        "| comparison | test | -c x -P | A | A req/s | A p99 ms | B | B req/s | B p99 ms "
+        "| A/B req/s, same round | A/B of medians | A rounds (req/s) | B rounds (req/s) |",
+        "| --- | --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for name, pipeline, _, first, second, samples in rows:
         a, b = samples[first], samples[second]
         for test in TESTS:
             ratio = median(a, test, 0) / median(b, test, 0)
+            same_round, _ = harness.same_round_ratios([sample[test][0] for sample in a],
+                                                      [sample[test][0] for sample in b])
             rounds_a = ", ".join(f"{sample[test][0]:,.0f}" for sample in a)
             rounds_b = ", ".join(f"{sample[test][0]:,.0f}" for sample in b)
             lines.append(
                 f"| {name} | {test} | {CLIENTS} x {pipeline} | {first} | {median(a, test, 0):,.0f} "
                 f"| {median(a, test, 1):.3f} | {second} | {median(b, test, 0):,.0f} | {median(b, test, 1):.3f} "
-                f"| **{ratio:.2f}x** | {rounds_a} | {rounds_b} |"
+                f"| **{same_round:.2f}x** | {ratio:.2f}x | {rounds_a} | {rounds_b} |"
             )
     return "\n".join(lines)
 
@@ -167,16 +161,16 @@ def main():
     parser.add_argument("--wait-quiet", action="store_true",
                         help="as for compare.py: start each measurement on an idle machine, repeat disturbed ones")
     arguments = parser.parse_args()
-    compare.WAIT_FOR_QUIET = arguments.wait_quiet
+    harness.WAIT_FOR_QUIET = arguments.wait_quiet
 
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=compare.ROOT, check=True)
-    compare.ensure_redis()
-    ensure_redis_benchmark()
+    harness.build_kvstore()
+    harness.ensure_redis()
+    harness.ensure_redis_benchmark()
     version = subprocess.run(["redis-benchmark", "--version"], capture_output=True, text=True).stdout.strip()
     rows = []
     for name in arguments.only or list(COMPARISONS):
         rows += run_comparison(name, arguments.rounds, arguments.scale)
-    machine_line, commit = compare.machine()
+    machine_line, commit = harness.machine()
     requests = ", ".join(f"-n {count:,} at -P {pipeline}" for pipeline, count in
                          sorted({(row[1], row[2]) for row in rows}))
     command = "perf/redis_benchmark.py" + (f" --rounds {arguments.rounds}" if arguments.rounds != 3 else "") \
@@ -186,16 +180,17 @@ def main():
     report = (
         f"\n## redis-benchmark: {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {version}; `redis-benchmark -t set,get -c {CLIENTS} -d {VALUE_SIZE} "
-        f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown. "
+        f"-r {KEYSPACE} --csv` with {requests}; {arguments.rounds} rounds (A B A B), medians shown; "
+        f"\"same round\" is the median over rounds of A/B within the round. "
         f"Command: `{command}`\n\n"
         + table(rows) + "\n"
-        + "\n" + compare.other_load_line()
+        + "\n" + harness.other_load_line()
     )
     print(report)
     if not arguments.no_record:
-        with compare.RESULTS.open("a") as results:
+        with harness.RESULTS.open("a") as results:
             results.write(report)
-        compare.log(f"appended to {compare.RESULTS.relative_to(compare.ROOT)}")
+        harness.log(f"appended to {harness.RESULTS.relative_to(harness.ROOT)}")
 
 
 if __name__ == "__main__":
