@@ -41,6 +41,7 @@ import os
 import re
 import resource
 import selectors
+import shlex
 import signal
 import socket
 import statistics
@@ -67,8 +68,9 @@ class Cluster(compare.Servers):
     """Three nodes with default flags but for ports, data dirs and a metrics
     port each; their stderr is kept for the election timeline."""
 
-    def __init__(self):
+    def __init__(self, extra=()):
         super().__init__()
+        self.extra = list(extra)
         self.ports = [free_port() for _ in range(NODES)]
         self.metrics = [free_port() for _ in range(NODES)]
         self.pids = {}
@@ -78,7 +80,7 @@ class Cluster(compare.Servers):
         for port, metrics in zip(self.ports, self.metrics):
             peers = ",".join(f"127.0.0.1:{other}" for other in self.ports if other != port)
             command = [str(SERVER), str(port), peers, "--data-dir", f"{self.directory.name}/{port}",
-                       "--metrics-addr", f"127.0.0.1:{metrics}"]
+                       "--metrics-addr", f"127.0.0.1:{metrics}", *self.extra]
             self.logs[port] = Path(self.directory.name) / f"{port}.log"
             with self.logs[port].open("wb") as stderr:
                 process = subprocess.Popen(pinned(0, command), stdout=subprocess.DEVNULL, stderr=stderr,
@@ -283,8 +285,8 @@ def trial(cluster, number):
     return result
 
 
-def failover(trials):
-    cluster = Cluster()
+def failover(trials, extra):
+    cluster = Cluster(extra)
     results = []
     try:
         cluster.start()
@@ -357,8 +359,8 @@ def metrics(port):
 COUNTERS = ("kvstore_leader_changes_total", "kvstore_elections_started_total")
 
 
-def under_load(seconds):
-    cluster = Cluster()
+def under_load(seconds, extra):
+    cluster = Cluster(extra)
     try:
         cluster.start()
         leader, epoch, _ = wait_stable(cluster)
@@ -404,7 +406,7 @@ def failover_table(results):
     lines = [
         "| failover (silent leader: SIGSTOP -> first OK from the new leader) | median ms | min ms | max ms | trials |",
         "| --- | ---: | ---: | ---: | ---: |",
-        f"| 3 nodes, default flags | **{statistics.median(values):.0f}** | {min(values):.0f} | {max(values):.0f} "
+        f"| 3 nodes | **{statistics.median(values):.0f}** | {min(values):.0f} | {max(values):.0f} "
         f"| {len(values)} |",
         "",
         "| trial | failover ms | first election started ms | leadership won ms | first NOT_LEADER naming the new "
@@ -433,7 +435,7 @@ def load_table(result):
         f"{result['seconds']} s) | ops/s | p99 µs | errors | leader changes (per node) | elections started "
         "(per node) | epoch before -> after |",
         "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
-        f"| 3 nodes, default flags{note} | {result['ops_per_sec']:,.0f} | {result['p99_us']} | {result['errors']} "
+        f"| 3 nodes{note} | {result['ops_per_sec']:,.0f} | {result['p99_us']} | {result['errors']} "
         f"| **{sum(changes.values())}** ({per_node(changes)}) | {sum(elections.values())} ({per_node(elections)}) "
         f"| {result['epoch_before']} -> {', '.join(map(str, result['epochs_after']))} |",
     ])
@@ -448,7 +450,11 @@ def main():
     parser.add_argument("--wait-quiet", action="store_true",
                         help="on a shared machine: start each trial and the load run on an idle machine "
                              "(the other load is reported either way)")
+    parser.add_argument("--server-args", default="", metavar="FLAGS",
+                        help="extra kvstore-server flags for every node, to try a change, e.g. "
+                             "\"--election-timeout-ms 200\" (default: none, the default flags)")
     arguments = parser.parse_args()
+    extra = shlex.split(arguments.server_args)
     compare.WAIT_FOR_QUIET = arguments.wait_quiet
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
@@ -457,18 +463,21 @@ def main():
         os.sched_setaffinity(0, {1})
     sections = []
     if arguments.trials > 0:
-        sections.append(failover_table(failover(arguments.trials)))
+        sections.append(failover_table(failover(arguments.trials, extra)))
     if arguments.load_seconds > 0:
-        sections.append(load_table(under_load(arguments.load_seconds)))
+        sections.append(load_table(under_load(arguments.load_seconds, extra)))
     if not sections:
         return
     machine_line, commit = compare.machine()
     command = (f"perf/failover.py --trials {arguments.trials} --load-seconds {arguments.load_seconds}"
-               + (" --wait-quiet" if arguments.wait_quiet else ""))
+               + (" --wait-quiet" if arguments.wait_quiet else "")
+               + (f" --server-args {shlex.quote(arguments.server_args)}" if extra else ""))
+    defaults = "heartbeat 50 ms, election timeout 300 ms plus jitter, fsync always, sync replication"
+    flags = (f"server flags: the defaults ({defaults}) plus `{arguments.server_args}`" if extra
+             else f"default server flags ({defaults})")
     report = (
         f"\n## Failover: {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
-        f"{machine_line}; default server flags (heartbeat 50 ms, election timeout 300 ms plus jitter, "
-        f"fsync always, sync replication), servers on CPU 0, probes and load generator on CPU 1. "
+        f"{machine_line}; {flags}, servers on CPU 0, probes and load generator on CPU 1. "
         f"Command: `{command}`\n\n"
         + "\n\n".join(sections) + "\n\n" + compare.other_load_line()
     )
