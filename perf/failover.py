@@ -51,6 +51,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # importing compare.py leaves no perf/__pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402  (perf/compare.py: ports, pinning, servers, other load, machine)
 from compare import BENCH, OtherLoad, ROOT, RESULTS, SERVER, free_port, log, pinned  # noqa: E402
