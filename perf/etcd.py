@@ -35,7 +35,7 @@ defaults (heartbeat 100 ms, election 1000 ms, snapshot-count 100000).
 
 It prints a table of medians with per-round values and the ratio
 kvstore/etcd, and appends it to perf/RESULTS.md with the date, commit,
-machine, versions and the CPU other processes used meanwhile (compare.py's
+machine, versions and the CPU other processes used meanwhile (harness.py's
 OtherLoad), unless --no-record. The target this serves: 10x etcd's ops/s
 at a lower p99.
 """
@@ -51,13 +51,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (servers, pinning, other-load accounting and machine description are shared)
+import harness  # noqa: E402  (servers, pinning, other-load accounting and machine description are shared)
 
 CLIENTS = 50
 KEYSPACE = 100_000
 VALUE_SIZE = 100
 WARMUP_S = 1
-ETCD_BENCH_DIR = compare.ROOT / "perf" / "etcd-bench"
+ETCD_BENCH_DIR = harness.ROOT / "perf" / "etcd-bench"
 ETCD_BENCH = ETCD_BENCH_DIR / "target" / "release" / "etcd-bench"
 KVSTORE = "kvstore 3-node, --fsync always"
 ETCD = "etcd 3-member"
@@ -65,13 +65,13 @@ TARGET_RATIO = 10.0
 
 
 def start_kvstore(servers):
-    address, _, _ = compare.start_kvstore(servers, "always", nodes=3)
+    address, _, _ = harness.start_kvstore(servers, "always", nodes=3)
     return address
 
 
 def start_etcd(servers):
     """Three members on free ports, data in the measurement's temp dir."""
-    members = [(f"m{index}", compare.free_port(), compare.free_port()) for index in range(3)]
+    members = [(f"m{index}", harness.free_port(), harness.free_port()) for index in range(3)]
     cluster = ",".join(f"{name}=http://127.0.0.1:{peer}" for name, _, peer in members)
     token = f"kvstore-perf-{os.getpid()}-{id(servers)}"
     directory = Path(servers.directory.name)
@@ -86,16 +86,16 @@ def start_etcd(servers):
             "--initial-cluster-state", "new", "--logger", "zap", "--log-level", "warn",
         ]
         log_file = (directory / f"{name}.log").open("wb")
-        process = subprocess.Popen(compare.pinned(0, command), stdout=log_file, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(harness.pinned(0, command), stdout=log_file, stderr=subprocess.STDOUT,
                                    cwd=directory)
         log_file.close()
         servers.processes.append(process)
     for (name, client, _), process in zip(members, servers.processes):
         try:
-            compare.wait_for_port(client, process, f"etcd member {name}")
+            harness.wait_for_port(client, process, f"etcd member {name}")
         except RuntimeError:
             tail = (directory / f"{name}.log").read_text(errors="replace").splitlines()[-20:]
-            compare.log("\n".join(tail))
+            harness.log("\n".join(tail))
             raise
     # etcd-bench waits for a leader and sends to it.
     return ",".join(f"127.0.0.1:{client}" for _, client, _ in members)
@@ -127,8 +127,8 @@ def parse_result(output, what):
 
 
 def run_kvstore_bench(address, duration):
-    command = compare.pinned(1, [
-        str(compare.BENCH), "--addr", address, "--clients", str(CLIENTS), "--pipeline", "1",
+    command = harness.pinned(1, [
+        str(harness.BENCH), "--addr", address, "--clients", str(CLIENTS), "--pipeline", "1",
         "--get-ratio", "0", "--value-size", str(VALUE_SIZE), "--keyspace", str(KEYSPACE),
         "--warmup", str(WARMUP_S), "--duration", str(duration),
     ])
@@ -137,7 +137,7 @@ def run_kvstore_bench(address, duration):
 
 
 def run_etcd_bench(endpoints, duration, conns):
-    command = compare.pinned(1, [
+    command = harness.pinned(1, [
         str(ETCD_BENCH), "--endpoints", endpoints, "--clients", str(CLIENTS), "--conns", str(conns),
         "--value-size", str(VALUE_SIZE), "--keyspace", str(KEYSPACE),
         "--warmup", str(WARMUP_S), "--duration", str(duration), "--wait", "30",
@@ -147,7 +147,7 @@ def run_etcd_bench(endpoints, duration, conns):
 
 
 def measure_once(system, duration, conns):
-    servers = compare.Servers()
+    servers = harness.Servers()
     try:
         if system == KVSTORE:
             return run_kvstore_bench(start_kvstore(servers), duration)
@@ -160,9 +160,9 @@ def measure_once(system, duration, conns):
 
 
 def measure(system, duration, conns):
-    result, other_load = compare.quietly(lambda: measure_once(system, duration, conns))
+    result, other_load = harness.quietly(lambda: measure_once(system, duration, conns))
     sample = (float(result["ops_per_sec"]), float(result["p50_us"]), float(result["p99_us"]), int(result["errors"]))
-    compare.log(f"  {system:<30} {sample[0]:>10,.0f} ops/s  p50 {sample[1]:>7,.0f} us  p99 {sample[2]:>7,.0f} us"
+    harness.log(f"  {system:<30} {sample[0]:>10,.0f} ops/s  p50 {sample[1]:>7,.0f} us  p99 {sample[2]:>7,.0f} us"
                 f"  errors {sample[3]}  other load {other_load:.0%}")
     return sample
 
@@ -221,24 +221,24 @@ def main():
     arguments = parser.parse_args()
     if arguments.rounds < 1 or arguments.duration < 1 or arguments.etcd_conns < 1:
         parser.error("--rounds, --duration and --etcd-conns must be at least 1")
-    compare.WAIT_FOR_QUIET = arguments.wait_quiet
+    harness.WAIT_FOR_QUIET = arguments.wait_quiet
     signal.signal(signal.SIGTERM, stop_on_signal)
     signal.signal(signal.SIGHUP, stop_on_signal)
 
     if not shutil.which("etcd"):
         sys.exit("etcd is not installed: run perf/etcd.sh, which installs the Debian package etcd-server")
-    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=compare.ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=harness.ROOT, check=True)
     subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",
-                    str(ETCD_BENCH_DIR / "Cargo.toml")], cwd=compare.ROOT, check=True)
+                    str(ETCD_BENCH_DIR / "Cargo.toml")], cwd=harness.ROOT, check=True)
     version = etcd_version()
 
     samples = {KVSTORE: [], ETCD: []}
     for round_number in range(arguments.rounds):
-        compare.log(f"round {round_number + 1}/{arguments.rounds}")
+        harness.log(f"round {round_number + 1}/{arguments.rounds}")
         for system in (KVSTORE, ETCD):
             samples[system].append(measure(system, arguments.duration, arguments.etcd_conns))
 
-    machine_line, commit = compare.machine()
+    machine_line, commit = harness.machine()
     command = "perf/etcd.sh" + (f" --rounds {arguments.rounds}" if arguments.rounds != 3 else "") \
         + (f" --duration {arguments.duration}" if arguments.duration != 10 else "") \
         + (f" --etcd-conns {arguments.etcd_conns}" if arguments.etcd_conns != 1 else "") \
@@ -252,13 +252,13 @@ def main():
         f"measurement, servers on CPU 0 and load generator on CPU 1, {arguments.rounds} rounds (A B A B), "
         f"medians shown. Command: `{command}`\n\n"
         + table(samples)
-        + "\n" + compare.other_load_line()
+        + "\n" + harness.other_load_line()
     )
     print(report)
     if not arguments.no_record:
-        with compare.RESULTS.open("a") as results:
+        with harness.RESULTS.open("a") as results:
             results.write(report)
-        compare.log(f"appended to {compare.RESULTS.relative_to(compare.ROOT)}")
+        harness.log(f"appended to {harness.RESULTS.relative_to(harness.ROOT)}")
 
 
 if __name__ == "__main__":

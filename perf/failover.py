@@ -31,7 +31,7 @@ causes false elections.
    after. Zero is the target.
 
 The table is printed and appended to perf/RESULTS.md with the date, commit,
-machine and the CPU other processes used meanwhile (see perf/compare.py,
+machine and the CPU other processes used meanwhile (see perf/harness.py,
 whose helpers this uses), unless --no-record.
 """
 
@@ -51,10 +51,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.dont_write_bytecode = True  # importing compare.py leaves no perf/__pycache__
+sys.dont_write_bytecode = True  # importing harness.py leaves no perf/__pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare  # noqa: E402  (perf/compare.py: ports, pinning, servers, other load, machine)
-from compare import BENCH, OtherLoad, ROOT, RESULTS, SERVER, free_port, log, pinned  # noqa: E402
+import harness  # noqa: E402  (ports, pinning, servers, other load, machine: shared with compare.py)
+from harness import BENCH, OtherLoad, ROOT, RESULTS, SERVER, free_port, log, pinned  # noqa: E402
 
 NODES = 3
 STABLE_TIMEOUT_S = 60
@@ -65,7 +65,7 @@ LOAD_CLIENTS = 50
 LOAD_PIPELINE = 32
 
 
-class Cluster(compare.Servers):
+class Cluster(harness.Servers):
     """Three nodes with default flags but for ports, data dirs and a metrics
     port each; their stderr is kept for the election timeline."""
 
@@ -88,7 +88,7 @@ class Cluster(compare.Servers):
                                            cwd=self.directory.name)
             self.processes.append(process)
             self.pids[port] = process.pid
-            compare.wait_for_port(port, process, f"kvstore-server {port}")
+            harness.wait_for_port(port, process, f"kvstore-server {port}")
 
     def signal(self, port, number):
         os.kill(self.pids[port], number)
@@ -294,8 +294,8 @@ def failover(trials, extra):
         leader, epoch, took = wait_stable(cluster)
         log(f"failover: cluster {cluster.ports} up, leader {leader} epoch {epoch} after {took:.2f} s")
         for number in range(1, trials + 1):
-            if compare.WAIT_FOR_QUIET:
-                compare.wait_for_quiet()
+            if harness.WAIT_FOR_QUIET:
+                harness.wait_for_quiet()
             with OtherLoadAround(cluster) as other:
                 result = trial(cluster, number)
             other = other.fraction
@@ -312,7 +312,7 @@ def failover(trials, extra):
 
 
 class OtherLoadAround(OtherLoad):
-    """compare.OtherLoad counts as ours only children already waited for;
+    """harness.OtherLoad counts as ours only children already waited for;
     these clusters outlive a measurement, so their CPU time so far is read
     from /proc, and this script's own is counted too."""
 
@@ -321,7 +321,7 @@ class OtherLoadAround(OtherLoad):
 
     def own(self):
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        total = compare.own_cpu_seconds() + usage.ru_utime + usage.ru_stime
+        total = harness.own_cpu_seconds() + usage.ru_utime + usage.ru_stime
         for pid in self.cluster.pids.values():
             try:
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -331,12 +331,12 @@ class OtherLoadAround(OtherLoad):
         return total
 
     def __enter__(self):
-        self.start = (time.monotonic(), compare.busy_cpu_seconds(), self.own())
+        self.start = (time.monotonic(), harness.busy_cpu_seconds(), self.own())
         return self
 
     def __exit__(self, *exception):
         wall, busy, own = (now - then for now, then in zip(
-            (time.monotonic(), compare.busy_cpu_seconds(), self.own()), self.start))
+            (time.monotonic(), harness.busy_cpu_seconds(), self.own()), self.start))
         self.fraction = max(0.0, (busy - own) / wall)
         OtherLoad.kept.append(self.fraction)
 
@@ -373,8 +373,8 @@ def under_load(seconds, extra):
             "--pipeline", str(LOAD_PIPELINE), "--get-ratio", "0.5", "--value-size", "100",
             "--keyspace", "100000", "--duration", str(seconds),
         ])
-        if compare.WAIT_FOR_QUIET:
-            compare.wait_for_quiet()
+        if harness.WAIT_FOR_QUIET:
+            harness.wait_for_quiet()
         with OtherLoadAround(cluster) as other:
             output = subprocess.run(command, capture_output=True, text=True, timeout=seconds * 10 + 120)
         after = {port: metrics(metric) for port, metric in zip(cluster.ports, cluster.metrics)}
@@ -456,7 +456,7 @@ def main():
                              "\"--election-timeout-ms 200\" (default: none, the default flags)")
     arguments = parser.parse_args()
     extra = shlex.split(arguments.server_args)
-    compare.WAIT_FOR_QUIET = arguments.wait_quiet
+    harness.WAIT_FOR_QUIET = arguments.wait_quiet
 
     subprocess.run(["cargo", "build", "--release", "--quiet", "--bins"], cwd=ROOT, check=True)
     # The probes are the load generator here: on CPU 1, away from the servers.
@@ -469,7 +469,7 @@ def main():
         sections.append(load_table(under_load(arguments.load_seconds, extra)))
     if not sections:
         return
-    machine_line, commit = compare.machine()
+    machine_line, commit = harness.machine()
     command = (f"perf/failover.py --trials {arguments.trials} --load-seconds {arguments.load_seconds}"
                + (" --wait-quiet" if arguments.wait_quiet else "")
                + (f" --server-args {shlex.quote(arguments.server_args)}" if extra else ""))
@@ -480,7 +480,7 @@ def main():
         f"\n## Failover: {datetime.datetime.now():%Y-%m-%d %H:%M} — commit {commit}\n\n"
         f"{machine_line}; {flags}, servers on CPU 0, probes and load generator on CPU 1. "
         f"Command: `{command}`\n\n"
-        + "\n\n".join(sections) + "\n\n" + compare.other_load_line()
+        + "\n\n".join(sections) + "\n\n" + harness.other_load_line()
     )
     print(report)
     if not arguments.no_record:
