@@ -13,8 +13,9 @@ use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
-/// The files, and maybe the directory, that one sync must cover.
-#[derive(Debug)]
+/// The files, and maybe the directory, that one sync must cover. A clone
+/// covers the same (shared descriptors).
+#[derive(Debug, Clone)]
 pub struct SyncJob {
     files: Vec<Arc<File>>,
     directory: Option<Arc<File>>,
