@@ -73,6 +73,8 @@ for line in sys.stdin:
         else:
             inclusive[name] = max(count, inclusive.get(name, 0))
 executed = max(count for name, count in inclusive.items() if name.endswith("Connection::execute_buffered"))
+total = sum(count for name, count in own.items())
+print(f"{total / requests:.0f} instructions per request in the whole server (user space)")
 print(f"{executed / requests:.0f} instructions per request in Connection::execute_buffered (inclusive, user space)")
 print("own instructions per request (inlined code included), by function:")
 for name, count in sorted(own.items(), key=lambda item: -item[1])[:22]:

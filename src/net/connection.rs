@@ -541,13 +541,20 @@ impl Connection {
     }
 }
 
-/// Executes one parsed line other than `AUTH` (which needs the
-/// connection): refused before authentication unless allowed, `INFO` here
-/// (the core's fields with the driver's figures), the rest by the core.
+/// Below this many buffered bytes, lines run without a prefetch: about two
+/// requests with 100-byte values.
+const PREFETCH_MIN_BYTES: usize = 256;
+
 /// Warms the store's cache for the keys of the next whole lines in
-/// `buffered` ([`Store::prefetch`]); returns how many lines that covered.
-/// A lone line is left alone: its lookup has nothing to overlap with.
+/// `buffered` ([`Store::prefetch`]); returns how many lines that covered
+/// (`usize::MAX`: all of them).
+/// A lone line is left alone: its lookup has nothing to overlap with, and
+/// a buffer shorter than [`PREFETCH_MIN_BYTES`] (what a client without a
+/// pipeline sends) is not even scanned.
 fn prefetch_line_keys(buffered: &[u8], store: &Store) -> usize {
+    if buffered.len() < PREFETCH_MIN_BYTES {
+        return usize::MAX;
+    }
     let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
     let (found, lines) = protocol::key_hints(buffered, &mut keys);
     if found > 1 {
@@ -556,6 +563,9 @@ fn prefetch_line_keys(buffered: &[u8], store: &Store) -> usize {
     lines
 }
 
+/// Executes one parsed line other than `AUTH` (which needs the
+/// connection): refused before authentication unless allowed, `INFO` here
+/// (the core's fields with the driver's figures), the rest by the core.
 fn execute_line(
     parsed: Result<Request<'_>, protocol::ParseError>,
     node: &mut Node,
