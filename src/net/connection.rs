@@ -284,7 +284,8 @@ impl Connection {
         let mut prefetched_lines = 0;
         while !self.closing && !self.is_backpressured() && !self.is_held() {
             if prefetched_lines == 0 {
-                prefetched_lines = prefetch_line_keys(self.input.buffered(), node.store());
+                let hints = protocol::key_hints;
+                prefetched_lines = prefetch_keys(self.input.buffered(), node.store(), hints);
             }
             match protocol::next_line(self.input.buffered(), max_line_bytes) {
                 Framed::Line { line, consumed } => {
@@ -369,11 +370,18 @@ impl Connection {
         facts: &ServerFacts,
         requests: &mut RequestCounters,
     ) -> Executed {
+        let mut prefetched_requests = 0;
         while !self.closing && !self.is_backpressured() && !self.is_held() {
             let buffered = self.input.buffered();
+            if prefetched_requests == 0 {
+                prefetched_requests = prefetch_keys(buffered, node.store(), resp::key_hints);
+            }
             let consumed =
                 match resp::next_command(buffered, max_request_bytes, &mut self.arguments) {
-                    resp::Framed::Command { consumed } => consumed,
+                    resp::Framed::Command { consumed } => {
+                        prefetched_requests = prefetched_requests.saturating_sub(1);
+                        consumed
+                    }
                     resp::Framed::Incomplete => {
                         if self.read_closed {
                             self.close_input();
@@ -545,18 +553,22 @@ impl Connection {
 /// requests with 100-byte values.
 const PREFETCH_MIN_BYTES: usize = 256;
 
-/// Warms the store's cache for the keys of the next whole lines in
-/// `buffered` ([`Store::prefetch`]); returns how many lines that covered
-/// (`usize::MAX`: all of them).
+/// A protocol's way to find the keys of the next requests in a buffer:
+/// [`protocol::key_hints`] or [`resp::key_hints`].
+type KeyHints = for<'buf> fn(&'buf [u8], &mut [&'buf [u8]]) -> (usize, usize);
+
+/// Warms the store's cache for the keys of the next whole requests in
+/// `buffered` ([`Store::prefetch`]); returns how many requests that
+/// covered (`usize::MAX`: all of them).
 /// A lone line is left alone: its lookup has nothing to overlap with, and
 /// a buffer shorter than [`PREFETCH_MIN_BYTES`] (what a client without a
 /// pipeline sends) is not even scanned.
-fn prefetch_line_keys(buffered: &[u8], store: &Store) -> usize {
+fn prefetch_keys(buffered: &[u8], store: &Store, hints: KeyHints) -> usize {
     if buffered.len() < PREFETCH_MIN_BYTES {
         return usize::MAX;
     }
     let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
-    let (found, lines) = protocol::key_hints(buffered, &mut keys);
+    let (found, lines) = hints(buffered, &mut keys);
     if found > 1 {
         store.prefetch(&keys[..found]);
     }
