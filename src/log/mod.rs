@@ -56,7 +56,7 @@ pub use file::{LOG_FILE_NAME, LogFile, Replay};
 pub use record::{
     BATCH_OP_HEADER_BYTES, Batch, BatchBuilder, DecodeError, Entry, MAX_INDEX,
     MAX_KEY_AND_VALUE_BYTES, MAX_RECORD_BODY_BYTES, MAX_RECORD_BYTES, MalformedReason, Op,
-    RECORD_HEADER_BYTES, decode, encode, encoded_len, fits,
+    RECORD_HEADER_BYTES, decode, decode_verified, encode, encoded_len, fits,
 };
 pub use segment::{LOG_HEADER_BYTES, LOG_MAGIC, PartialWriteLeft};
 pub use segments::{Base, Log, segment_file_name};

@@ -517,6 +517,27 @@ pub fn decode(buf: &[u8]) -> Result<(Entry<'_>, usize), DecodeError> {
     Ok((entry, RECORD_HEADER_BYTES + body_bytes))
 }
 
+/// [`decode`] without the checksum, for records this process verified
+/// already (on arrival, or when it encoded them): the fields are still
+/// checked, so a damaged record is an error, never a panic.
+pub fn decode_verified(buf: &[u8]) -> Result<Entry<'_>, DecodeError> {
+    let Some((header, after_header)) = buf.split_first_chunk::<RECORD_HEADER_BYTES>() else {
+        return Err(DecodeError::Incomplete);
+    };
+    let [l0, l1, l2, l3, ..] = *header;
+    let body_bytes = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    if body_bytes > MAX_RECORD_BODY_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooLarge));
+    }
+    if body_bytes < BODY_FIXED_BYTES {
+        return Err(DecodeError::Malformed(MalformedReason::BodyTooShort));
+    }
+    let body = after_header
+        .get(..body_bytes)
+        .ok_or(DecodeError::Incomplete)?;
+    decode_body(body).map_err(DecodeError::Malformed)
+}
+
 /// Parses a checksummed body of at least [`BODY_FIXED_BYTES`].
 fn decode_body(body: &[u8]) -> Result<Entry<'_>, MalformedReason> {
     let (epoch, rest) = body
@@ -651,6 +672,38 @@ mod tests {
         }
         let body: &'static [u8] = Box::leak(builder.body_bytes().into());
         Op::Batch(Batch::from_body(body).expect("a built batch checks"))
+    }
+
+    #[test]
+    fn decode_verified_reads_what_decode_reads_and_refuses_bad_lengths() {
+        let mut out = Vec::new();
+        let entry = Entry {
+            epoch: 3,
+            index: 7,
+            commit: 5,
+            op: Op::Put {
+                key: b"k",
+                value: b"v",
+            },
+        };
+        encode(&entry, &mut out);
+        assert_eq!(decode_verified(&out), decode(&out).map(|(entry, _)| entry));
+        assert_eq!(
+            decode_verified(&out[..out.len() - 1]),
+            Err(DecodeError::Incomplete)
+        );
+        assert_eq!(decode_verified(&out[..3]), Err(DecodeError::Incomplete));
+        let mut short = out.clone();
+        short[..4].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(
+            decode_verified(&short),
+            Err(DecodeError::Malformed(MalformedReason::BodyTooShort))
+        );
+        short[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(
+            decode_verified(&short),
+            Err(DecodeError::Malformed(MalformedReason::BodyTooLarge))
+        );
     }
 
     #[test]

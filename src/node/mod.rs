@@ -57,7 +57,7 @@ use crate::config::{
 };
 use crate::log::{Entry, Op};
 use crate::protocol::{ErrorReply, ParseError, Reply, Request, RoleReply};
-use crate::store::Store;
+use crate::store::{PREFETCH_BATCH, Store};
 use log_tail::LogTail;
 use replication::Progress;
 
@@ -584,16 +584,41 @@ impl Node {
         self.applied_index = index;
     }
 
-    /// Applies committed records not yet in the store (followers, replay).
+    /// Applies committed records not yet in the store (followers, replay),
+    /// [`PREFETCH_BATCH`] at a time: the keys of a batch are fetched into
+    /// the cache first ([`Store::prefetch`]), as the leader does for a
+    /// pipelined read. A follower applying one key after another paid two
+    /// cache misses each: a fifth of a 3-node cluster's CPU at pipeline 32.
     fn apply_committed(&mut self) {
-        while self.applied_index < self.commit_index.min(self.log.last_index()) {
-            let index = self.applied_index + 1;
-            match self.log.entry(index) {
-                Some(Ok(entry)) => self.store.apply(index, &entry.op),
-                _ => unreachable!("record {index} is in memory and was checked on arrival"),
+        let last = self.commit_index.min(self.log.last_index());
+        while self.applied_index < last {
+            let first = self.applied_index + 1;
+            let batch_last = last.min(first + PREFETCH_BATCH as u64 - 1);
+            self.prefetch_records(first, batch_last);
+            for index in first..=batch_last {
+                match self.log.verified_entry(index) {
+                    Some(Ok(entry)) => self.store.apply(index, &entry.op),
+                    _ => unreachable!("record {index} is in memory and was checked on arrival"),
+                }
+                self.applied_index = index;
             }
-            self.applied_index = index;
         }
+    }
+
+    /// Warms the cache for the keys records `first..=last` write.
+    fn prefetch_records(&self, first: u64, last: u64) {
+        let mut keys: [&[u8]; PREFETCH_BATCH] = [&[]; PREFETCH_BATCH];
+        let mut found = 0;
+        for index in first..=last {
+            if let Some(Ok(entry)) = self.log.verified_entry(index)
+                && let Op::Put { key, .. } | Op::Del { key } = entry.op
+                && found < PREFETCH_BATCH
+            {
+                keys[found] = key;
+                found += 1;
+            }
+        }
+        self.store.prefetch(&keys[..found]);
     }
 
     /// Takes back every write applied beyond the commit index.
