@@ -8,6 +8,8 @@
 #   perf/instructions.sh --proto resp          # the same requests over RESP (SET/GET)
 #   perf/instructions.sh --proto resp --pipeline 1 --requests 100000
 #   KVSTORE_BINARY=/path/to/kvstore-server perf/instructions.sh   # another build
+#   perf/instructions.sh --get-ratio 1 --total-only   # one number: all instructions of the run
+#   perf/instructions_table.py   # GET and PUT apart, pipeline 1 and 32, two builds side by side
 #
 # The server runs --fsync never; the load is kvstore-bench with --preload
 # (100,000 PUTs) and then --requests more at 50% GET, so the count covers
@@ -19,12 +21,16 @@ proto=line
 pipeline=32
 requests=300000
 keyspace=100000
+get_ratio=0.5
+total_only=
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --proto) proto="$2"; shift 2 ;;
         --pipeline) pipeline="$2"; shift 2 ;;
         --requests) requests="$2"; shift 2 ;;
-        *) echo "usage: perf/instructions.sh [--proto line|resp] [--pipeline N] [--requests N]" >&2; exit 2 ;;
+        --get-ratio) get_ratio="$2"; shift 2 ;;
+        --total-only) total_only=1; shift ;;
+        *) echo "usage: perf/instructions.sh [--proto line|resp] [--pipeline N] [--requests N] [--get-ratio F] [--total-only]" >&2; exit 2 ;;
     esac
 done
 
@@ -47,12 +53,19 @@ for _ in $(seq 600); do
 done
 target/release/kvstore-bench --addr "127.0.0.1:$port" --proto "$proto" --clients 50 \
     --pipeline "$pipeline" --keyspace "$keyspace" --preload --requests "$requests" --warmup 0 \
+    --get-ratio "$get_ratio" \
     >"$work/bench.out" 2>/dev/null
 kill "$server_pid"
 wait "$server_pid" || true
 server_pid=
 
 total_requests=$((keyspace + requests))
+if [[ -n "$total_only" ]]; then
+    # The whole server's user-space instructions, start-up and preload included.
+    callgrind_annotate --auto=no "$work/callgrind.out" 2>/dev/null \
+        | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'
+    exit 0
+fi
 echo "proto $proto, 50 clients x pipeline $pipeline: $total_requests requests (preload $keyspace + $requests)"
 summary() { callgrind_annotate --auto=no --threshold=100 --inclusive="$1" "$work/callgrind.out" 2>/dev/null; }
 { summary yes; echo "@@ own"; summary no; } | python3 -c '

@@ -40,6 +40,10 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.dont_write_bytecode = True  # importing harness.py leaves no perf/__pycache__
+from harness import free_port, log, pinned  # noqa: E402  (shared by every perf script)
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "perf" / "RESULTS.md"
 SERVER = ROOT / "target" / "release" / "kvstore-server"
@@ -47,22 +51,6 @@ BENCH = ROOT / "target" / "release" / "kvstore-bench"
 MIB = 1024 * 1024
 GROUPS = {"idle": 9000, "drip": 250, "hog": 250, "mute": 250, "half-peer": 250}
 BIG_VALUE_BYTES = 64 * 1024
-
-
-def log(message):
-    print(message, file=sys.stderr, flush=True)
-
-
-def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def pinned(cpu, command):
-    if shutil.which("taskset") and os.cpu_count() >= 2:
-        return ["taskset", "-c", str(cpu)] + command
-    return command
 
 
 def rss_bytes(pid):
