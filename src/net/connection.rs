@@ -69,6 +69,9 @@ pub struct Connection {
     pub transport: Transport,
     /// Received and not yet executed.
     input: ReadBuffer,
+    /// How many bytes at the front of `input` hold no `\n`, learned when
+    /// its line was incomplete, and the `consumed_total` it holds for.
+    newline_free: (u64, usize),
     pub replies: ReplyQueue,
     /// No more requests will be executed (QUIT, a protocol error, or EOF
     /// after the last whole line): close once every reply has been written.
@@ -134,6 +137,7 @@ impl Connection {
             accounted_bytes: 0,
             requests_executed: 0,
             executed_any: false,
+            newline_free: (0, 0),
             awaiting_snapshot: None,
             authenticated: true,
             wrong_password_timer: None,
@@ -287,7 +291,13 @@ impl Connection {
                 let hints = protocol::key_hints;
                 prefetched_lines = prefetch_keys(self.input.buffered(), node.store(), hints);
             }
-            match protocol::next_line(self.input.buffered(), max_line_bytes) {
+            let (at, newline_free) = self.newline_free;
+            let skip = if at == self.input.consumed_total() {
+                newline_free
+            } else {
+                0
+            };
+            match protocol::next_line_after(self.input.buffered(), skip, max_line_bytes) {
                 Framed::Line { line, consumed } => {
                     prefetched_lines = prefetched_lines.saturating_sub(1);
                     let first = !self.executed_any;
@@ -345,6 +355,7 @@ impl Connection {
                     }
                 }
                 Framed::Incomplete => {
+                    self.newline_free = (self.input.consumed_total(), self.input.buffered().len());
                     if self.read_closed {
                         // The client left mid-line: that line never counts.
                         self.close_input();

@@ -39,6 +39,10 @@ pub struct ReadBuffer {
     end: usize,
     /// The peer's FIN was reported: a short read no longer means drained.
     peer_closed: bool,
+    /// Bytes consumed (or discarded) since the buffer was made: where
+    /// `buffered()` starts in the stream, so a caller can tell whether what
+    /// it learned of the buffered bytes still holds.
+    consumed_total: u64,
 }
 
 impl ReadBuffer {
@@ -116,6 +120,13 @@ impl ReadBuffer {
     pub fn consume(&mut self, count: usize) {
         debug_assert!(self.start + count <= self.end);
         self.start += count;
+        self.consumed_total += count as u64;
+    }
+
+    /// Where `buffered()` starts in the stream: bytes consumed or discarded
+    /// so far.
+    pub fn consumed_total(&self) -> u64 {
+        self.consumed_total
     }
 
     pub fn is_empty(&self) -> bool {
@@ -136,6 +147,7 @@ impl ReadBuffer {
 
     /// Drops every byte and the memory holding them.
     pub fn discard(&mut self) {
+        self.consumed_total += (self.end - self.start) as u64;
         self.bytes = Vec::new();
         self.start = 0;
         self.end = 0;
@@ -162,10 +174,14 @@ mod tests {
         assert_eq!(buffer.buffered(), b"PING\nPI");
         buffer.consume(5);
         assert_eq!(buffer.buffered(), b"PI");
+        assert_eq!(buffer.consumed_total(), 5);
         assert_eq!(
             buffer.read_once(&mut source, 64).unwrap(),
             ReadOutcome::Closed
         );
+        // Discarded bytes count too: what was learned of them is void.
+        buffer.discard();
+        assert_eq!(buffer.consumed_total(), 7);
     }
 
     #[test]

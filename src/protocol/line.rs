@@ -23,7 +23,17 @@ pub enum Framed<'buf> {
 /// `\n`. So a line of exactly the limit is framed however its `\r\n` is
 /// split across reads.
 pub fn next_line(buffer: &[u8], max_line_bytes: usize) -> Framed<'_> {
-    match memchr::memchr(b'\n', buffer) {
+    next_line_after(buffer, 0, max_line_bytes)
+}
+
+/// [`next_line`] when the caller knows that `buffer[..newline_free]` holds
+/// no `\n` (it looked before and the line was incomplete): the search
+/// starts there. A long line arriving in many reads is then scanned once,
+/// not once per read (quadratic: seconds for a 60 MiB value).
+pub fn next_line_after(buffer: &[u8], newline_free: usize, max_line_bytes: usize) -> Framed<'_> {
+    let skipped = newline_free.min(buffer.len());
+    let found = memchr::memchr(b'\n', &buffer[skipped..]).map(|offset| skipped + offset);
+    match found {
         Some(newline) => {
             let line = strip_carriage_return(&buffer[..newline]);
             if line.len() > max_line_bytes {
@@ -51,6 +61,9 @@ fn strip_carriage_return(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Lines longer than this end [`key_hints`]' look-ahead.
+pub const MAX_HINTED_LINE_BYTES: usize = 4096;
+
 /// The keys of the whole `GET`/`PUT`/`DEL` lines at the front of `buffer`,
 /// found cheaply so the store can fetch them into the cache before the
 /// lines run: at most `keys.len()` lines are looked at. Returns how many
@@ -60,7 +73,10 @@ fn strip_carriage_return(line: &[u8]) -> &[u8] {
 pub fn key_hints<'buf>(buffer: &'buf [u8], keys: &mut [&'buf [u8]]) -> (usize, usize) {
     let (mut found, mut lines, mut start) = (0, 0, 0);
     while lines < keys.len() {
-        let Some(newline) = memchr::memchr(b'\n', &buffer[start..]) else {
+        // A long line is no pipeline: stop rather than scan it (it may be
+        // arriving 16 KiB at a time, and this runs after every read).
+        let window = &buffer[start..buffer.len().min(start + MAX_HINTED_LINE_BYTES)];
+        let Some(newline) = memchr::memchr(b'\n', window) else {
             break;
         };
         let line = strip_carriage_return(&buffer[start..start + newline]);
@@ -323,6 +339,32 @@ fn no_arguments(arguments: Option<&[u8]>, usage: &'static str) -> Result<(), Par
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_found_after_a_newline_free_prefix_is_the_same_line() {
+        let buffer = b"PUT k 0123456789\r\nGET k\n";
+        for skip in 0..=16 {
+            assert_eq!(
+                next_line_after(buffer, skip, 64),
+                next_line(buffer, 64),
+                "skip {skip}"
+            );
+        }
+        // Past the end of what is buffered: nothing is skipped wrongly.
+        assert_eq!(next_line_after(b"GET k", 99, 64), Framed::Incomplete);
+        assert_eq!(next_line_after(b"GET k\n", 3, 3), Framed::TooLong);
+        assert_eq!(next_line_after(&[b'x'; 70], 65, 64), Framed::TooLong);
+    }
+
+    #[test]
+    fn key_hints_stop_at_a_line_longer_than_a_hint_looks() {
+        let mut keys: [&[u8]; 4] = [&[]; 4];
+        let mut buffer = b"GET a\nPUT b ".to_vec();
+        buffer.extend(std::iter::repeat_n(b'v', MAX_HINTED_LINE_BYTES));
+        buffer.extend_from_slice(b"\nGET c\n");
+        assert_eq!(key_hints(&buffer, &mut keys), (1, 1));
+        assert_eq!(keys[0], b"a");
+    }
 
     #[test]
     fn key_hints_name_the_keys_of_whole_get_put_del_lines_only() {

@@ -36,6 +36,6 @@ pub mod resp_reply;
 
 pub use line::{
     COMMAND_NAMES, CommandName, Framed, ParseError, Request, command_index_of, key_hints,
-    next_line, parse,
+    next_line, next_line_after, parse,
 };
 pub use reply::{CLUSTER_DOWN, ErrorReply, Outcome, Protocol, Reply, RoleReply};
