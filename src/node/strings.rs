@@ -31,7 +31,17 @@ pub(super) struct Effects {
     open: bool,
     index: u64,
     builder: BatchBuilder,
+    /// The command that opened them writes at most one pair: its effect
+    /// goes into the log at once as a plain Put or Del record, without
+    /// the batch's copy of key and value (a fifth of a RESP SET's
+    /// instructions went to the batch and to taking it apart again).
+    single: bool,
 }
+
+/// Commands that write at most one pair, whatever their arguments.
+const SINGLE_PAIR_WRITES: [&str; 9] = [
+    "set", "setnx", "getset", "getdel", "incr", "decr", "incrby", "decrby", "append",
+];
 
 /// Why a command refuses to write.
 enum Refusal {
@@ -56,6 +66,7 @@ impl Node {
             return call.error(&refusal);
         }
         let opened = self.open_effects();
+        self.effects.single = opened && SINGLE_PAIR_WRITES.contains(&spec.name);
         match spec.name {
             "get" => self.get(key, call),
             "set" => self.set(args, call),
@@ -106,6 +117,7 @@ impl Node {
     /// record (none if there were none).
     pub(super) fn close_effects(&mut self) {
         self.effects.open = false;
+        self.effects.single = false;
         if self.effects.builder.is_empty() {
             return;
         }
@@ -141,17 +153,32 @@ impl Node {
         debug_assert!(self.effects.open);
         let index = self.effects.index;
         let key = match op {
-            Op::Put { key, value } => {
-                self.effects.builder.push_put(key, value);
-                key
-            }
-            Op::Del { key } => {
-                self.effects.builder.push_del(key);
-                self.last_delete_index = index;
-                key
-            }
+            Op::Put { key, .. } | Op::Del { key } => key,
             _ => return,
         };
+        if matches!(op, Op::Del { .. }) {
+            self.last_delete_index = index;
+        }
+        if self.effects.single {
+            // One record at the reserved index, now; a second effect of
+            // the same command would need the same index: a bug.
+            assert!(
+                self.applied_index < index,
+                "a single-pair write made a second effect"
+            );
+            self.log.append(&Entry {
+                epoch: self.promised_epoch,
+                index,
+                commit: self.commit_index,
+                op,
+            });
+            self.applied_index = index;
+        } else {
+            match op {
+                Op::Put { key, value } => self.effects.builder.push_put(key, value),
+                _ => self.effects.builder.push_del(key),
+            }
+        }
         if self.config.cluster_size == 1 {
             self.store.apply(index, &op);
         } else {
