@@ -63,7 +63,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402  (servers, pinning, other load: shared with redis_benchmark.py)
-    BENCH, NEEDS_ECHO, RESULTS, ROOT, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis,
+    BENCH, NEEDS_ECHO, SYSTEMS, OtherLoad, Servers, build_echo, build_kvstore, ensure_redis,
     ensure_redis_benchmark, log, machine, other_load_line, pinned, quietly, same_round_ratios, wait_quiet_help,
 )
 import harness  # noqa: E402
@@ -328,11 +328,7 @@ def main():
         + ("\n" + memory + "\n" if memory else "")
         + ("\n" + other_load_line() if OtherLoad.kept else "")
     )
-    print(report)
-    if not arguments.no_record:
-        with RESULTS.open("a") as results:
-            results.write(report)
-        log(f"appended to {RESULTS.relative_to(ROOT)}")
+    harness.record(report, not arguments.no_record)
 
 
 if __name__ == "__main__":

@@ -254,11 +254,7 @@ def main():
         + table(samples)
         + "\n" + harness.other_load_line()
     )
-    print(report)
-    if not arguments.no_record:
-        with harness.RESULTS.open("a") as results:
-            results.write(report)
-        harness.log(f"appended to {harness.RESULTS.relative_to(harness.ROOT)}")
+    harness.record(report, not arguments.no_record)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ from pathlib import Path
 sys.dont_write_bytecode = True  # importing harness.py leaves no perf/__pycache__
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402  (ports, pinning, servers, other load, machine: shared with compare.py)
-from harness import BENCH, OtherLoad, ROOT, RESULTS, SERVER, free_port, log, pinned  # noqa: E402
+from harness import BENCH, OtherLoad, ROOT, SERVER, free_port, log, pinned  # noqa: E402
 
 NODES = 3
 STABLE_TIMEOUT_S = 60
@@ -482,11 +482,7 @@ def main():
         f"Command: `{command}`\n\n"
         + "\n\n".join(sections) + "\n\n" + harness.other_load_line()
     )
-    print(report)
-    if not arguments.no_record:
-        with RESULTS.open("a") as results:
-            results.write(report)
-        log(f"appended to {RESULTS.relative_to(ROOT)}")
+    harness.record(report, not arguments.no_record)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,16 @@ def log(message):
     print(message, file=sys.stderr, flush=True)
 
 
+def record(report, wanted=True):
+    """Prints `report` and, if `wanted` (no --no-record), appends it to
+    perf/RESULTS.md: what every perf script does with its findings."""
+    print(report)
+    if wanted:
+        with RESULTS.open("a") as results:
+            results.write(report)
+        log(f"appended to {RESULTS.relative_to(ROOT)}")
+
+
 def free_port():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

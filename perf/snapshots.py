@@ -42,10 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # importing harness.py leaves no perf/__pycache__
-from harness import free_port, log, pinned  # noqa: E402  (shared by every perf script)
+from harness import free_port, log, pinned, record  # noqa: E402  (shared by every perf script)
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "RESULTS.md"
 SERVER = ROOT / "target" / "release" / "kvstore-server"
 BENCH = ROOT / "target" / "release" / "kvstore-bench"
 MIB = 1024 * 1024
@@ -378,10 +377,7 @@ def main():
     heading = (f"## Snapshots: {datetime.date.today()}, commit {commit()}, "
                f"{os.cpu_count()} CPUs (`perf/snapshots.py`)")
     report = "\n".join([heading] + sections) + "\n"
-    print(report)
-    if not arguments.no_record:
-        with open(RESULTS, "a") as results:
-            results.write("\n" + report)
+    record("\n" + report, not arguments.no_record)
 
 
 if __name__ == "__main__":

@@ -42,10 +42,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.dont_write_bytecode = True  # importing harness.py leaves no perf/__pycache__
-from harness import free_port, log, pinned  # noqa: E402  (shared by every perf script)
+from harness import free_port, log, pinned, record  # noqa: E402  (shared by every perf script)
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "perf" / "RESULTS.md"
 SERVER = ROOT / "target" / "release" / "kvstore-server"
 BENCH = ROOT / "target" / "release" / "kvstore-bench"
 MIB = 1024 * 1024
@@ -273,10 +272,7 @@ def main():
             f"| {label} | {float(result['ops_per_sec']):,.0f} | {result['p99_us']} µs | {result['errors']} | "
             f"{before / MIB:.0f} -> {peak / MIB:.0f} -> {end / MIB:.0f} MiB | {closed_text} |")
     report = "\n".join(lines) + "\n"
-    print(report)
-    if not arguments.no_record:
-        with RESULTS.open("a") as results:
-            results.write(report)
+    record(report, not arguments.no_record)
 
 
 if __name__ == "__main__":
