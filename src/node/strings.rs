@@ -38,11 +38,6 @@ pub(super) struct Effects {
     single: bool,
 }
 
-/// Commands that write at most one pair, whatever their arguments.
-const SINGLE_PAIR_WRITES: [&str; 9] = [
-    "set", "setnx", "getset", "getdel", "incr", "decr", "incrby", "decrby", "append",
-];
-
 /// Why a command refuses to write.
 enum Refusal {
     OutOfMemory,
@@ -66,7 +61,10 @@ impl Node {
             return call.error(&refusal);
         }
         let opened = self.open_effects();
-        self.effects.single = opened && SINGLE_PAIR_WRITES.contains(&spec.name);
+        // A command of one key writes at most that key's pair (Redis's key
+        // positions say so: first key = last key); MSET, DEL k1 k2 and EXEC
+        // blocks keep the batch and its one-record atomicity.
+        self.effects.single = opened && spec.first_key == spec.last_key;
         match spec.name {
             "get" => self.get(key, call),
             "set" => self.set(args, call),
