@@ -331,6 +331,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_sync_is_reported_even_when_one_beside_it_succeeds() {
+        // fdatasync of /dev/null fails (EINVAL): a disk that refuses.
+        let dir = tempfile::tempdir().unwrap();
+        let good = Arc::new(std::fs::File::create(dir.path().join("log")).unwrap());
+        let refusing = Arc::new(std::fs::File::open("/dev/null").unwrap());
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), Token(0)).unwrap());
+        let mut syncer = Syncer::spawn(waker).unwrap();
+        syncer.request(1, SyncJob::new(vec![refusing], None).unwrap());
+        syncer.request(2, SyncJob::new(vec![good], None).unwrap());
+        assert_eq!(syncer.in_flight(), 2);
+        // The second covers the first's file too, so it fails as well:
+        // nothing reports index 2 durable.
+        let mut reported = Vec::new();
+        assert!(
+            syncer
+                .wait_idle(|synced| reported.push(synced.index))
+                .is_err()
+        );
+        assert!(reported.is_empty(), "{reported:?}");
+    }
+
+    #[test]
     fn a_sync_is_timed_and_only_a_slow_one_is_a_warning() {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = crate::log::DataDir::lock(dir.path()).unwrap();
